@@ -1,0 +1,390 @@
+//! Control and status registers: state, access rules and WARL behaviour (following QEMU's
+//! `virt` board where the specification leaves a choice).
+
+use crate::hart::{Hart, PRIV_M, PRIV_S, PRIV_U};
+use crate::trap::Trap;
+
+pub const MSTATUS_SIE: u64 = 1 << 1;
+pub const MSTATUS_MIE: u64 = 1 << 3;
+pub const MSTATUS_SPIE: u64 = 1 << 5;
+pub const MSTATUS_MPIE: u64 = 1 << 7;
+pub const MSTATUS_SPP: u64 = 1 << 8;
+pub const MSTATUS_MPP: u64 = 3 << 11;
+pub const MSTATUS_FS: u64 = 3 << 13;
+pub const MSTATUS_MPRV: u64 = 1 << 17;
+pub const MSTATUS_SUM: u64 = 1 << 18;
+pub const MSTATUS_MXR: u64 = 1 << 19;
+pub const MSTATUS_TVM: u64 = 1 << 20;
+pub const MSTATUS_TW: u64 = 1 << 21;
+pub const MSTATUS_TSR: u64 = 1 << 22;
+/// UXL = SXL = 2 (64-bit), read-only.
+const MSTATUS_XLEN: u64 = 2 << 32 | 2 << 34;
+const MSTATUS_SD: u64 = 1 << 63;
+
+const MSTATUS_WRITABLE: u64 = MSTATUS_SIE
+    | MSTATUS_MIE
+    | MSTATUS_SPIE
+    | MSTATUS_MPIE
+    | MSTATUS_SPP
+    | MSTATUS_MPP
+    | MSTATUS_FS
+    | MSTATUS_MPRV
+    | MSTATUS_SUM
+    | MSTATUS_MXR
+    | MSTATUS_TVM
+    | MSTATUS_TW
+    | MSTATUS_TSR;
+const SSTATUS_VISIBLE: u64 = MSTATUS_SIE
+    | MSTATUS_SPIE
+    | MSTATUS_SPP
+    | MSTATUS_FS
+    | MSTATUS_SUM
+    | MSTATUS_MXR
+    | 3 << 32
+    | MSTATUS_SD;
+const MSTATUS_TRANSLATION: u64 =
+    MSTATUS_MPRV | MSTATUS_MPP | MSTATUS_SUM | MSTATUS_MXR | MSTATUS_TVM;
+
+/// RV64 with A, C, D, F, I, M, S, U.
+pub const MISA: u64 = 2 << 62 | 1 | 1 << 2 | 1 << 3 | 1 << 5 | 1 << 8 | 1 << 12 | 1 << 18 | 1 << 20;
+
+const MIP_SSIP: u64 = 1 << 1;
+const MIP_STIP: u64 = 1 << 5;
+const MIP_SEIP: u64 = 1 << 9;
+const S_INTERRUPTS: u64 = MIP_SSIP | MIP_STIP | MIP_SEIP;
+const ALL_INTERRUPTS: u64 = S_INTERRUPTS | 1 << 3 | 1 << 7 | 1 << 11;
+/// Exceptions that may be delegated to S-mode (as QEMU: not ECALL from M).
+const DELEGABLE_EXCEPTIONS: u64 = 0xb3ff;
+
+pub const SATP_MODE_BARE: u64 = 0;
+pub const SATP_MODE_SV39: u64 = 8;
+pub const SATP_MODE_SV48: u64 = 9;
+
+pub const PMP_ENTRIES: usize = 16;
+
+/// CSR numbers used by name elsewhere.
+pub mod num {
+    pub const FFLAGS: u16 = 0x001;
+    pub const FRM: u16 = 0x002;
+    pub const FCSR: u16 = 0x003;
+    pub const SSTATUS: u16 = 0x100;
+    pub const SIE: u16 = 0x104;
+    pub const STVEC: u16 = 0x105;
+    pub const SCOUNTEREN: u16 = 0x106;
+    pub const SENVCFG: u16 = 0x10a;
+    pub const SSCRATCH: u16 = 0x140;
+    pub const SEPC: u16 = 0x141;
+    pub const SCAUSE: u16 = 0x142;
+    pub const STVAL: u16 = 0x143;
+    pub const SIP: u16 = 0x144;
+    pub const SATP: u16 = 0x180;
+    pub const MSTATUS: u16 = 0x300;
+    pub const MISA: u16 = 0x301;
+    pub const MEDELEG: u16 = 0x302;
+    pub const MIDELEG: u16 = 0x303;
+    pub const MIE: u16 = 0x304;
+    pub const MTVEC: u16 = 0x305;
+    pub const MCOUNTEREN: u16 = 0x306;
+    pub const MENVCFG: u16 = 0x30a;
+    pub const MCOUNTINHIBIT: u16 = 0x320;
+    pub const MSCRATCH: u16 = 0x340;
+    pub const MEPC: u16 = 0x341;
+    pub const MCAUSE: u16 = 0x342;
+    pub const MTVAL: u16 = 0x343;
+    pub const MIP: u16 = 0x344;
+    pub const PMPCFG0: u16 = 0x3a0;
+    pub const PMPADDR0: u16 = 0x3b0;
+    pub const MCYCLE: u16 = 0xb00;
+    pub const MINSTRET: u16 = 0xb02;
+    pub const CYCLE: u16 = 0xc00;
+    pub const TIME: u16 = 0xc01;
+    pub const INSTRET: u16 = 0xc02;
+    pub const MVENDORID: u16 = 0xf11;
+    pub const MARCHID: u16 = 0xf12;
+    pub const MIMPID: u16 = 0xf13;
+    pub const MHARTID: u16 = 0xf14;
+    pub const MCONFIGPTR: u16 = 0xf15;
+}
+
+/// Every CSR value that is guest-visible state. Counters are stored as offsets from the
+/// instruction count so that they need no work per instruction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CsrState {
+    pub mstatus: u64,
+    pub medeleg: u64,
+    pub mideleg: u64,
+    pub mie: u64,
+    /// Software-writable pending bits; device lines are in `Hart::irq_lines`.
+    pub mip: u64,
+    pub mtvec: u64,
+    pub mcounteren: u64,
+    pub mcountinhibit: u64,
+    pub mscratch: u64,
+    pub mepc: u64,
+    pub mcause: u64,
+    pub mtval: u64,
+    pub menvcfg: u64,
+    pub stvec: u64,
+    pub scounteren: u64,
+    pub sscratch: u64,
+    pub sepc: u64,
+    pub scause: u64,
+    pub stval: u64,
+    pub senvcfg: u64,
+    pub satp: u64,
+    pub fflags: u8,
+    pub frm: u8,
+    pub pmpcfg: [u8; PMP_ENTRIES],
+    pub pmpaddr: [u64; PMP_ENTRIES],
+    /// `mcycle - icount`, changed by writes to `mcycle`.
+    pub mcycle_offset: u64,
+    /// `minstret - icount`, changed by writes to `minstret`.
+    pub minstret_offset: u64,
+}
+
+impl Hart {
+    /// Privilege and read-only checks shared by every CSR instruction.
+    pub(crate) fn check_csr_access(&self, csr: u16, write: bool, bits: u32) -> Result<(), Trap> {
+        let min_priv = ((csr >> 8) & 3) as u8;
+        let read_only = csr >> 10 == 3;
+        if self.privilege < min_priv || (write && read_only) {
+            return Err(Trap::illegal(bits));
+        }
+        if csr == num::SATP
+            && self.privilege == PRIV_S
+            && self.csr.mstatus & MSTATUS_TVM != 0
+        {
+            return Err(Trap::illegal(bits));
+        }
+        Ok(())
+    }
+
+    fn fs_enabled(&self) -> bool {
+        self.csr.mstatus & MSTATUS_FS != 0
+    }
+
+    /// Reads a counter, honouring `mcounteren`/`scounteren` below M-mode.
+    fn read_counter(&self, index: u16, bits: u32) -> Result<u64, Trap> {
+        let bit = 1u64 << index;
+        let allowed = match self.privilege {
+            PRIV_M => true,
+            PRIV_S => self.csr.mcounteren & bit != 0,
+            _ => self.csr.mcounteren & bit != 0 && self.csr.scounteren & bit != 0,
+        };
+        if !allowed {
+            return Err(Trap::illegal(bits));
+        }
+        Ok(match index {
+            0 => self.icount.wrapping_add(self.csr.mcycle_offset),
+            1 => self.mtime(),
+            2 => self.icount.wrapping_add(self.csr.minstret_offset),
+            _ => 0,
+        })
+    }
+
+    pub(crate) fn read_csr(&self, csr: u16, bits: u32) -> Result<u64, Trap> {
+        use num::*;
+        let s = &self.csr;
+        let illegal = Err(Trap::illegal(bits));
+        Ok(match csr {
+            FFLAGS | FRM | FCSR if !self.fs_enabled() => return illegal,
+            FFLAGS => s.fflags as u64,
+            FRM => s.frm as u64,
+            FCSR => (s.frm as u64) << 5 | s.fflags as u64,
+            0xc00..=0xc1f => return self.read_counter(csr - 0xc00, bits),
+            SSTATUS => self.read_mstatus() & SSTATUS_VISIBLE,
+            SIE => s.mie & s.mideleg,
+            STVEC => s.stvec,
+            SCOUNTEREN => s.scounteren,
+            SENVCFG => s.senvcfg,
+            SSCRATCH => s.sscratch,
+            SEPC => s.sepc,
+            SCAUSE => s.scause,
+            STVAL => s.stval,
+            SIP => self.mip() & s.mideleg,
+            SATP => s.satp,
+            MSTATUS => self.read_mstatus(),
+            num::MISA => self::MISA,
+            MEDELEG => s.medeleg,
+            MIDELEG => s.mideleg,
+            MIE => s.mie,
+            MTVEC => s.mtvec,
+            MCOUNTEREN => s.mcounteren,
+            MENVCFG => s.menvcfg,
+            MCOUNTINHIBIT => s.mcountinhibit,
+            MSCRATCH => s.mscratch,
+            MEPC => s.mepc,
+            MCAUSE => s.mcause,
+            MTVAL => s.mtval,
+            MIP => self.mip(),
+            0x3a0..=0x3a3 => {
+                let index = (csr - PMPCFG0) as usize;
+                if index % 2 == 1 {
+                    return illegal;
+                }
+                let bytes: [u8; 8] = s.pmpcfg[index * 4..index * 4 + 8].try_into().unwrap_or_default();
+                u64::from_le_bytes(bytes)
+            }
+            0x3b0..=0x3bf => s.pmpaddr[(csr - PMPADDR0) as usize],
+            MCYCLE => self.icount.wrapping_add(s.mcycle_offset),
+            MINSTRET => self.icount.wrapping_add(s.minstret_offset),
+            0xb03..=0xb1f | 0x323..=0x33f => 0,
+            MVENDORID | MARCHID | MIMPID | MCONFIGPTR => 0,
+            MHARTID => self.hart_id,
+            _ => return illegal,
+        })
+    }
+
+    pub fn read_mstatus(&self) -> u64 {
+        let m = self.csr.mstatus | MSTATUS_XLEN;
+        if m & MSTATUS_FS == MSTATUS_FS {
+            m | MSTATUS_SD
+        } else {
+            m
+        }
+    }
+
+    pub(crate) fn write_csr(&mut self, csr: u16, value: u64, bits: u32) -> Result<(), Trap> {
+        use num::*;
+        let illegal = Err(Trap::illegal(bits));
+        match csr {
+            FFLAGS | FRM | FCSR if !self.fs_enabled() => return illegal,
+            FFLAGS => {
+                self.csr.fflags = (value & 0x1f) as u8;
+                self.mark_fs_dirty();
+            }
+            FRM => {
+                self.csr.frm = (value & 7) as u8;
+                self.mark_fs_dirty();
+            }
+            FCSR => {
+                self.csr.fflags = (value & 0x1f) as u8;
+                self.csr.frm = ((value >> 5) & 7) as u8;
+                self.mark_fs_dirty();
+            }
+            SSTATUS => {
+                let mask = SSTATUS_VISIBLE & MSTATUS_WRITABLE;
+                self.write_mstatus((self.csr.mstatus & !mask) | (value & mask));
+            }
+            SIE => {
+                let mask = self.csr.mideleg;
+                self.csr.mie = (self.csr.mie & !mask) | (value & mask);
+            }
+            STVEC => write_tvec(&mut self.csr.stvec, value),
+            SCOUNTEREN => self.csr.scounteren = value & 0xffff_ffff,
+            SENVCFG => self.csr.senvcfg = value & 1,
+            SSCRATCH => self.csr.sscratch = value,
+            SEPC => self.csr.sepc = value & !1,
+            SCAUSE => self.csr.scause = value,
+            STVAL => self.csr.stval = value,
+            SIP => {
+                let mask = self.csr.mideleg & MIP_SSIP;
+                self.csr.mip = (self.csr.mip & !mask) | (value & mask);
+            }
+            SATP => {
+                let mode = value >> 60;
+                if matches!(mode, SATP_MODE_BARE | SATP_MODE_SV39 | SATP_MODE_SV48) {
+                    // As QEMU: ASID is 16 bits, PPN 44 bits; an unsupported mode ignores the write.
+                    self.csr.satp = value & (0xf << 60 | 0xffff << 44 | ((1 << 44) - 1));
+                    self.flush_translations();
+                }
+            }
+            MSTATUS => self.write_mstatus(value),
+            num::MISA => {}
+            MEDELEG => self.csr.medeleg = value & DELEGABLE_EXCEPTIONS,
+            MIDELEG => self.csr.mideleg = value & S_INTERRUPTS,
+            MIE => self.csr.mie = value & ALL_INTERRUPTS,
+            MTVEC => write_tvec(&mut self.csr.mtvec, value),
+            MCOUNTEREN => self.csr.mcounteren = value & 0xffff_ffff,
+            MENVCFG => self.csr.menvcfg = value & 1,
+            MCOUNTINHIBIT => self.csr.mcountinhibit = value & 0xffff_fffd,
+            MSCRATCH => self.csr.mscratch = value,
+            MEPC => self.csr.mepc = value & !1,
+            MCAUSE => self.csr.mcause = value,
+            MTVAL => self.csr.mtval = value,
+            MIP => {
+                let mask = S_INTERRUPTS;
+                self.csr.mip = (self.csr.mip & !mask) | (value & mask);
+            }
+            0x3a0..=0x3a3 => {
+                let index = (csr - PMPCFG0) as usize;
+                if index % 2 == 1 {
+                    return illegal;
+                }
+                for (i, byte) in value.to_le_bytes().iter().enumerate() {
+                    self.write_pmpcfg(index * 4 + i, *byte);
+                }
+                self.flush_translations();
+            }
+            0x3b0..=0x3bf => {
+                self.write_pmpaddr((csr - PMPADDR0) as usize, value);
+                self.flush_translations();
+            }
+            MCYCLE => self.csr.mcycle_offset = value.wrapping_sub(self.icount + 1),
+            MINSTRET => self.csr.minstret_offset = value.wrapping_sub(self.icount + 1),
+            0xb03..=0xb1f | 0x323..=0x33f => {}
+            _ => return illegal,
+        }
+        Ok(())
+    }
+
+    fn write_mstatus(&mut self, value: u64) {
+        let old = self.csr.mstatus;
+        let mut new = (old & !MSTATUS_WRITABLE) | (value & MSTATUS_WRITABLE);
+        // MPP = 2 is reserved: keep the previous mode (WARL).
+        if new & MSTATUS_MPP == 2 << 11 {
+            new = (new & !MSTATUS_MPP) | (old & MSTATUS_MPP);
+        }
+        self.csr.mstatus = new;
+        if (old ^ new) & MSTATUS_TRANSLATION != 0 {
+            self.flush_translations();
+        } else {
+            self.context_changed();
+        }
+    }
+
+    pub(crate) fn mark_fs_dirty(&mut self) {
+        self.csr.mstatus |= MSTATUS_FS;
+    }
+
+    fn write_pmpcfg(&mut self, index: usize, value: u8) {
+        if self.csr.pmpcfg[index] & 0x80 != 0 {
+            return; // locked
+        }
+        // R = 0 with W = 1 is reserved: as QEMU, drop such writes' W bit.
+        let mut v = value & 0x9f;
+        if v & 3 == 2 {
+            v &= !2;
+        }
+        self.csr.pmpcfg[index] = v;
+    }
+
+    fn write_pmpaddr(&mut self, index: usize, value: u64) {
+        let locked = self.csr.pmpcfg[index] & 0x80 != 0;
+        let next_locks_tor = self
+            .csr
+            .pmpcfg
+            .get(index + 1)
+            .is_some_and(|&c| c & 0x80 != 0 && (c >> 3) & 3 == 1);
+        if locked || next_locks_tor {
+            return;
+        }
+        self.csr.pmpaddr[index] = value & ((1 << 54) - 1);
+    }
+
+    /// Privilege mode name, for messages.
+    pub fn privilege_name(&self) -> &'static str {
+        match self.privilege {
+            PRIV_U => "U",
+            PRIV_S => "S",
+            _ => "M",
+        }
+    }
+}
+
+/// `mtvec`/`stvec`: modes 2 and 3 are reserved, and as on QEMU such a write is ignored.
+fn write_tvec(reg: &mut u64, value: u64) {
+    if value & 3 < 2 {
+        *reg = value;
+    }
+}

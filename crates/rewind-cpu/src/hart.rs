@@ -1,0 +1,824 @@
+//! One RV64GC hart: architectural state and the interpreter loop.
+
+use crate::csr::CsrState;
+use crate::decode::{self, Kind, Op};
+use crate::mmu::Tlb;
+use crate::ram::{Ram, PAGE_SHIFT};
+use crate::trap::{cause, irq, Access, Trap};
+
+/// Privilege levels, as encoded in `mstatus.MPP`.
+pub const PRIV_U: u8 = 0;
+pub const PRIV_S: u8 = 1;
+pub const PRIV_M: u8 = 3;
+
+/// Memory-mapped I/O as seen from the hart: everything at a physical address outside RAM.
+///
+/// `icount` is the exact instruction count of the access (instructions completed before it),
+/// so a device can tell the time of the access without a clock of its own.
+pub trait Mmio {
+    /// Reads `size` (1, 2, 4 or 8) bytes; `None` means an access fault.
+    fn read(&mut self, addr: u64, size: u8, icount: u64) -> Option<u64>;
+    /// Writes `size` bytes; `false` means an access fault. Every write ends the current
+    /// [`Hart::run`], so a device may change deadlines or stop the machine.
+    fn write(&mut self, addr: u64, size: u8, value: u64, icount: u64) -> bool;
+}
+
+/// Why [`Hart::run`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// The instruction budget is spent.
+    Budget,
+    /// The hart executed WFI with no enabled interrupt pending: it sleeps until one is.
+    Wfi,
+    /// Something the machine must look at happened (an MMIO write, a CSR write that may unmask
+    /// an interrupt, an xRET): the machine re-checks interrupts and deadlines.
+    Yield,
+}
+
+/// An LR reservation: the address and the value loaded. As on QEMU, SC succeeds when the
+/// reservation is held and memory still holds that value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Reservation {
+    pub addr: u64,
+    pub value: u64,
+}
+
+/// One hart. All guest-visible state is in public fields or [`CsrState`]; the rest is caches.
+pub struct Hart {
+    pub x: [u64; 32],
+    /// Floating-point registers as raw bits (singles NaN-boxed).
+    pub f: [u64; 32],
+    pub pc: u64,
+    pub privilege: u8,
+    /// Instructions executed (including ones that trapped) plus idle time skipped in WFI,
+    /// in instruction units: the one clock of the machine.
+    pub icount: u64,
+    pub csr: CsrState,
+    pub hart_id: u64,
+    /// Virtual nanoseconds per instruction are `1 << icount_shift`.
+    pub icount_shift: u32,
+    /// Interrupt lines driven by devices (MTIP, MSIP, MEIP, SEIP), ORed into `mip`.
+    pub irq_lines: u64,
+    pub(crate) reservation: Option<Reservation>,
+    /// Effective privilege of data accesses (MPRV applied).
+    pub(crate) data_priv: u8,
+    pub(crate) tlb: Box<Tlb>,
+    /// Virtual page number of the page instructions are fetched from, or `u64::MAX`.
+    fetch_vpn: u64,
+    /// Index of the first decoded slot of the fetch page in `Ram`'s code cache.
+    fetch_slots: usize,
+    /// Offset in RAM of the fetch page.
+    fetch_ram_off: usize,
+    stop: Option<Exit>,
+}
+
+/// Virtual nanoseconds per `mtime` tick: `mtime` runs at 10 MHz, as on QEMU's `virt`.
+pub const NS_PER_MTIME_TICK: u64 = 100;
+
+impl Hart {
+    /// A hart at reset: M-mode, all registers zero, `pc` = `reset_pc`.
+    pub fn new(hart_id: u64, reset_pc: u64) -> Hart {
+        let mut hart = Hart {
+            x: [0; 32],
+            f: [0; 32],
+            pc: reset_pc,
+            privilege: PRIV_M,
+            icount: 0,
+            csr: CsrState::default(),
+            hart_id,
+            icount_shift: 0,
+            irq_lines: 0,
+            reservation: None,
+            data_priv: PRIV_M,
+            tlb: Box::default(),
+            fetch_vpn: u64::MAX,
+            fetch_slots: 0,
+            fetch_ram_off: 0,
+            stop: None,
+        };
+        hart.context_changed();
+        hart
+    }
+
+    /// `mtime` at instruction count `icount`.
+    pub fn mtime_at(icount: u64, shift: u32) -> u64 {
+        ((icount as u128) << shift).min(u64::MAX as u128) as u64 / NS_PER_MTIME_TICK
+    }
+
+    /// The current value of `mtime`.
+    pub fn mtime(&self) -> u64 {
+        Hart::mtime_at(self.icount, self.icount_shift)
+    }
+
+    /// The first instruction count at which `mtime >= deadline`.
+    pub fn icount_for_mtime(deadline: u64, shift: u32) -> u64 {
+        let ns = deadline as u128 * NS_PER_MTIME_TICK as u128;
+        let per_insn = 1u128 << shift;
+        ns.div_ceil(per_insn).min(u64::MAX as u128) as u64
+    }
+
+    /// Effective `mip`: software-writable bits plus device lines.
+    pub fn mip(&self) -> u64 {
+        self.csr.mip | self.irq_lines
+    }
+
+    /// Whether WFI should wake: some interrupt is pending and enabled in `mie`, whatever the
+    /// global enables say.
+    pub fn wakeup_pending(&self) -> bool {
+        self.mip() & self.csr.mie != 0
+    }
+
+    /// The interrupt that would be taken now, if any (its number).
+    pub fn pending_interrupt(&self) -> Option<u64> {
+        let pending = self.mip() & self.csr.mie;
+        if pending == 0 {
+            return None;
+        }
+        let mstatus = self.csr.mstatus;
+        let m_enabled = self.privilege < PRIV_M || mstatus & crate::csr::MSTATUS_MIE != 0;
+        let s_enabled = self.privilege < PRIV_S
+            || (self.privilege == PRIV_S && mstatus & crate::csr::MSTATUS_SIE != 0);
+        let m_pending = if m_enabled { pending & !self.csr.mideleg } else { 0 };
+        let s_pending = if s_enabled && self.privilege <= PRIV_S {
+            pending & self.csr.mideleg
+        } else {
+            0
+        };
+        const ORDER: [u64; 6] = [irq::MEI, irq::MSI, irq::MTI, irq::SEI, irq::SSI, irq::STI];
+        for set in [m_pending, s_pending] {
+            if let Some(&n) = ORDER.iter().find(|&&n| set & (1 << n) != 0) {
+                return Some(n);
+            }
+        }
+        None
+    }
+
+    /// Takes the highest-priority pending interrupt, if any. Returns whether one was taken.
+    pub fn take_pending_interrupt(&mut self) -> bool {
+        match self.pending_interrupt() {
+            Some(n) => {
+                self.enter_trap(n, 0, true);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Enters the trap handler for `cause` (an exception, or an interrupt number).
+    pub(crate) fn enter_trap(&mut self, cause: u64, tval: u64, interrupt: bool) {
+        use crate::csr::*;
+        let deleg = if interrupt {
+            self.csr.mideleg
+        } else {
+            self.csr.medeleg
+        };
+        let mcause = cause | (interrupt as u64) << 63;
+        let epc = self.pc;
+        let s = &mut self.csr;
+        let (tvec, new_priv) = if self.privilege <= PRIV_S && (deleg >> cause) & 1 == 1 {
+            s.scause = mcause;
+            s.sepc = epc;
+            s.stval = tval;
+            let sie = s.mstatus & MSTATUS_SIE != 0;
+            s.mstatus &= !(MSTATUS_SPIE | MSTATUS_SIE | MSTATUS_SPP);
+            s.mstatus |= (sie as u64) << 5 | (self.privilege as u64 & 1) << 8;
+            (s.stvec, PRIV_S)
+        } else {
+            s.mcause = mcause;
+            s.mepc = epc;
+            s.mtval = tval;
+            let mie = s.mstatus & MSTATUS_MIE != 0;
+            s.mstatus &= !(MSTATUS_MPIE | MSTATUS_MIE | MSTATUS_MPP);
+            s.mstatus |= (mie as u64) << 7 | (self.privilege as u64) << 11;
+            (s.mtvec, PRIV_M)
+        };
+        self.pc = if interrupt && tvec & 1 == 1 {
+            (tvec & !3).wrapping_add(4 * cause)
+        } else {
+            tvec & !3
+        };
+        self.privilege = new_priv;
+        self.context_changed();
+    }
+
+    /// Forgets everything cached about the current translation context (privilege, `mstatus`,
+    /// `satp`, PMP): called whenever one of them may have changed.
+    pub(crate) fn context_changed(&mut self) {
+        use crate::csr::*;
+        self.fetch_vpn = u64::MAX;
+        let mstatus = self.csr.mstatus;
+        self.data_priv = if self.privilege == PRIV_M && mstatus & MSTATUS_MPRV != 0 {
+            ((mstatus & MSTATUS_MPP) >> 11) as u8
+        } else {
+            self.privilege
+        };
+    }
+
+    /// Drops all cached translations (`sfence.vma`, `satp`, permission-relevant `mstatus` bits,
+    /// PMP changes, or RAM replaced under the hart).
+    pub fn flush_translations(&mut self) {
+        self.tlb.flush();
+        self.context_changed();
+    }
+
+    #[inline(always)]
+    fn set_x(&mut self, rd: u8, value: u64) {
+        self.x[(rd & 31) as usize] = value;
+        self.x[0] = 0;
+    }
+
+    #[inline(always)]
+    fn rs1(&self, op: &Op) -> u64 {
+        self.x[(op.rs1 & 31) as usize]
+    }
+
+    #[inline(always)]
+    fn rs2(&self, op: &Op) -> u64 {
+        self.x[(op.rs2 & 31) as usize]
+    }
+
+    /// Runs at most `budget` instructions; see [`Exit`] for why it may stop sooner.
+    pub fn run<M: Mmio>(&mut self, ram: &mut Ram, mmio: &mut M, budget: u64) -> Exit {
+        let end = self.icount.saturating_add(budget);
+        self.stop = None;
+        while self.icount < end {
+            let pc = self.pc;
+            let op = match self.fetch(ram, pc) {
+                Ok(op) => op,
+                Err(trap) => {
+                    self.icount += 1;
+                    self.enter_trap(trap.cause, trap.tval, false);
+                    continue;
+                }
+            };
+            let result = self.exec(op, pc, ram, mmio);
+            self.icount += 1;
+            if let Err(trap) = result {
+                self.enter_trap(trap.cause, trap.tval, false);
+            }
+            if let Some(exit) = self.stop.take() {
+                return exit;
+            }
+        }
+        Exit::Budget
+    }
+
+    /// Executes exactly one instruction (or takes the trap it causes).
+    pub fn step<M: Mmio>(&mut self, ram: &mut Ram, mmio: &mut M) -> Exit {
+        self.run(ram, mmio, 1)
+    }
+
+    /// The decoded instruction at `pc`, decoding it on first use.
+    #[inline(always)]
+    fn fetch(&mut self, ram: &mut Ram, pc: u64) -> Result<Op, Trap> {
+        if pc >> PAGE_SHIFT != self.fetch_vpn {
+            self.refill_fetch(ram, pc)?;
+        }
+        let slot = self.fetch_slots + ((pc as usize & 0xfff) >> 1);
+        let op = ram.code_slot(slot);
+        if op.kind != Kind::Undecoded {
+            return Ok(op);
+        }
+        self.decode_slot(ram, pc, slot)
+    }
+
+    #[cold]
+    fn refill_fetch(&mut self, ram: &mut Ram, pc: u64) -> Result<(), Trap> {
+        let paddr = match self.tlb.exec_hit(self.privilege, pc) {
+            Some(off) => ram.base().wrapping_add(off as u64),
+            None => self.translate(ram, pc, Access::Exec, 2)?,
+        };
+        let Some(off) = ram.offset(paddr) else {
+            return Err(Access::Exec.access_fault(pc));
+        };
+        let page_off = off & !0xfff;
+        let (slots, created) = ram.code_page(page_off);
+        if created {
+            // Stores to this page must now take the slow path, which drops decoded slots.
+            self.tlb.forget_writable(page_off);
+        }
+        self.fetch_vpn = pc >> PAGE_SHIFT;
+        self.fetch_slots = slots;
+        self.fetch_ram_off = page_off;
+        Ok(())
+    }
+
+    #[cold]
+    fn decode_slot(&mut self, ram: &mut Ram, pc: u64, slot: usize) -> Result<Op, Trap> {
+        let off = self.fetch_ram_off + (pc as usize & 0xfff);
+        let bytes = ram.bytes();
+        let low = u16::from_le_bytes([bytes[off], bytes[off + 1]]);
+        if decode::insn_len(low) == 2 {
+            let op = decode::decode(low as u32);
+            ram.set_code_slot(slot, op);
+            return Ok(op);
+        }
+        if pc & 0xfff != 0xffe {
+            let high = u16::from_le_bytes([bytes[off + 2], bytes[off + 3]]);
+            let op = decode::decode(low as u32 | (high as u32) << 16);
+            ram.set_code_slot(slot, op);
+            return Ok(op);
+        }
+        // The instruction straddles two pages: fetch its upper half through the translation of
+        // the next page, and do not cache the result (that mapping may change on its own).
+        let next = pc.wrapping_add(2);
+        let paddr = self.translate(ram, next, Access::Exec, 2)?;
+        let mut high = [0u8; 2];
+        ram.read(paddr, &mut high)
+            .ok_or_else(|| Access::Exec.access_fault(next))?;
+        Ok(decode::decode(low as u32 | (u16::from_le_bytes(high) as u32) << 16))
+    }
+
+    #[inline(always)]
+    fn exec<M: Mmio>(
+        &mut self,
+        op: Op,
+        pc: u64,
+        ram: &mut Ram,
+        mmio: &mut M,
+    ) -> Result<(), Trap> {
+        use Kind::*;
+        let imm = op.imm as i64 as u64;
+        let next = pc.wrapping_add(op.len as u64);
+        macro_rules! alu {
+            ($e:expr) => {{
+                let v = $e;
+                self.set_x(op.rd, v);
+                self.pc = next;
+            }};
+        }
+        macro_rules! branch {
+            ($cond:expr) => {{
+                self.pc = if $cond { pc.wrapping_add(imm) } else { next };
+            }};
+        }
+        macro_rules! load {
+            ($n:literal, $conv:expr) => {{
+                let addr = self.rs1(&op).wrapping_add(imm);
+                let v = self.load::<$n, M>(ram, mmio, addr)?;
+                let conv: fn(u64) -> u64 = $conv;
+                self.set_x(op.rd, conv(v));
+                self.pc = next;
+            }};
+        }
+        macro_rules! store {
+            ($n:literal) => {{
+                let addr = self.rs1(&op).wrapping_add(imm);
+                self.store::<$n, M>(ram, mmio, addr, self.rs2(&op))?;
+                self.pc = next;
+            }};
+        }
+        let a = self.rs1(&op);
+        let b = self.rs2(&op);
+        match op.kind {
+            Addi => alu!(a.wrapping_add(imm)),
+            Add => alu!(a.wrapping_add(b)),
+            Lui => alu!(imm),
+            Auipc => alu!(pc.wrapping_add(imm)),
+            Jal => {
+                self.set_x(op.rd, next);
+                self.pc = pc.wrapping_add(imm);
+            }
+            Jalr => {
+                self.pc = a.wrapping_add(imm) & !1;
+                self.set_x(op.rd, next);
+            }
+            Beq => branch!(a == b),
+            Bne => branch!(a != b),
+            Blt => branch!((a as i64) < (b as i64)),
+            Bge => branch!((a as i64) >= (b as i64)),
+            Bltu => branch!(a < b),
+            Bgeu => branch!(a >= b),
+            Lb => load!(1, |v| v as i8 as i64 as u64),
+            Lh => load!(2, |v| v as i16 as i64 as u64),
+            Lw => load!(4, |v| v as i32 as i64 as u64),
+            Ld => load!(8, |v| v),
+            Lbu => load!(1, |v| v),
+            Lhu => load!(2, |v| v),
+            Lwu => load!(4, |v| v),
+            Sb => store!(1),
+            Sh => store!(2),
+            Sw => store!(4),
+            Sd => store!(8),
+            Slti => alu!(((a as i64) < (imm as i64)) as u64),
+            Sltiu => alu!((a < imm) as u64),
+            Xori => alu!(a ^ imm),
+            Ori => alu!(a | imm),
+            Andi => alu!(a & imm),
+            Slli => alu!(a << (imm & 63)),
+            Srli => alu!(a >> (imm & 63)),
+            Srai => alu!(((a as i64) >> (imm & 63)) as u64),
+            Sub => alu!(a.wrapping_sub(b)),
+            Sll => alu!(a << (b & 63)),
+            Slt => alu!(((a as i64) < (b as i64)) as u64),
+            Sltu => alu!((a < b) as u64),
+            Xor => alu!(a ^ b),
+            Srl => alu!(a >> (b & 63)),
+            Sra => alu!(((a as i64) >> (b & 63)) as u64),
+            Or => alu!(a | b),
+            And => alu!(a & b),
+            Addiw => alu!(sext32(a.wrapping_add(imm))),
+            Slliw => alu!(sext32(a << (imm & 31))),
+            Srliw => alu!(sext32((a as u32 >> (imm & 31)) as u64)),
+            Sraiw => alu!(((a as i32) >> (imm & 31)) as i64 as u64),
+            Addw => alu!(sext32(a.wrapping_add(b))),
+            Subw => alu!(sext32(a.wrapping_sub(b))),
+            Sllw => alu!(sext32(a << (b & 31))),
+            Srlw => alu!(sext32((a as u32 >> (b & 31)) as u64)),
+            Sraw => alu!(((a as i32) >> (b & 31)) as i64 as u64),
+            Mul => alu!(a.wrapping_mul(b)),
+            Mulh => alu!(((a as i64 as i128 * b as i64 as i128) >> 64) as u64),
+            Mulhsu => alu!(((a as i64 as i128 * b as i128) >> 64) as u64),
+            Mulhu => alu!(((a as u128 * b as u128) >> 64) as u64),
+            Div => alu!(match (a as i64, b as i64) {
+                (_, 0) => u64::MAX,
+                (x, y) => x.wrapping_div(y) as u64,
+            }),
+            Divu => alu!(a.checked_div(b).unwrap_or(u64::MAX)),
+            Rem => alu!(match (a as i64, b as i64) {
+                (x, 0) => x as u64,
+                (x, y) => x.wrapping_rem(y) as u64,
+            }),
+            Remu => alu!(if b == 0 { a } else { a % b }),
+            Mulw => alu!(sext32((a as u32).wrapping_mul(b as u32) as u64)),
+            Divw => alu!(match (a as i32, b as i32) {
+                (_, 0) => u64::MAX,
+                (x, y) => x.wrapping_div(y) as i64 as u64,
+            }),
+            Divuw => alu!(match (a as u32, b as u32) {
+                (_, 0) => u64::MAX,
+                (x, y) => sext32((x / y) as u64),
+            }),
+            Remw => alu!(match (a as i32, b as i32) {
+                (x, 0) => x as i64 as u64,
+                (x, y) => x.wrapping_rem(y) as i64 as u64,
+            }),
+            Remuw => alu!(match (a as u32, b as u32) {
+                (x, 0) => sext32(x as u64),
+                (x, y) => sext32((x % y) as u64),
+            }),
+            Fence => self.pc = next,
+            FenceI => {
+                // Stores already drop the decoded instructions they overwrite; only the fetch
+                // page cache needs refreshing.
+                self.fetch_vpn = u64::MAX;
+                self.pc = next;
+            }
+            Ecall => {
+                let cause = match self.privilege {
+                    PRIV_U => cause::ECALL_FROM_U,
+                    PRIV_S => cause::ECALL_FROM_S,
+                    _ => cause::ECALL_FROM_M,
+                };
+                return Err(Trap::new(cause, 0));
+            }
+            Ebreak => return Err(Trap::new(cause::BREAKPOINT, pc)),
+            Mret => self.exec_mret(op)?,
+            Sret => self.exec_sret(op)?,
+            Wfi => self.exec_wfi(op, next)?,
+            SfenceVma => {
+                if self.privilege == PRIV_U
+                    || (self.privilege == PRIV_S && self.csr.mstatus & crate::csr::MSTATUS_TVM != 0)
+                {
+                    return Err(Trap::illegal(raw_bits(&op)));
+                }
+                self.flush_translations();
+                self.pc = next;
+            }
+            Csrrw | Csrrs | Csrrc | Csrrwi | Csrrsi | Csrrci => self.exec_csr(op, next)?,
+            AmoW | AmoD => self.exec_amo(op, ram, mmio, next)?,
+            Flw | Fld | Fsw | Fsd => self.exec_fp_mem(op, ram, mmio, next)?,
+            Illegal | Undecoded => return Err(Trap::illegal(raw_bits(&op))),
+            _ => self.exec_fp(op, next)?,
+        }
+        Ok(())
+    }
+
+    fn exec_mret(&mut self, op: Op) -> Result<(), Trap> {
+        use crate::csr::*;
+        if self.privilege != PRIV_M {
+            return Err(Trap::illegal(raw_bits(&op)));
+        }
+        let s = &mut self.csr;
+        let mpp = ((s.mstatus & MSTATUS_MPP) >> 11) as u8;
+        let mpie = s.mstatus & MSTATUS_MPIE != 0;
+        s.mstatus &= !(MSTATUS_MIE | MSTATUS_MPP);
+        s.mstatus |= (mpie as u64) << 3 | MSTATUS_MPIE;
+        if mpp != PRIV_M {
+            s.mstatus &= !MSTATUS_MPRV;
+        }
+        self.privilege = mpp;
+        self.pc = s.mepc;
+        self.context_changed();
+        self.stop = Some(Exit::Yield);
+        Ok(())
+    }
+
+    fn exec_sret(&mut self, op: Op) -> Result<(), Trap> {
+        use crate::csr::*;
+        if self.privilege == PRIV_U
+            || (self.privilege == PRIV_S && self.csr.mstatus & MSTATUS_TSR != 0)
+        {
+            return Err(Trap::illegal(raw_bits(&op)));
+        }
+        let s = &mut self.csr;
+        let spp = ((s.mstatus & MSTATUS_SPP) >> 8) as u8;
+        let spie = s.mstatus & MSTATUS_SPIE != 0;
+        s.mstatus &= !(MSTATUS_SIE | MSTATUS_SPP);
+        s.mstatus |= (spie as u64) << 1 | MSTATUS_SPIE;
+        s.mstatus &= !MSTATUS_MPRV;
+        self.privilege = spp;
+        self.pc = s.sepc;
+        self.context_changed();
+        self.stop = Some(Exit::Yield);
+        Ok(())
+    }
+
+    fn exec_wfi(&mut self, op: Op, next: u64) -> Result<(), Trap> {
+        let tw = self.csr.mstatus & crate::csr::MSTATUS_TW != 0;
+        if self.privilege == PRIV_U || (self.privilege == PRIV_S && tw) {
+            return Err(Trap::illegal(raw_bits(&op)));
+        }
+        self.pc = next;
+        self.stop = Some(if self.wakeup_pending() {
+            Exit::Yield
+        } else {
+            Exit::Wfi
+        });
+        Ok(())
+    }
+
+    fn exec_csr(&mut self, op: Op, next: u64) -> Result<(), Trap> {
+        use Kind::*;
+        let csr = (op.imm as u32 & 0xfff) as u16;
+        let operand = match op.kind {
+            Csrrwi | Csrrsi | Csrrci => op.rs1 as u64,
+            _ => self.rs1(&op),
+        };
+        let bits = raw_bits(&op);
+        let (read, write) = match op.kind {
+            Csrrw | Csrrwi => (op.rd != 0, Some(operand)),
+            _ => (true, (op.rs1 != 0).then_some(operand)),
+        };
+        self.check_csr_access(csr, write.is_some(), bits)?;
+        let old = if read || write.is_some() && op.kind != Csrrw && op.kind != Csrrwi {
+            self.read_csr(csr, bits)?
+        } else {
+            0
+        };
+        if let Some(v) = write {
+            let new = match op.kind {
+                Csrrw | Csrrwi => v,
+                Csrrs | Csrrsi => old | v,
+                _ => old & !v,
+            };
+            self.write_csr(csr, new, bits)?;
+            // The write may unmask an interrupt or change translation: let the machine look.
+            self.stop = Some(Exit::Yield);
+        }
+        self.set_x(op.rd, old);
+        self.pc = next;
+        Ok(())
+    }
+
+    fn exec_amo<M: Mmio>(
+        &mut self,
+        op: Op,
+        ram: &mut Ram,
+        mmio: &mut M,
+        next: u64,
+    ) -> Result<(), Trap> {
+        let addr = self.rs1(&op);
+        let size: u8 = if op.kind == Kind::AmoD { 8 } else { 4 };
+        let sext = |v: u64| if size == 4 { sext32(v) } else { v };
+        let src = self.rs2(&op);
+        match op.rm {
+            0x02 => {
+                // LR
+                if addr & (size as u64 - 1) != 0 {
+                    return Err(Trap::new(cause::LOAD_MISALIGNED, addr));
+                }
+                let paddr = self.translate(ram, addr, Access::Load, size)?;
+                let v = self
+                    .phys_read(ram, mmio, paddr, size)
+                    .ok_or_else(|| Access::Load.access_fault(addr))?;
+                self.reservation = Some(Reservation { addr: paddr, value: v });
+                self.set_x(op.rd, sext(v));
+            }
+            0x03 => {
+                // SC
+                if addr & (size as u64 - 1) != 0 {
+                    return Err(Trap::new(cause::STORE_MISALIGNED, addr));
+                }
+                let paddr = self.translate(ram, addr, Access::Store, size)?;
+                let held = self.reservation.take();
+                let current = self.phys_read(ram, mmio, paddr, size);
+                let ok = matches!(held, Some(r) if r.addr == paddr && Some(r.value) == current);
+                if ok {
+                    if !self.phys_write(ram, mmio, paddr, size, src) {
+                        return Err(Access::Store.access_fault(addr));
+                    }
+                }
+                self.set_x(op.rd, !ok as u64);
+            }
+            f => {
+                if addr & (size as u64 - 1) != 0 {
+                    return Err(Trap::new(cause::STORE_MISALIGNED, addr));
+                }
+                let paddr = self.translate(ram, addr, Access::Store, size)?;
+                let old = self
+                    .phys_read(ram, mmio, paddr, size)
+                    .ok_or_else(|| Access::Store.access_fault(addr))?;
+                let (a, b) = (sext(old), sext(src));
+                let new = match f {
+                    0x01 => b,
+                    0x00 => a.wrapping_add(b),
+                    0x04 => a ^ b,
+                    0x0c => a & b,
+                    0x08 => a | b,
+                    0x10 => (a as i64).min(b as i64) as u64,
+                    0x14 => (a as i64).max(b as i64) as u64,
+                    0x18 => a.min(b),
+                    _ => a.max(b),
+                };
+                if !self.phys_write(ram, mmio, paddr, size, new) {
+                    return Err(Access::Store.access_fault(addr));
+                }
+                self.set_x(op.rd, a);
+            }
+        }
+        self.pc = next;
+        Ok(())
+    }
+
+    /// A load through the TLB fast path, or the slow path on a miss.
+    #[inline(always)]
+    pub(crate) fn load<const N: usize, M: Mmio>(
+        &mut self,
+        ram: &mut Ram,
+        mmio: &mut M,
+        addr: u64,
+    ) -> Result<u64, Trap> {
+        if let Some(off) = self.tlb.read_hit(self.data_priv, addr, N) {
+            if let Some(b) = ram.bytes().get(off..off + N) {
+                let mut buf = [0u8; 8];
+                buf[..N].copy_from_slice(b);
+                return Ok(u64::from_le_bytes(buf));
+            }
+        }
+        self.load_slow(ram, mmio, addr, N as u8)
+    }
+
+    /// A store through the TLB fast path (never a code page), or the slow path.
+    #[inline(always)]
+    pub(crate) fn store<const N: usize, M: Mmio>(
+        &mut self,
+        ram: &mut Ram,
+        mmio: &mut M,
+        addr: u64,
+        value: u64,
+    ) -> Result<(), Trap> {
+        if let Some(off) = self.tlb.write_hit(self.data_priv, addr, N) {
+            if let Some(b) = ram.bytes_mut_unchecked().get_mut(off..off + N) {
+                b.copy_from_slice(&value.to_le_bytes()[..N]);
+                return Ok(());
+            }
+        }
+        self.store_slow(ram, mmio, addr, N as u8, value)
+    }
+
+    #[cold]
+    fn load_slow<M: Mmio>(
+        &mut self,
+        ram: &mut Ram,
+        mmio: &mut M,
+        addr: u64,
+        size: u8,
+    ) -> Result<u64, Trap> {
+        let pieces = self.translate_span(ram, addr, size, Access::Load)?;
+        let mut value = 0u64;
+        let mut shift = 0;
+        for (paddr, len) in pieces.into_iter().flatten() {
+            let part = if len == size {
+                self.phys_read(ram, mmio, paddr, len)
+            } else {
+                self.phys_read_bytes(ram, mmio, paddr, len)
+            }
+            .ok_or_else(|| Access::Load.access_fault(addr))?;
+            value |= part << shift;
+            shift += 8 * len as u32;
+        }
+        Ok(value)
+    }
+
+    #[cold]
+    fn store_slow<M: Mmio>(
+        &mut self,
+        ram: &mut Ram,
+        mmio: &mut M,
+        addr: u64,
+        size: u8,
+        value: u64,
+    ) -> Result<(), Trap> {
+        let pieces = self.translate_span(ram, addr, size, Access::Store)?;
+        let mut rest = value;
+        for (paddr, len) in pieces.into_iter().flatten() {
+            let ok = if len == size {
+                self.phys_write(ram, mmio, paddr, len, rest)
+            } else {
+                (0..len).all(|i| self.phys_write(ram, mmio, paddr + i as u64, 1, rest >> (8 * i)))
+            };
+            if !ok {
+                return Err(Access::Store.access_fault(addr));
+            }
+            rest = rest.checked_shr(8 * len as u32).unwrap_or(0);
+        }
+        Ok(())
+    }
+
+    /// Translates an access that may straddle a page boundary: both pages are checked before
+    /// anything is read or written, so a fault leaves memory untouched.
+    fn translate_span(
+        &mut self,
+        ram: &mut Ram,
+        addr: u64,
+        size: u8,
+        access: Access,
+    ) -> Result<[Option<(u64, u8)>; 2], Trap> {
+        let in_page = 0x1000 - (addr & 0xfff);
+        if in_page >= size as u64 {
+            let paddr = self.translate(ram, addr, access, size)?;
+            return Ok([Some((paddr, size)), None]);
+        }
+        let first = in_page as u8;
+        let second_addr = addr.wrapping_add(in_page);
+        let p1 = self.translate(ram, addr, access, first)?;
+        let p2 = self.translate(ram, second_addr, access, size - first)?;
+        Ok([Some((p1, first)), Some((p2, size - first))])
+    }
+
+    fn phys_read_bytes<M: Mmio>(
+        &mut self,
+        ram: &mut Ram,
+        mmio: &mut M,
+        paddr: u64,
+        len: u8,
+    ) -> Option<u64> {
+        let mut v = 0;
+        for i in 0..len {
+            v |= self.phys_read(ram, mmio, paddr + i as u64, 1)? << (8 * i);
+        }
+        Some(v)
+    }
+
+    /// Reads physical memory: RAM directly, anything else through MMIO.
+    pub(crate) fn phys_read<M: Mmio>(
+        &mut self,
+        ram: &mut Ram,
+        mmio: &mut M,
+        paddr: u64,
+        size: u8,
+    ) -> Option<u64> {
+        if ram.contains(paddr, size as u64) {
+            let mut buf = [0u8; 8];
+            ram.read(paddr, &mut buf[..size as usize])?;
+            return Some(u64::from_le_bytes(buf));
+        }
+        if ram.contains(paddr, 1) {
+            return None;
+        }
+        mmio.read(paddr, size, self.icount)
+    }
+
+    /// Writes physical memory: RAM (dropping decoded instructions), or MMIO, which ends the run.
+    pub(crate) fn phys_write<M: Mmio>(
+        &mut self,
+        ram: &mut Ram,
+        mmio: &mut M,
+        paddr: u64,
+        size: u8,
+        value: u64,
+    ) -> bool {
+        if ram.contains(paddr, size as u64) {
+            return ram
+                .write(paddr, &value.to_le_bytes()[..size as usize])
+                .is_some();
+        }
+        if ram.contains(paddr, 1) {
+            return false;
+        }
+        self.stop = Some(Exit::Yield);
+        mmio.write(paddr, size, value, self.icount)
+    }
+}
+
+#[inline(always)]
+pub(crate) fn sext32(v: u64) -> u64 {
+    v as u32 as i32 as i64 as u64
+}
+
+/// The instruction bits reported in `mtval` for an illegal instruction, as QEMU reports them.
+#[inline]
+pub(crate) fn raw_bits(op: &Op) -> u32 {
+    op.raw
+}

@@ -1,0 +1,15 @@
+//! The `cpu` layer of Rewind: one RV64GC hart (RV64IMAFDC, Zicsr, Zifencei; M, S and U modes;
+//! Sv39/Sv48; PMP) with no I/O of its own. It sees RAM directly and everything else through
+//! the [`Mmio`] trait, and counts time only in executed instructions.
+
+pub mod csr;
+pub mod decode;
+mod fpu;
+pub mod hart;
+mod mmu;
+pub mod ram;
+pub mod trap;
+
+pub use hart::{Exit, Hart, Mmio, PRIV_M, PRIV_S, PRIV_U};
+pub use ram::Ram;
+pub use trap::{Access, Trap};

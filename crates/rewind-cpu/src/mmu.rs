@@ -1,0 +1,310 @@
+//! Address translation (Sv39/Sv48 with hardware A/D updates), PMP, and the software TLB.
+//!
+//! The TLB caches, per privilege level and access kind, a virtual page's offset into RAM.
+//! An entry exists only when the whole 4 KiB page is RAM, is allowed by PMP as one piece, and
+//! (for writes) already has its dirty bit set and holds no decoded instructions, so a hit needs
+//! no further check at all.
+
+use crate::csr::{MSTATUS_MXR, MSTATUS_SUM, PMP_ENTRIES, SATP_MODE_SV39, SATP_MODE_SV48};
+use crate::hart::{Hart, PRIV_M, PRIV_S, PRIV_U};
+use crate::ram::{Ram, PAGE_SHIFT, PAGE_SIZE};
+use crate::trap::{Access, Trap};
+
+const TLB_ENTRIES: usize = 256;
+
+#[derive(Clone, Copy)]
+struct TlbEntry {
+    /// Virtual page number, or `u64::MAX` when empty.
+    vpn: u64,
+    /// RAM offset of the page minus its virtual address.
+    delta: u64,
+}
+
+const EMPTY: TlbEntry = TlbEntry {
+    vpn: u64::MAX,
+    delta: 0,
+};
+
+/// Three privilege levels (U, S, M) × three access kinds.
+pub(crate) struct Tlb {
+    read: [[TlbEntry; TLB_ENTRIES]; 3],
+    write: [[TlbEntry; TLB_ENTRIES]; 3],
+    exec: [[TlbEntry; TLB_ENTRIES]; 3],
+}
+
+impl Default for Tlb {
+    fn default() -> Self {
+        Tlb {
+            read: [[EMPTY; TLB_ENTRIES]; 3],
+            write: [[EMPTY; TLB_ENTRIES]; 3],
+            exec: [[EMPTY; TLB_ENTRIES]; 3],
+        }
+    }
+}
+
+#[inline(always)]
+fn level_index(privilege: u8) -> usize {
+    // U = 0, S = 1, M = 3 -> 0, 1, 2
+    (privilege as usize).min(2)
+}
+
+#[inline(always)]
+fn lookup(set: &[TlbEntry; TLB_ENTRIES], addr: u64, size: usize) -> Option<usize> {
+    let vpn = addr >> PAGE_SHIFT;
+    let e = &set[vpn as usize & (TLB_ENTRIES - 1)];
+    if e.vpn == vpn && (addr & (PAGE_SIZE - 1)) as usize <= PAGE_SIZE as usize - size {
+        Some(addr.wrapping_add(e.delta) as usize)
+    } else {
+        None
+    }
+}
+
+impl Tlb {
+    pub(crate) fn flush(&mut self) {
+        *self = Tlb::default();
+    }
+
+    #[inline(always)]
+    pub(crate) fn read_hit(&self, privilege: u8, addr: u64, size: usize) -> Option<usize> {
+        lookup(&self.read[level_index(privilege)], addr, size)
+    }
+
+    #[inline(always)]
+    pub(crate) fn write_hit(&self, privilege: u8, addr: u64, size: usize) -> Option<usize> {
+        lookup(&self.write[level_index(privilege)], addr, size)
+    }
+
+    #[inline]
+    pub(crate) fn exec_hit(&self, privilege: u8, addr: u64) -> Option<usize> {
+        lookup(&self.exec[level_index(privilege)], addr, 2)
+    }
+
+    fn fill(&mut self, privilege: u8, access: Access, vaddr: u64, ram_off: usize) {
+        let vpn = vaddr >> PAGE_SHIFT;
+        let entry = TlbEntry {
+            vpn,
+            delta: ((ram_off as u64) & !(PAGE_SIZE - 1)).wrapping_sub(vpn << PAGE_SHIFT),
+        };
+        let sets = match access {
+            Access::Load => &mut self.read,
+            Access::Store => &mut self.write,
+            Access::Exec => &mut self.exec,
+        };
+        sets[level_index(privilege)][vpn as usize & (TLB_ENTRIES - 1)] = entry;
+    }
+
+    /// Drops write entries that reach the RAM page at `page_off` (it now holds code).
+    pub(crate) fn forget_writable(&mut self, page_off: usize) {
+        for set in &mut self.write {
+            for e in set.iter_mut() {
+                if e.vpn != u64::MAX
+                    && (e.vpn << PAGE_SHIFT).wrapping_add(e.delta) as usize == page_off
+                {
+                    *e = EMPTY;
+                }
+            }
+        }
+    }
+}
+
+const PTE_V: u64 = 1 << 0;
+const PTE_R: u64 = 1 << 1;
+const PTE_W: u64 = 1 << 2;
+const PTE_X: u64 = 1 << 3;
+const PTE_U: u64 = 1 << 4;
+const PTE_A: u64 = 1 << 6;
+const PTE_D: u64 = 1 << 7;
+/// Bits 63..54 (PBMT, N and reserved): none of those extensions is implemented.
+const PTE_RESERVED: u64 = 0x3ff << 54;
+const PPN_MASK: u64 = (1 << 44) - 1;
+
+/// How PMP judges a physical range.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum PmpVerdict {
+    Allowed,
+    Denied,
+}
+
+impl Hart {
+    /// Translates `vaddr` for an access of `size` bytes that does not cross a page, checking
+    /// page permissions and PMP, and fills the TLB when the whole page qualifies.
+    pub(crate) fn translate(
+        &mut self,
+        ram: &mut Ram,
+        vaddr: u64,
+        access: Access,
+        size: u8,
+    ) -> Result<u64, Trap> {
+        let privilege = if access == Access::Exec {
+            self.privilege
+        } else {
+            self.data_priv
+        };
+        let satp_mode = self.csr.satp >> 60;
+        let (paddr, writable_now) = if privilege == PRIV_M || satp_mode == 0 {
+            (vaddr, true)
+        } else {
+            self.walk(ram, vaddr, access, privilege, satp_mode)?
+        };
+        if self.pmp_check(paddr, size as u64, access, privilege) != PmpVerdict::Allowed {
+            return Err(access.access_fault(vaddr));
+        }
+        let page = paddr & !(PAGE_SIZE - 1);
+        if let Some(off) = ram.offset(page) {
+            let whole_page_ok =
+                self.pmp_check(page, PAGE_SIZE, access, privilege) == PmpVerdict::Allowed;
+            let fill = whole_page_ok
+                && match access {
+                    Access::Store => writable_now && !ram.is_code_page(off),
+                    _ => true,
+                };
+            if fill {
+                self.tlb.fill(privilege, access, vaddr, off);
+            }
+        }
+        Ok(paddr)
+    }
+
+    /// Walks the page table. Returns the physical address and whether a store may hit the page
+    /// without further A/D updates.
+    fn walk(
+        &mut self,
+        ram: &mut Ram,
+        vaddr: u64,
+        access: Access,
+        privilege: u8,
+        satp_mode: u64,
+    ) -> Result<(u64, bool), Trap> {
+        let levels = match satp_mode {
+            SATP_MODE_SV39 => 3,
+            SATP_MODE_SV48 => 4,
+            _ => return Err(access.page_fault(vaddr)),
+        };
+        let va_bits = 12 + 9 * levels;
+        // The address must be sign-extended from its top bit.
+        let top = (vaddr as i64) >> (va_bits - 1);
+        if top != 0 && top != -1 {
+            return Err(access.page_fault(vaddr));
+        }
+        let mut table = (self.csr.satp & PPN_MASK) << PAGE_SHIFT;
+        for level in (0..levels).rev() {
+            let vpn = (vaddr >> (12 + 9 * level)) & 0x1ff;
+            let pte_addr = table + vpn * 8;
+            // Page-table reads are S-mode accesses for PMP.
+            if self.pmp_check(pte_addr, 8, Access::Load, PRIV_S) != PmpVerdict::Allowed {
+                return Err(access.access_fault(vaddr));
+            }
+            let mut buf = [0u8; 8];
+            ram.read(pte_addr, &mut buf)
+                .ok_or_else(|| access.access_fault(vaddr))?;
+            let pte = u64::from_le_bytes(buf);
+            if pte & PTE_V == 0 || (pte & PTE_R == 0 && pte & PTE_W != 0) || pte & PTE_RESERVED != 0
+            {
+                return Err(access.page_fault(vaddr));
+            }
+            let ppn = (pte >> 10) & PPN_MASK;
+            if pte & (PTE_R | PTE_X) == 0 {
+                if level == 0 || pte & (PTE_A | PTE_D | PTE_U) != 0 {
+                    return Err(access.page_fault(vaddr));
+                }
+                table = ppn << PAGE_SHIFT;
+                continue;
+            }
+            // A leaf: check permissions.
+            let user_page = pte & PTE_U != 0;
+            let mstatus = self.csr.mstatus;
+            let mode_ok = match privilege {
+                PRIV_U => user_page,
+                _ if user_page => access != Access::Exec && mstatus & MSTATUS_SUM != 0,
+                _ => true,
+            };
+            let kind_ok = match access {
+                Access::Load => {
+                    pte & PTE_R != 0 || (mstatus & MSTATUS_MXR != 0 && pte & PTE_X != 0)
+                }
+                Access::Store => pte & PTE_W != 0,
+                Access::Exec => pte & PTE_X != 0,
+            };
+            if !mode_ok || !kind_ok {
+                return Err(access.page_fault(vaddr));
+            }
+            let low_ppn_mask = (1u64 << (9 * level)) - 1;
+            if ppn & low_ppn_mask != 0 {
+                return Err(access.page_fault(vaddr)); // misaligned superpage
+            }
+            let mut new_pte = pte | PTE_A;
+            if access == Access::Store {
+                new_pte |= PTE_D;
+            }
+            if new_pte != pte {
+                if self.pmp_check(pte_addr, 8, Access::Store, PRIV_S) != PmpVerdict::Allowed {
+                    return Err(access.access_fault(vaddr));
+                }
+                ram.write(pte_addr, &new_pte.to_le_bytes())
+                    .ok_or_else(|| access.access_fault(vaddr))?;
+            }
+            let page_mask = (1u64 << (12 + 9 * level)) - 1;
+            let paddr = ((ppn << PAGE_SHIFT) & !page_mask) | (vaddr & page_mask);
+            return Ok((paddr, new_pte & PTE_D != 0));
+        }
+        Err(access.page_fault(vaddr))
+    }
+
+    /// PMP judgement for `[addr, addr + len)`: the lowest-numbered entry that matches any byte
+    /// decides, and must cover all of them.
+    fn pmp_check(&self, addr: u64, len: u64, access: Access, privilege: u8) -> PmpVerdict {
+        let s = &self.csr;
+        let end = addr.saturating_add(len);
+        let mut any_active = false;
+        for i in 0..PMP_ENTRIES {
+            let cfg = s.pmpcfg[i];
+            let (lo, hi) = match (cfg >> 3) & 3 {
+                0 => continue,
+                1 => {
+                    let lo = if i == 0 { 0 } else { s.pmpaddr[i - 1] << 2 };
+                    (lo, s.pmpaddr[i] << 2)
+                }
+                2 => (s.pmpaddr[i] << 2, (s.pmpaddr[i] << 2) + 4),
+                _ => {
+                    let a = s.pmpaddr[i];
+                    let ones = a.trailing_ones();
+                    if ones >= 54 {
+                        (0, u64::MAX)
+                    } else {
+                        let size = 1u64 << (ones + 3);
+                        let base = (a & !((1u64 << ones) - 1)) << 2;
+                        (base, base.saturating_add(size))
+                    }
+                }
+            };
+            any_active = true;
+            if lo >= hi || end <= lo || addr >= hi {
+                continue;
+            }
+            if addr < lo || end > hi {
+                return PmpVerdict::Denied; // partial match
+            }
+            if privilege == PRIV_M && cfg & 0x80 == 0 {
+                return PmpVerdict::Allowed;
+            }
+            let bit = match access {
+                Access::Load => 1,
+                Access::Store => 2,
+                Access::Exec => 4,
+            };
+            return if cfg & bit != 0 {
+                PmpVerdict::Allowed
+            } else {
+                PmpVerdict::Denied
+            };
+        }
+        let _ = any_active;
+        // No entry matched: M-mode may, S and U may not (16 entries are implemented).
+        if privilege == PRIV_M {
+            PmpVerdict::Allowed
+        } else {
+            let _ = PRIV_U;
+            PmpVerdict::Denied
+        }
+    }
+}

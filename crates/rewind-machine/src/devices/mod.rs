@@ -1,0 +1,5 @@
+//! The `virt` board's devices, one folder each: the device, its state, its tests.
+
+pub mod clint;
+pub mod finisher;
+pub mod uart;
