@@ -68,9 +68,9 @@ fn parse_size(text: &str) -> Result<u64, String> {
         Some((i, _)) => text.split_at(i),
         None => (text, ""),
     };
-    let value: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size: write a number with an optional K, M or G"))?;
+    let value: u64 = digits.parse().map_err(|_| {
+        format!("`{text}` is not a size: write a number with an optional K, M or G")
+    })?;
     let shift = match unit.to_ascii_uppercase().as_str() {
         "" | "B" => 0,
         "K" | "KB" | "KIB" => 10,

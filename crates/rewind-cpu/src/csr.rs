@@ -150,10 +150,7 @@ impl Hart {
         if self.privilege < min_priv || (write && read_only) {
             return Err(Trap::illegal(bits));
         }
-        if csr == num::SATP
-            && self.privilege == PRIV_S
-            && self.csr.mstatus & MSTATUS_TVM != 0
-        {
+        if csr == num::SATP && self.privilege == PRIV_S && self.csr.mstatus & MSTATUS_TVM != 0 {
             return Err(Trap::illegal(bits));
         }
         Ok(())
@@ -222,7 +219,9 @@ impl Hart {
                 if index % 2 == 1 {
                     return illegal;
                 }
-                let bytes: [u8; 8] = s.pmpcfg[index * 4..index * 4 + 8].try_into().unwrap_or_default();
+                let bytes: [u8; 8] = s.pmpcfg[index * 4..index * 4 + 8]
+                    .try_into()
+                    .unwrap_or_default();
                 u64::from_le_bytes(bytes)
             }
             0x3b0..=0x3bf => s.pmpaddr[(csr - PMPADDR0) as usize],
@@ -284,8 +283,8 @@ impl Hart {
             SATP => {
                 let mode = value >> 60;
                 if matches!(mode, SATP_MODE_BARE | SATP_MODE_SV39 | SATP_MODE_SV48) {
-                    // As QEMU: ASID is 16 bits, PPN 44 bits; an unsupported mode ignores the write.
-                    self.csr.satp = value & (0xf << 60 | 0xffff << 44 | ((1 << 44) - 1));
+                    // As QEMU: all 16 ASID bits are writable; an unsupported mode ignores the write.
+                    self.csr.satp = value;
                     self.flush_translations();
                 }
             }

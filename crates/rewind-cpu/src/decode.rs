@@ -379,8 +379,10 @@ fn decode_full(i: u32) -> Op {
         },
         0x2f => {
             let funct5 = i >> 27;
-            let valid = matches!(funct5, 0x00 | 0x01 | 0x04 | 0x08 | 0x0c | 0x10 | 0x14 | 0x18 | 0x1c)
-                || (funct5 == 0x02 && s2 == 0)
+            let valid = matches!(
+                funct5,
+                0x00 | 0x01 | 0x04 | 0x08 | 0x0c | 0x10 | 0x14 | 0x18 | 0x1c
+            ) || (funct5 == 0x02 && s2 == 0)
                 || funct5 == 0x03;
             let k = match f3 {
                 2 => AmoW,
@@ -492,13 +494,20 @@ fn decode_compressed(c: u16) -> Op {
     let sext = |v: u32, width: u32| ((v << (32 - width)) as i32) >> (32 - width);
     match (c32 & 3, bits(15, 13)) {
         (0, 0) => {
-            let imm = (bits(10, 7) << 6) | (bits(12, 11) << 4) | (bits(5, 5) << 3) | (bits(6, 6) << 2);
+            let imm =
+                (bits(10, 7) << 6) | (bits(12, 11) << 4) | (bits(5, 5) << 3) | (bits(6, 6) << 2);
             if imm == 0 {
                 return bad;
             }
             op(Addi, rd_p, 2, 0, imm as i32)
         }
-        (0, 1) => op(Fld, rd_p, rs1_p, 0, ((bits(6, 5) << 6) | (bits(12, 10) << 3)) as i32),
+        (0, 1) => op(
+            Fld,
+            rd_p,
+            rs1_p,
+            0,
+            ((bits(6, 5) << 6) | (bits(12, 10) << 3)) as i32,
+        ),
         (0, 2) => op(
             Lw,
             rd_p,
@@ -506,8 +515,20 @@ fn decode_compressed(c: u16) -> Op {
             0,
             ((bits(5, 5) << 6) | (bits(12, 10) << 3) | (bits(6, 6) << 2)) as i32,
         ),
-        (0, 3) => op(Ld, rd_p, rs1_p, 0, ((bits(6, 5) << 6) | (bits(12, 10) << 3)) as i32),
-        (0, 5) => op(Fsd, 0, rs1_p, rd_p, ((bits(6, 5) << 6) | (bits(12, 10) << 3)) as i32),
+        (0, 3) => op(
+            Ld,
+            rd_p,
+            rs1_p,
+            0,
+            ((bits(6, 5) << 6) | (bits(12, 10) << 3)) as i32,
+        ),
+        (0, 5) => op(
+            Fsd,
+            0,
+            rs1_p,
+            rd_p,
+            ((bits(6, 5) << 6) | (bits(12, 10) << 3)) as i32,
+        ),
         (0, 6) => op(
             Sw,
             0,
@@ -515,7 +536,13 @@ fn decode_compressed(c: u16) -> Op {
             rd_p,
             ((bits(5, 5) << 6) | (bits(12, 10) << 3) | (bits(6, 6) << 2)) as i32,
         ),
-        (0, 7) => op(Sd, 0, rs1_p, rd_p, ((bits(6, 5) << 6) | (bits(12, 10) << 3)) as i32),
+        (0, 7) => op(
+            Sd,
+            0,
+            rs1_p,
+            rd_p,
+            ((bits(6, 5) << 6) | (bits(12, 10) << 3)) as i32,
+        ),
         (1, 0) => {
             // c.addi; c.nop when rd = 0.
             let imm = sext((bits(12, 12) << 5) | bits(6, 2), 6);
@@ -528,7 +555,13 @@ fn decode_compressed(c: u16) -> Op {
             let imm = sext((bits(12, 12) << 5) | bits(6, 2), 6);
             op(Addiw, rd_full, rd_full, 0, imm)
         }
-        (1, 2) => op(Addi, rd_full, 0, 0, sext((bits(12, 12) << 5) | bits(6, 2), 6)),
+        (1, 2) => op(
+            Addi,
+            rd_full,
+            0,
+            0,
+            sext((bits(12, 12) << 5) | bits(6, 2), 6),
+        ),
         (1, 3) => {
             if rd_full == 2 {
                 let imm = (bits(12, 12) << 9)
@@ -554,7 +587,13 @@ fn decode_compressed(c: u16) -> Op {
             match bits(11, 10) {
                 0 => op(Srli, rs1_p, rs1_p, 0, shamt),
                 1 => op(Srai, rs1_p, rs1_p, 0, shamt),
-                2 => op(Andi, rs1_p, rs1_p, 0, sext((bits(12, 12) << 5) | bits(6, 2), 6)),
+                2 => op(
+                    Andi,
+                    rs1_p,
+                    rs1_p,
+                    0,
+                    sext((bits(12, 12) << 5) | bits(6, 2), 6),
+                ),
                 _ => {
                     let k = match (bits(12, 12), bits(6, 5)) {
                         (0, 0) => Sub,
@@ -589,7 +628,13 @@ fn decode_compressed(c: u16) -> Op {
             let k = if bits(15, 13) == 6 { Beq } else { Bne };
             op(k, 0, rs1_p, 0, sext(imm, 9))
         }
-        (2, 0) => op(Slli, rd_full, rd_full, 0, ((bits(12, 12) << 5) | bits(6, 2)) as i32),
+        (2, 0) => op(
+            Slli,
+            rd_full,
+            rd_full,
+            0,
+            ((bits(12, 12) << 5) | bits(6, 2)) as i32,
+        ),
         (2, 1) => op(
             Fld,
             rd_full,
@@ -630,9 +675,27 @@ fn decode_compressed(c: u16) -> Op {
             (1, r, s) => op(Add, r, r, s, 0),
             _ => bad,
         },
-        (2, 5) => op(Fsd, 0, 2, rs2_full, ((bits(9, 7) << 6) | (bits(12, 10) << 3)) as i32),
-        (2, 6) => op(Sw, 0, 2, rs2_full, ((bits(8, 7) << 6) | (bits(12, 9) << 2)) as i32),
-        (2, 7) => op(Sd, 0, 2, rs2_full, ((bits(9, 7) << 6) | (bits(12, 10) << 3)) as i32),
+        (2, 5) => op(
+            Fsd,
+            0,
+            2,
+            rs2_full,
+            ((bits(9, 7) << 6) | (bits(12, 10) << 3)) as i32,
+        ),
+        (2, 6) => op(
+            Sw,
+            0,
+            2,
+            rs2_full,
+            ((bits(8, 7) << 6) | (bits(12, 9) << 2)) as i32,
+        ),
+        (2, 7) => op(
+            Sd,
+            0,
+            2,
+            rs2_full,
+            ((bits(9, 7) << 6) | (bits(12, 10) << 3)) as i32,
+        ),
         _ => bad,
     }
 }
@@ -645,10 +708,16 @@ mod tests {
     fn decodes_common_instructions() {
         // addi a0, a0, -1
         let op = decode(0xfff5_0513);
-        assert_eq!((op.kind, op.rd, op.rs1, op.imm, op.len), (Kind::Addi, 10, 10, -1, 4));
+        assert_eq!(
+            (op.kind, op.rd, op.rs1, op.imm, op.len),
+            (Kind::Addi, 10, 10, -1, 4)
+        );
         // c.li a0, 5 = 0x4515
         let op = decode(0x4515);
-        assert_eq!((op.kind, op.rd, op.rs1, op.imm, op.len), (Kind::Addi, 10, 0, 5, 2));
+        assert_eq!(
+            (op.kind, op.rd, op.rs1, op.imm, op.len),
+            (Kind::Addi, 10, 0, 5, 2)
+        );
         // jal ra, -4 = 0xffdff0ef
         let op = decode(0xffdf_f0ef);
         assert_eq!((op.kind, op.rd, op.imm), (Kind::Jal, 1, -4));

@@ -9,7 +9,7 @@
 use std::cell::Cell;
 use std::sync::Once;
 
-use softfp::{ExceptionFlags, RoundingMode, F32Desc, F64Desc, F32, F64};
+use softfp::{ExceptionFlags, F32Desc, F64Desc, RoundingMode, F32, F64};
 
 use crate::decode::{Kind, Op};
 use crate::hart::{raw_bits, sext32, Hart, Mmio};
@@ -144,7 +144,12 @@ fn fclass(fmt: Format, v: u64) -> u64 {
     let (exp_all, exp, mant, neg) = if fmt.double {
         (0x7ff, (v >> 52) & 0x7ff, v & ((1 << 52) - 1), v >> 63 != 0)
     } else {
-        (0xff, (v >> 23) & 0xff, v & ((1 << 23) - 1), (v >> 31) & 1 != 0)
+        (
+            0xff,
+            (v >> 23) & 0xff,
+            v & ((1 << 23) - 1),
+            (v >> 31) & 1 != 0,
+        )
     };
     let bit = match (exp, mant) {
         (e, 0) if e == exp_all => {
@@ -236,7 +241,14 @@ fn float_to_int(bits: u64, rm: u8, kind: IntKind) -> (u64, u8) {
     if exp == 0x7ff {
         return saturate(FLAG_NV);
     }
-    let mant: u128 = if exp == 0 { frac as u128 } else { (frac | 1 << 52) as u128 };
+    if exp == 0 && frac == 0 {
+        return (0, 0);
+    }
+    let mant: u128 = if exp == 0 {
+        frac as u128
+    } else {
+        (frac | 1 << 52) as u128
+    };
     // value = mant * 2^(e - 1075), with e = 1 for subnormals.
     let shift = 1075 - exp.max(1);
     let (int_part, rem, half) = if shift <= 0 {
@@ -301,7 +313,11 @@ impl Hart {
     }
 
     fn write_f(&mut self, reg: u8, fmt: Format, v: u64) {
-        self.f[(reg & 31) as usize] = if fmt.double { v } else { BOX | (v & 0xffff_ffff) };
+        self.f[(reg & 31) as usize] = if fmt.double {
+            v
+        } else {
+            BOX | (v & 0xffff_ffff)
+        };
         self.mark_fs_dirty();
     }
 
@@ -474,11 +490,13 @@ impl Hart {
 
 /// Bit conversions between the generic soft-float type and our raw 64-bit values.
 trait Bits: softfp::FpDesc + Sized {
+    const SIGN: u64;
     fn make(v: u64) -> softfp::Fp<Self>;
     fn bits(v: softfp::Fp<Self>) -> u64;
 }
 
 impl Bits for F32Desc {
+    const SIGN: u64 = 1 << 31;
     fn make(v: u64) -> F32 {
         F32::new(v as u32)
     }
@@ -488,6 +506,7 @@ impl Bits for F32Desc {
 }
 
 impl Bits for F64Desc {
+    const SIGN: u64 = 1 << 63;
     fn make(v: u64) -> F64 {
         F64::new(v)
     }
@@ -499,6 +518,39 @@ impl Bits for F64Desc {
 fn arith<D: Bits>(kind: Kind, a: u64, b: u64, c: u64) -> u64 {
     use Kind::*;
     let (a, b, c) = (D::make(a), D::make(b), D::make(c));
+    // softfp gets these corners wrong (DZ instead of NV for sqrt of a signalling NaN; the sign
+    // of an exactly-zero fused product plus zero), so they are settled here first.
+    if kind == Fsqrt && a.is_nan() {
+        if a.is_signaling() {
+            raise_flags(ExceptionFlags::INVALID_OPERATION);
+        }
+        return D::bits(softfp::Fp::<D>::quiet_nan());
+    }
+    if matches!(kind, Fmadd | Fmsub | Fnmsub | Fnmadd) {
+        let (a, c) = match kind {
+            Fmadd => (a, c),
+            Fmsub => (a, c.negate()),
+            Fnmsub => (a.negate(), c),
+            _ => (a.negate(), c.negate()),
+        };
+        let exact_zero_product = !a.is_nan()
+            && !b.is_nan()
+            && !c.is_nan()
+            && ((a.is_zero() && b.is_finite()) || (b.is_zero() && a.is_finite()));
+        if exact_zero_product {
+            if !c.is_zero() {
+                return D::bits(c);
+            }
+            let is_negative = |v: softfp::Fp<D>| D::bits(v) & D::SIGN != 0;
+            let product_negative = is_negative(a) != is_negative(b);
+            let negative = if product_negative == is_negative(c) {
+                product_negative
+            } else {
+                current_rounding() == RoundingMode::TowardNegative
+            };
+            return D::bits(softfp::Fp::<D>::zero(negative));
+        }
+    }
     D::bits(match kind {
         Fadd => a + b,
         Fsub => a - b,
@@ -538,12 +590,24 @@ mod tests {
         assert_eq!(float_to_int(d(2.5), 0, IntKind::W), (2, FLAG_NX));
         assert_eq!(float_to_int(d(3.5), 0, IntKind::W), (4, FLAG_NX));
         assert_eq!(float_to_int(d(2.5), 4, IntKind::W), (3, FLAG_NX));
-        assert_eq!(float_to_int(d(-2.5), 2, IntKind::L), (-3i64 as u64, FLAG_NX));
+        assert_eq!(
+            float_to_int(d(-2.5), 2, IntKind::L),
+            (-3i64 as u64, FLAG_NX)
+        );
         assert_eq!(float_to_int(d(-0.3), 1, IntKind::Lu), (0, FLAG_NX));
         assert_eq!(float_to_int(d(-1.0), 1, IntKind::Lu), (0, FLAG_NV));
-        assert_eq!(float_to_int(d(1e30), 0, IntKind::W), (i32::MAX as u64, FLAG_NV));
-        assert_eq!(float_to_int(d(f64::NAN), 0, IntKind::Wu), (u64::MAX, FLAG_NV));
-        assert_eq!(float_to_int(d(f64::NEG_INFINITY), 0, IntKind::L), (1 << 63, FLAG_NV));
+        assert_eq!(
+            float_to_int(d(1e30), 0, IntKind::W),
+            (i32::MAX as u64, FLAG_NV)
+        );
+        assert_eq!(
+            float_to_int(d(f64::NAN), 0, IntKind::Wu),
+            (u64::MAX, FLAG_NV)
+        );
+        assert_eq!(
+            float_to_int(d(f64::NEG_INFINITY), 0, IntKind::L),
+            (1 << 63, FLAG_NV)
+        );
         assert_eq!(float_to_int(d(4294967295.0), 0, IntKind::Wu), (u64::MAX, 0));
         assert_eq!(float_to_int(d(1e-300), 3, IntKind::L), (1, FLAG_NX));
     }

@@ -138,7 +138,11 @@ impl Hart {
         let m_enabled = self.privilege < PRIV_M || mstatus & crate::csr::MSTATUS_MIE != 0;
         let s_enabled = self.privilege < PRIV_S
             || (self.privilege == PRIV_S && mstatus & crate::csr::MSTATUS_SIE != 0);
-        let m_pending = if m_enabled { pending & !self.csr.mideleg } else { 0 };
+        let m_pending = if m_enabled {
+            pending & !self.csr.mideleg
+        } else {
+            0
+        };
         let s_pending = if s_enabled && self.privilege <= PRIV_S {
             pending & self.csr.mideleg
         } else {
@@ -326,17 +330,13 @@ impl Hart {
         let mut high = [0u8; 2];
         ram.read(paddr, &mut high)
             .ok_or_else(|| Access::Exec.access_fault(next))?;
-        Ok(decode::decode(low as u32 | (u16::from_le_bytes(high) as u32) << 16))
+        Ok(decode::decode(
+            low as u32 | (u16::from_le_bytes(high) as u32) << 16,
+        ))
     }
 
     #[inline(always)]
-    fn exec<M: Mmio>(
-        &mut self,
-        op: Op,
-        pc: u64,
-        ram: &mut Ram,
-        mmio: &mut M,
-    ) -> Result<(), Trap> {
+    fn exec<M: Mmio>(&mut self, op: Op, pc: u64, ram: &mut Ram, mmio: &mut M) -> Result<(), Trap> {
         use Kind::*;
         let imm = op.imm as i64 as u64;
         let next = pc.wrapping_add(op.len as u64);
@@ -602,7 +602,10 @@ impl Hart {
                 let v = self
                     .phys_read(ram, mmio, paddr, size)
                     .ok_or_else(|| Access::Load.access_fault(addr))?;
-                self.reservation = Some(Reservation { addr: paddr, value: v });
+                self.reservation = Some(Reservation {
+                    addr: paddr,
+                    value: v,
+                });
                 self.set_x(op.rd, sext(v));
             }
             0x03 => {
@@ -614,10 +617,8 @@ impl Hart {
                 let held = self.reservation.take();
                 let current = self.phys_read(ram, mmio, paddr, size);
                 let ok = matches!(held, Some(r) if r.addr == paddr && Some(r.value) == current);
-                if ok {
-                    if !self.phys_write(ram, mmio, paddr, size, src) {
-                        return Err(Access::Store.access_fault(addr));
-                    }
+                if ok && !self.phys_write(ram, mmio, paddr, size, src) {
+                    return Err(Access::Store.access_fault(addr));
                 }
                 self.set_x(op.rd, !ok as u64);
             }

@@ -101,7 +101,9 @@ impl Ram {
         let first = off.saturating_sub(2);
         let last = off + len - 1;
         for page in (first >> PAGE_SHIFT)..=(last >> PAGE_SHIFT) {
-            let Some(&index) = self.code_index.get(page) else { continue };
+            let Some(&index) = self.code_index.get(page) else {
+                continue;
+            };
             if index == 0 {
                 continue;
             }
@@ -124,7 +126,8 @@ impl Ram {
     pub(crate) fn code_page(&mut self, off: usize) -> (usize, bool) {
         let page = off >> PAGE_SHIFT;
         if self.code_index[page] == 0 {
-            self.code.resize(self.code.len() + SLOTS_PER_PAGE, Op::UNDECODED);
+            self.code
+                .resize(self.code.len() + SLOTS_PER_PAGE, Op::UNDECODED);
             self.code_index[page] = (self.code.len() / SLOTS_PER_PAGE) as u32;
             return (self.code.len() - SLOTS_PER_PAGE, true);
         }
@@ -185,7 +188,13 @@ mod tests {
         let kinds: Vec<Kind> = (6..=10).map(|s| ram.code_slot(base + s).kind).collect();
         assert_eq!(
             kinds,
-            [Kind::Add, Kind::Undecoded, Kind::Undecoded, Kind::Undecoded, Kind::Add]
+            [
+                Kind::Add,
+                Kind::Undecoded,
+                Kind::Undecoded,
+                Kind::Undecoded,
+                Kind::Add
+            ]
         );
     }
 }

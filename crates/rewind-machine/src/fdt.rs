@@ -61,7 +61,11 @@ pub fn build(config: &MachineConfig) -> Result<Vec<u8>, vm_fdt::Error> {
     let test = fdt.begin_node(&format!("test@{:x}", finisher::BASE))?;
     fdt.property_string_list(
         "compatible",
-        vec!["sifive,test1".into(), "sifive,test0".into(), "syscon".into()],
+        vec![
+            "sifive,test1".into(),
+            "sifive,test0".into(),
+            "syscon".into(),
+        ],
     )?;
     fdt.property_array_u64("reg", &[finisher::BASE, finisher::SIZE])?;
     fdt.property_phandle(PHANDLE_TEST)?;
@@ -88,7 +92,10 @@ pub fn build(config: &MachineConfig) -> Result<Vec<u8>, vm_fdt::Error> {
     )?;
     fdt.property_array_u64("reg", &[clint::BASE, clint::SIZE])?;
     // Machine software (3) and machine timer (7) interrupts of hart 0.
-    fdt.property_array_u32("interrupts-extended", &[PHANDLE_CPU0_INTC, 3, PHANDLE_CPU0_INTC, 7])?;
+    fdt.property_array_u32(
+        "interrupts-extended",
+        &[PHANDLE_CPU0_INTC, 3, PHANDLE_CPU0_INTC, 7],
+    )?;
     fdt.end_node(clint_node)?;
 
     fdt.end_node(soc)?;

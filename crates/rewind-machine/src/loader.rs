@@ -31,9 +31,11 @@ pub fn load_elf(ram: &mut Ram, bytes: &[u8], what: &str) -> Result<u64, MachineE
             continue;
         }
         let file_range = ph.file_range();
-        let data = bytes
-            .get(file_range.clone())
-            .ok_or_else(|| bad(format!("segment data {file_range:?} lies past the end of the file")))?;
+        let data = bytes.get(file_range.clone()).ok_or_else(|| {
+            bad(format!(
+                "segment data {file_range:?} lies past the end of the file"
+            ))
+        })?;
         if ph.p_filesz > ph.p_memsz {
             return Err(bad("a segment has more file bytes than memory bytes".into()));
         }
