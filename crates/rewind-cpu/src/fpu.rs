@@ -333,7 +333,7 @@ impl Hart {
         ram: &mut Ram,
         mmio: &mut M,
         next: u64,
-    ) -> Result<(), Trap> {
+    ) -> Result<u64, Trap> {
         self.require_fp(&op)?;
         let addr = self.x[(op.rs1 & 31) as usize].wrapping_add(op.imm as i64 as u64);
         match op.kind {
@@ -354,11 +354,10 @@ impl Hart {
                 self.store::<8, M>(ram, mmio, addr, v)?;
             }
         }
-        self.pc = next;
-        Ok(())
+        Ok(next)
     }
 
-    pub(crate) fn exec_fp(&mut self, op: Op, next: u64) -> Result<(), Trap> {
+    pub(crate) fn exec_fp(&mut self, op: Op, next: u64) -> Result<u64, Trap> {
         use Kind::*;
         self.require_fp(&op)?;
         let fmt = Format {
@@ -483,8 +482,7 @@ impl Hart {
             }
             _ => return Err(Trap::illegal(raw_bits(&op))),
         }
-        self.pc = next;
-        Ok(())
+        Ok(next)
     }
 }
 

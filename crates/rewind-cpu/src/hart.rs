@@ -69,7 +69,9 @@ pub struct Hart {
     fetch_slots: usize,
     /// Offset in RAM of the fetch page.
     fetch_ram_off: usize,
-    stop: Option<Exit>,
+    /// Set by an instruction that must end the current run, with the reason.
+    stop_requested: bool,
+    stop_reason: Exit,
 }
 
 /// Virtual nanoseconds per `mtime` tick: `mtime` runs at 10 MHz, as on QEMU's `virt`.
@@ -94,7 +96,8 @@ impl Hart {
             fetch_vpn: u64::MAX,
             fetch_slots: 0,
             fetch_ram_off: 0,
-            stop: None,
+            stop_requested: false,
+            stop_reason: Exit::Yield,
         };
         hart.context_changed();
         hart
@@ -225,6 +228,11 @@ impl Hart {
         self.context_changed();
     }
 
+    fn request_stop(&mut self, reason: Exit) {
+        self.stop_requested = true;
+        self.stop_reason = reason;
+    }
+
     #[inline(always)]
     fn set_x(&mut self, rd: u8, value: u64) {
         self.x[(rd & 31) as usize] = value;
@@ -244,46 +252,50 @@ impl Hart {
     /// Runs at most `budget` instructions; see [`Exit`] for why it may stop sooner.
     pub fn run<M: Mmio>(&mut self, ram: &mut Ram, mmio: &mut M, budget: u64) -> Exit {
         let end = self.icount.saturating_add(budget);
-        self.stop = None;
-        while self.icount < end {
-            let pc = self.pc;
-            let op = match self.fetch(ram, pc) {
-                Ok(op) => op,
+        self.stop_requested = false;
+        // pc and icount live in registers; memory gets them on every way out, and icount
+        // before each instruction (a store only) for devices, counters and traps to read.
+        let mut pc = self.pc;
+        let mut icount = self.icount;
+        while icount < end {
+            self.icount = icount;
+            let result = self.fetch_and_exec(pc, ram, mmio);
+            icount += 1;
+            match result {
+                Ok(next) => pc = next,
                 Err(trap) => {
-                    self.icount += 1;
+                    self.pc = pc;
                     self.enter_trap(trap.cause, trap.tval, false);
-                    continue;
+                    pc = self.pc;
                 }
-            };
-            let result = self.exec(op, pc, ram, mmio);
-            self.icount += 1;
-            if let Err(trap) = result {
-                self.enter_trap(trap.cause, trap.tval, false);
             }
-            if let Some(exit) = self.stop.take() {
-                return exit;
+            if self.stop_requested {
+                self.pc = pc;
+                self.icount = icount;
+                return self.stop_reason;
             }
         }
+        self.pc = pc;
+        self.icount = icount;
         Exit::Budget
+    }
+
+    #[inline(always)]
+    fn fetch_and_exec<M: Mmio>(&mut self, pc: u64, ram: &mut Ram, mmio: &mut M) -> Result<u64, Trap> {
+        if pc >> PAGE_SHIFT != self.fetch_vpn {
+            self.refill_fetch(ram, pc)?;
+        }
+        let slot = self.fetch_slots + ((pc as usize & 0xfff) >> 1);
+        let mut op = ram.code_slot(slot);
+        if op.kind == Kind::Undecoded {
+            op = self.decode_slot(ram, pc, slot)?;
+        }
+        self.exec(op, pc, ram, mmio)
     }
 
     /// Executes exactly one instruction (or takes the trap it causes).
     pub fn step<M: Mmio>(&mut self, ram: &mut Ram, mmio: &mut M) -> Exit {
         self.run(ram, mmio, 1)
-    }
-
-    /// The decoded instruction at `pc`, decoding it on first use.
-    #[inline(always)]
-    fn fetch(&mut self, ram: &mut Ram, pc: u64) -> Result<Op, Trap> {
-        if pc >> PAGE_SHIFT != self.fetch_vpn {
-            self.refill_fetch(ram, pc)?;
-        }
-        let slot = self.fetch_slots + ((pc as usize & 0xfff) >> 1);
-        let op = ram.code_slot(slot);
-        if op.kind != Kind::Undecoded {
-            return Ok(op);
-        }
-        self.decode_slot(ram, pc, slot)
     }
 
     #[cold]
@@ -336,7 +348,8 @@ impl Hart {
     }
 
     #[inline(always)]
-    fn exec<M: Mmio>(&mut self, op: Op, pc: u64, ram: &mut Ram, mmio: &mut M) -> Result<(), Trap> {
+    /// Executes `op` at `pc` and returns the address of the next instruction.
+    fn exec<M: Mmio>(&mut self, op: Op, pc: u64, ram: &mut Ram, mmio: &mut M) -> Result<u64, Trap> {
         use Kind::*;
         let imm = op.imm as i64 as u64;
         let next = pc.wrapping_add(op.len as u64);
@@ -344,12 +357,16 @@ impl Hart {
             ($e:expr) => {{
                 let v = $e;
                 self.set_x(op.rd, v);
-                self.pc = next;
+                next
             }};
         }
         macro_rules! branch {
             ($cond:expr) => {{
-                self.pc = if $cond { pc.wrapping_add(imm) } else { next };
+                if $cond {
+                    pc.wrapping_add(imm)
+                } else {
+                    next
+                }
             }};
         }
         macro_rules! load {
@@ -358,30 +375,31 @@ impl Hart {
                 let v = self.load::<$n, M>(ram, mmio, addr)?;
                 let conv: fn(u64) -> u64 = $conv;
                 self.set_x(op.rd, conv(v));
-                self.pc = next;
+                next
             }};
         }
         macro_rules! store {
             ($n:literal) => {{
                 let addr = self.rs1(&op).wrapping_add(imm);
                 self.store::<$n, M>(ram, mmio, addr, self.rs2(&op))?;
-                self.pc = next;
+                next
             }};
         }
         let a = self.rs1(&op);
         let b = self.rs2(&op);
-        match op.kind {
+        Ok(match op.kind {
             Addi => alu!(a.wrapping_add(imm)),
             Add => alu!(a.wrapping_add(b)),
             Lui => alu!(imm),
             Auipc => alu!(pc.wrapping_add(imm)),
             Jal => {
                 self.set_x(op.rd, next);
-                self.pc = pc.wrapping_add(imm);
+                pc.wrapping_add(imm)
             }
             Jalr => {
-                self.pc = a.wrapping_add(imm) & !1;
+                let target = a.wrapping_add(imm) & !1;
                 self.set_x(op.rd, next);
+                target
             }
             Beq => branch!(a == b),
             Bne => branch!(a != b),
@@ -457,12 +475,12 @@ impl Hart {
                 (x, 0) => sext32(x as u64),
                 (x, y) => sext32((x % y) as u64),
             }),
-            Fence => self.pc = next,
+            Fence => next,
             FenceI => {
                 // Stores already drop the decoded instructions they overwrite; only the fetch
                 // page cache needs refreshing.
                 self.fetch_vpn = u64::MAX;
-                self.pc = next;
+                next
             }
             Ecall => {
                 let cause = match self.privilege {
@@ -483,18 +501,17 @@ impl Hart {
                     return Err(Trap::illegal(raw_bits(&op)));
                 }
                 self.flush_translations();
-                self.pc = next;
+                next
             }
             Csrrw | Csrrs | Csrrc | Csrrwi | Csrrsi | Csrrci => self.exec_csr(op, next)?,
             AmoW | AmoD => self.exec_amo(op, ram, mmio, next)?,
             Flw | Fld | Fsw | Fsd => self.exec_fp_mem(op, ram, mmio, next)?,
             Illegal | Undecoded => return Err(Trap::illegal(raw_bits(&op))),
             _ => self.exec_fp(op, next)?,
-        }
-        Ok(())
+        })
     }
 
-    fn exec_mret(&mut self, op: Op) -> Result<(), Trap> {
+    fn exec_mret(&mut self, op: Op) -> Result<u64, Trap> {
         use crate::csr::*;
         if self.privilege != PRIV_M {
             return Err(Trap::illegal(raw_bits(&op)));
@@ -508,13 +525,13 @@ impl Hart {
             s.mstatus &= !MSTATUS_MPRV;
         }
         self.privilege = mpp;
-        self.pc = s.mepc;
+        let target = s.mepc;
         self.context_changed();
-        self.stop = Some(Exit::Yield);
-        Ok(())
+        self.request_stop(Exit::Yield);
+        Ok(target)
     }
 
-    fn exec_sret(&mut self, op: Op) -> Result<(), Trap> {
+    fn exec_sret(&mut self, op: Op) -> Result<u64, Trap> {
         use crate::csr::*;
         if self.privilege == PRIV_U
             || (self.privilege == PRIV_S && self.csr.mstatus & MSTATUS_TSR != 0)
@@ -528,27 +545,26 @@ impl Hart {
         s.mstatus |= (spie as u64) << 1 | MSTATUS_SPIE;
         s.mstatus &= !MSTATUS_MPRV;
         self.privilege = spp;
-        self.pc = s.sepc;
+        let target = s.sepc;
         self.context_changed();
-        self.stop = Some(Exit::Yield);
-        Ok(())
+        self.request_stop(Exit::Yield);
+        Ok(target)
     }
 
-    fn exec_wfi(&mut self, op: Op, next: u64) -> Result<(), Trap> {
+    fn exec_wfi(&mut self, op: Op, next: u64) -> Result<u64, Trap> {
         let tw = self.csr.mstatus & crate::csr::MSTATUS_TW != 0;
         if self.privilege == PRIV_U || (self.privilege == PRIV_S && tw) {
             return Err(Trap::illegal(raw_bits(&op)));
         }
-        self.pc = next;
-        self.stop = Some(if self.wakeup_pending() {
+        self.request_stop(if self.wakeup_pending() {
             Exit::Yield
         } else {
             Exit::Wfi
         });
-        Ok(())
+        Ok(next)
     }
 
-    fn exec_csr(&mut self, op: Op, next: u64) -> Result<(), Trap> {
+    fn exec_csr(&mut self, op: Op, next: u64) -> Result<u64, Trap> {
         use Kind::*;
         let csr = (op.imm as u32 & 0xfff) as u16;
         let operand = match op.kind {
@@ -574,11 +590,10 @@ impl Hart {
             };
             self.write_csr(csr, new, bits)?;
             // The write may unmask an interrupt or change translation: let the machine look.
-            self.stop = Some(Exit::Yield);
+            self.request_stop(Exit::Yield);
         }
         self.set_x(op.rd, old);
-        self.pc = next;
-        Ok(())
+        Ok(next)
     }
 
     fn exec_amo<M: Mmio>(
@@ -587,7 +602,7 @@ impl Hart {
         ram: &mut Ram,
         mmio: &mut M,
         next: u64,
-    ) -> Result<(), Trap> {
+    ) -> Result<u64, Trap> {
         let addr = self.rs1(&op);
         let size: u8 = if op.kind == Kind::AmoD { 8 } else { 4 };
         let sext = |v: u64| if size == 4 { sext32(v) } else { v };
@@ -648,8 +663,7 @@ impl Hart {
                 self.set_x(op.rd, a);
             }
         }
-        self.pc = next;
-        Ok(())
+        Ok(next)
     }
 
     /// A load through the TLB fast path, or the slow path on a miss.
@@ -808,7 +822,7 @@ impl Hart {
         if ram.contains(paddr, 1) {
             return false;
         }
-        self.stop = Some(Exit::Yield);
+        self.request_stop(Exit::Yield);
         mmio.write(paddr, size, value, self.icount)
     }
 }
