@@ -35,6 +35,45 @@ pub enum Exit {
     Yield,
 }
 
+/// What instruction fetch found at a pc.
+enum Fetched {
+    /// A cached block: (first op index, op count).
+    Block(usize, usize),
+    /// One instruction that cannot be cached.
+    Single(Op),
+}
+
+/// Whether an instruction ends a block: it may jump, trap by design, or change privilege,
+/// translation or what interrupts are enabled.
+fn ends_block(kind: Kind) -> bool {
+    use Kind::*;
+    matches!(
+        kind,
+        Jal | Jalr
+            | Beq
+            | Bne
+            | Blt
+            | Bge
+            | Bltu
+            | Bgeu
+            | Ecall
+            | Ebreak
+            | Mret
+            | Sret
+            | Wfi
+            | SfenceVma
+            | FenceI
+            | Csrrw
+            | Csrrs
+            | Csrrc
+            | Csrrwi
+            | Csrrsi
+            | Csrrci
+            | Illegal
+            | Undecoded
+    )
+}
+
 /// An LR reservation: the address and the value loaded. As on QEMU, SC succeeds when the
 /// reservation is held and memory still holds that value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,8 +104,10 @@ pub struct Hart {
     pub(crate) tlb: Box<Tlb>,
     /// Virtual page number of the page instructions are fetched from, or `u64::MAX`.
     fetch_vpn: u64,
-    /// Index of the first decoded slot of the fetch page in `Ram`'s code cache.
-    fetch_slots: usize,
+    /// Code page id of the fetch page in `Ram`'s code cache.
+    fetch_page: u32,
+    /// `Ram::code_epoch` when `fetch_page` was looked up.
+    fetch_epoch: u64,
     /// Offset in RAM of the fetch page.
     fetch_ram_off: usize,
     /// Set by an instruction that must end the current run, with the reason.
@@ -94,7 +135,8 @@ impl Hart {
             data_priv: PRIV_M,
             tlb: Box::default(),
             fetch_vpn: u64::MAX,
-            fetch_slots: 0,
+            fetch_page: 0,
+            fetch_epoch: 0,
             fetch_ram_off: 0,
             stop_requested: false,
             stop_reason: Exit::Yield,
@@ -257,45 +299,84 @@ impl Hart {
         // before each instruction (a store only) for devices, counters and traps to read.
         let mut pc = self.pc;
         let mut icount = self.icount;
-        while icount < end {
-            self.icount = icount;
-            let result = self.fetch_and_exec(pc, ram, mmio);
-            icount += 1;
-            match result {
-                Ok(next) => pc = next,
-                Err(trap) => {
-                    self.pc = pc;
-                    self.enter_trap(trap.cause, trap.tval, false);
-                    pc = self.pc;
+        'blocks: while icount < end {
+            let (start, len) = match self.lookup_block(ram, pc) {
+                Ok(Fetched::Block(start, len)) => (start, len),
+                Ok(Fetched::Single(op)) => {
+                    self.icount = icount;
+                    let result = self.exec(op, pc, ram, mmio);
+                    icount += 1;
+                    pc = self.finish_insn(result, pc);
+                    if self.stop_requested {
+                        break 'blocks;
+                    }
+                    continue;
                 }
-            }
-            if self.stop_requested {
-                self.pc = pc;
+                Err(trap) => {
+                    icount += 1;
+                    pc = self.finish_insn(Err(trap), pc);
+                    continue;
+                }
+            };
+            // Within a block every instruction but the last falls through to the next one.
+            let count = len.min((end - icount) as usize);
+            for index in start..start + count {
+                let op = ram.op(index);
                 self.icount = icount;
-                return self.stop_reason;
+                let result = self.exec(op, pc, ram, mmio);
+                icount += 1;
+                match result {
+                    Ok(next) => pc = next,
+                    Err(trap) => {
+                        pc = self.finish_insn(Err(trap), pc);
+                        continue 'blocks;
+                    }
+                }
+                if self.stop_requested {
+                    break 'blocks;
+                }
             }
         }
         self.pc = pc;
         self.icount = icount;
-        Exit::Budget
+        if self.stop_requested {
+            self.stop_reason
+        } else {
+            Exit::Budget
+        }
     }
 
+    /// The pc after an instruction: its successor, or the trap handler.
     #[inline(always)]
-    fn fetch_and_exec<M: Mmio>(&mut self, pc: u64, ram: &mut Ram, mmio: &mut M) -> Result<u64, Trap> {
-        if pc >> PAGE_SHIFT != self.fetch_vpn {
-            self.refill_fetch(ram, pc)?;
+    fn finish_insn(&mut self, result: Result<u64, Trap>, pc: u64) -> u64 {
+        match result {
+            Ok(next) => next,
+            Err(trap) => {
+                self.pc = pc;
+                self.enter_trap(trap.cause, trap.tval, false);
+                self.pc
+            }
         }
-        let slot = self.fetch_slots + ((pc as usize & 0xfff) >> 1);
-        let mut op = ram.code_slot(slot);
-        if op.kind == Kind::Undecoded {
-            op = self.decode_slot(ram, pc, slot)?;
-        }
-        self.exec(op, pc, ram, mmio)
     }
 
     /// Executes exactly one instruction (or takes the trap it causes).
     pub fn step<M: Mmio>(&mut self, ram: &mut Ram, mmio: &mut M) -> Exit {
         self.run(ram, mmio, 1)
+    }
+
+    /// The decoded block starting at `pc`, decoding it on first use.
+    #[inline(always)]
+    fn lookup_block(&mut self, ram: &mut Ram, pc: u64) -> Result<Fetched, Trap> {
+        if pc >> PAGE_SHIFT != self.fetch_vpn || ram.code_epoch() != self.fetch_epoch {
+            self.refill_fetch(ram, pc)?;
+        }
+        let slot = (pc as usize & 0xfff) >> 1;
+        let id = ram.block_at(self.fetch_page, slot);
+        if id != 0 {
+            let (start, len) = ram.block(id);
+            return Ok(Fetched::Block(start, len));
+        }
+        self.build_block(ram, pc, slot)
     }
 
     #[cold]
@@ -308,35 +389,53 @@ impl Hart {
             return Err(Access::Exec.access_fault(pc));
         };
         let page_off = off & !0xfff;
-        let (slots, created) = ram.code_page(page_off);
+        let (page, created) = ram.code_page(page_off);
         if created {
-            // Stores to this page must now take the slow path, which drops decoded slots.
+            // Stores to this page must now take the slow path, which drops its blocks.
             self.tlb.forget_writable(page_off);
         }
         self.fetch_vpn = pc >> PAGE_SHIFT;
-        self.fetch_slots = slots;
+        self.fetch_page = page;
         self.fetch_ram_off = page_off;
+        self.fetch_epoch = ram.code_epoch();
         Ok(())
     }
 
+    /// Decodes the block starting at `pc` (in the current fetch page) and caches it.
     #[cold]
-    fn decode_slot(&mut self, ram: &mut Ram, pc: u64, slot: usize) -> Result<Op, Trap> {
-        let off = self.fetch_ram_off + (pc as usize & 0xfff);
-        let bytes = ram.bytes();
-        let low = u16::from_le_bytes([bytes[off], bytes[off + 1]]);
-        if decode::insn_len(low) == 2 {
-            let op = decode::decode(low as u32);
-            ram.set_code_slot(slot, op);
-            return Ok(op);
+    fn build_block(&mut self, ram: &mut Ram, pc: u64, slot: usize) -> Result<Fetched, Trap> {
+        const MAX_BLOCK: usize = 64;
+        let mut ops = Vec::with_capacity(16);
+        let mut offset = pc as usize & 0xfff;
+        loop {
+            let at = self.fetch_ram_off + offset;
+            let bytes = ram.bytes();
+            let low = u16::from_le_bytes([bytes[at], bytes[at + 1]]);
+            let op = if decode::insn_len(low) == 2 {
+                decode::decode(low as u32)
+            } else if offset != 0xffe {
+                let high = u16::from_le_bytes([bytes[at + 2], bytes[at + 3]]);
+                decode::decode(low as u32 | (high as u32) << 16)
+            } else if ops.is_empty() {
+                return self.fetch_straddling(ram, pc, low).map(Fetched::Single);
+            } else {
+                break;
+            };
+            ops.push(op);
+            offset += op.len as usize;
+            if ends_block(op.kind) || ops.len() == MAX_BLOCK || offset >= 0x1000 {
+                break;
+            }
         }
-        if pc & 0xfff != 0xffe {
-            let high = u16::from_le_bytes([bytes[off + 2], bytes[off + 3]]);
-            let op = decode::decode(low as u32 | (high as u32) << 16);
-            ram.set_code_slot(slot, op);
-            return Ok(op);
-        }
-        // The instruction straddles two pages: fetch its upper half through the translation of
-        // the next page, and do not cache the result (that mapping may change on its own).
+        let id = ram.insert_block(self.fetch_page, slot, &ops);
+        let (start, len) = ram.block(id);
+        Ok(Fetched::Block(start, len))
+    }
+
+    /// A 32-bit instruction whose halves lie in two pages: its upper half comes through the
+    /// translation of the next page, and it is not cached (that mapping may change alone).
+    #[cold]
+    fn fetch_straddling(&mut self, ram: &mut Ram, pc: u64, low: u16) -> Result<Op, Trap> {
         let next = pc.wrapping_add(2);
         let paddr = self.translate(ram, next, Access::Exec, 2)?;
         let mut high = [0u8; 2];
@@ -347,8 +446,8 @@ impl Hart {
         ))
     }
 
-    #[inline(always)]
     /// Executes `op` at `pc` and returns the address of the next instruction.
+    #[inline(always)]
     fn exec<M: Mmio>(&mut self, op: Op, pc: u64, ram: &mut Ram, mmio: &mut M) -> Result<u64, Trap> {
         use Kind::*;
         let imm = op.imm as i64 as u64;
@@ -815,9 +914,15 @@ impl Hart {
         value: u64,
     ) -> bool {
         if ram.contains(paddr, size as u64) {
-            return ram
+            let epoch = ram.code_epoch();
+            let ok = ram
                 .write(paddr, &value.to_le_bytes()[..size as usize])
                 .is_some();
+            if ram.code_epoch() != epoch {
+                // Code was overwritten, perhaps later in the running block: start afresh.
+                self.request_stop(Exit::Yield);
+            }
+            return ok;
         }
         if ram.contains(paddr, 1) {
             return false;

@@ -1,25 +1,37 @@
-//! Guest RAM and the cache of decoded instructions that lives beside it.
+//! Guest RAM and the cache of decoded code that lives beside it.
 //!
-//! Every page the hart has executed from owns a *code page*: one decoded [`Op`] per two-byte
-//! slot, filled lazily. Writes that reach a code page through [`Ram::write`] clear the slots they
-//! cover, so self-modifying code and DMA are seen at the next fetch. The hart's store fast path
-//! never points at a code page (see `Hart::flush_write_tlb_for`), so every such store takes this
-//! slow path.
+//! Code is decoded once into *blocks*: runs of straight-line instructions inside one page,
+//! ending at the first instruction that may change control flow or the translation context.
+//! Blocks are found through the page they start in (a *code page*: one entry per two-byte
+//! slot). A write to a code page through [`Ram::write`] drops that page's blocks and bumps an
+//! epoch the hart checks before each block, so self-modifying code and DMA are seen at once.
+//! The hart's store fast path never points at a code page, so every such store takes that path.
 
 use crate::decode::Op;
 
 pub const PAGE_SIZE: u64 = 4096;
 pub const PAGE_SHIFT: u32 = 12;
 pub(crate) const SLOTS_PER_PAGE: usize = (PAGE_SIZE / 2) as usize;
+/// Decoded ops kept before the whole cache is dropped and rebuilt on demand.
+const MAX_CACHED_OPS: usize = 1 << 22;
+
+#[derive(Default)]
+struct CodeCache {
+    /// Per RAM page: 1 + its code page id, or 0.
+    page_of: Vec<u32>,
+    /// Per code page, per slot: 1 + the id of the block starting there, or 0.
+    entries: Vec<u32>,
+    /// (first op, number of ops) of each block.
+    blocks: Vec<(u32, u32)>,
+    ops: Vec<Op>,
+    epoch: u64,
+}
 
 /// Guest physical memory at `base`, a whole number of pages.
 pub struct Ram {
     base: u64,
     data: Box<[u8]>,
-    /// Per RAM page: 1 + the index of its code page in `code` (in pages), or 0 for none.
-    code_index: Vec<u32>,
-    /// Decoded slots of every code page, back to back.
-    code: Vec<Op>,
+    code: CodeCache,
 }
 
 impl Ram {
@@ -30,8 +42,10 @@ impl Ram {
         Ram {
             base,
             data: vec![0u8; size as usize].into_boxed_slice(),
-            code_index: vec![0; pages],
-            code: Vec::new(),
+            code: CodeCache {
+                page_of: vec![0; pages],
+                ..CodeCache::default()
+            },
         }
     }
 
@@ -92,63 +106,88 @@ impl Ram {
         Some(())
     }
 
-    /// Clears decoded slots that overlap `[off, off + len)`. An instruction starting up to
-    /// two bytes before the range may extend into it, so those slots go too.
+    /// Drops the blocks of every code page that `[off, off + len)` touches.
     fn invalidate_code(&mut self, off: usize, len: usize) {
-        if self.code.is_empty() || len == 0 {
+        if self.code.ops.is_empty() || len == 0 {
             return;
         }
-        let first = off.saturating_sub(2);
-        let last = off + len - 1;
-        for page in (first >> PAGE_SHIFT)..=(last >> PAGE_SHIFT) {
-            let Some(&index) = self.code_index.get(page) else {
-                continue;
-            };
-            if index == 0 {
-                continue;
+        for page in (off >> PAGE_SHIFT)..=((off + len - 1) >> PAGE_SHIFT) {
+            if let Some(p) = self.code.page_of.get_mut(page) {
+                if *p != 0 {
+                    *p = 0;
+                    self.code.epoch += 1;
+                }
             }
-            let page_start = page << PAGE_SHIFT;
-            let base = (index as usize - 1) * SLOTS_PER_PAGE;
-            let lo = (first.max(page_start) - page_start) / 2;
-            let hi = (last.min(page_start + PAGE_SIZE as usize - 1) - page_start) / 2;
-            self.code[base + lo..=base + hi].fill(Op::UNDECODED);
         }
+    }
+
+    /// Changes whenever cached blocks are dropped; a hart holding a code page id must look it
+    /// up again when this differs from what it saw.
+    #[inline(always)]
+    pub(crate) fn code_epoch(&self) -> u64 {
+        self.code.epoch
     }
 
     /// Whether the page at `off` holds decoded instructions.
     #[inline]
     pub(crate) fn is_code_page(&self, off: usize) -> bool {
-        self.code_index[off >> PAGE_SHIFT] != 0
+        self.code.page_of[off >> PAGE_SHIFT] != 0
     }
 
-    /// Index in [`Ram::code_slots`] of the first slot of the code page for the page at `off`,
-    /// creating it empty if needed; and whether it is new.
-    pub(crate) fn code_page(&mut self, off: usize) -> (usize, bool) {
-        let page = off >> PAGE_SHIFT;
-        if self.code_index[page] == 0 {
-            self.code
-                .resize(self.code.len() + SLOTS_PER_PAGE, Op::UNDECODED);
-            self.code_index[page] = (self.code.len() / SLOTS_PER_PAGE) as u32;
-            return (self.code.len() - SLOTS_PER_PAGE, true);
+    /// The code page id for the RAM page at `off`, created if needed; and whether it is new.
+    pub(crate) fn code_page(&mut self, off: usize) -> (u32, bool) {
+        let c = &mut self.code;
+        if c.ops.len() > MAX_CACHED_OPS {
+            c.page_of.fill(0);
+            c.entries.clear();
+            c.blocks.clear();
+            c.ops.clear();
+            c.epoch += 1;
         }
-        ((self.code_index[page] as usize - 1) * SLOTS_PER_PAGE, false)
+        let page = off >> PAGE_SHIFT;
+        if c.page_of[page] == 0 {
+            c.entries.resize(c.entries.len() + SLOTS_PER_PAGE, 0);
+            c.page_of[page] = (c.entries.len() / SLOTS_PER_PAGE) as u32;
+            return (c.page_of[page] - 1, true);
+        }
+        (c.page_of[page] - 1, false)
     }
 
-    /// The decoded slot at `index` (see [`Ram::code_page`]).
+    /// 1 + the block starting at `slot` of code page `page`, or 0.
     #[inline(always)]
-    pub(crate) fn code_slot(&self, index: usize) -> Op {
-        self.code[index]
+    pub(crate) fn block_at(&self, page: u32, slot: usize) -> u32 {
+        self.code.entries[page as usize * SLOTS_PER_PAGE + slot]
     }
 
-    #[inline]
-    pub(crate) fn set_code_slot(&mut self, index: usize, op: Op) {
-        self.code[index] = op;
+    /// Stores a block starting at `slot` of code page `page`; returns 1 + its id.
+    pub(crate) fn insert_block(&mut self, page: u32, slot: usize, ops: &[Op]) -> u32 {
+        let c = &mut self.code;
+        c.blocks.push((c.ops.len() as u32, ops.len() as u32));
+        c.ops.extend_from_slice(ops);
+        let id = c.blocks.len() as u32;
+        c.entries[page as usize * SLOTS_PER_PAGE + slot] = id;
+        id
+    }
+
+    /// (first op index, op count) of block `id` (1-based).
+    #[inline(always)]
+    pub(crate) fn block(&self, id: u32) -> (usize, usize) {
+        let (start, len) = self.code.blocks[id as usize - 1];
+        (start as usize, len as usize)
+    }
+
+    #[inline(always)]
+    pub(crate) fn op(&self, index: usize) -> Op {
+        self.code.ops[index]
     }
 
     /// Drops every decoded instruction (after RAM is replaced wholesale).
     pub fn clear_code(&mut self) {
-        self.code.clear();
-        self.code_index.fill(0);
+        self.code.page_of.fill(0);
+        self.code.entries.clear();
+        self.code.blocks.clear();
+        self.code.ops.clear();
+        self.code.epoch += 1;
     }
 }
 
@@ -170,31 +209,28 @@ mod tests {
     }
 
     #[test]
-    fn writes_clear_overlapping_decoded_slots() {
-        let mut ram = Ram::new(0x8000_0000, 8192);
-        let (base, created) = ram.code_page(0);
-        assert!(created);
+    fn writes_drop_the_code_pages_they_touch() {
+        let mut ram = Ram::new(0x8000_0000, 3 * PAGE_SIZE);
         let add = Op {
             kind: Kind::Add,
             ..Op::UNDECODED
         };
-        for slot in 0..SLOTS_PER_PAGE {
-            ram.set_code_slot(base + slot, add);
-        }
-        ram.write(0x8000_0010, &[0; 4]).unwrap();
-        let (again, created) = ram.code_page(0);
-        assert_eq!((again, created), (base, false));
-        // Slot 7 (offset 14) may hold a 4-byte instruction reaching offset 16.
-        let kinds: Vec<Kind> = (6..=10).map(|s| ram.code_slot(base + s).kind).collect();
-        assert_eq!(
-            kinds,
-            [
-                Kind::Add,
-                Kind::Undecoded,
-                Kind::Undecoded,
-                Kind::Undecoded,
-                Kind::Add
-            ]
-        );
+        let (page0, created) = ram.code_page(0);
+        assert!(created);
+        let (page1, _) = ram.code_page(PAGE_SIZE as usize);
+        let block = ram.insert_block(page0, 3, &[add, add]);
+        ram.insert_block(page1, 0, &[add]);
+        assert_eq!(ram.block_at(page0, 3), block);
+        assert_eq!(ram.block(block).1, 2);
+        let epoch = ram.code_epoch();
+        // A write to the data page leaves code alone.
+        ram.write(0x8000_2000, &[1]).unwrap();
+        assert_eq!(ram.code_epoch(), epoch);
+        // A write straddling pages 0 and 1 drops both.
+        ram.write(0x8000_0ffe, &[0; 4]).unwrap();
+        assert_ne!(ram.code_epoch(), epoch);
+        assert!(!ram.is_code_page(0));
+        assert!(!ram.is_code_page(PAGE_SIZE as usize));
+        assert!(ram.code_page(0).1);
     }
 }

@@ -128,7 +128,8 @@ const MAX_SLICE: u64 = 1 << 22;
 impl Machine {
     /// A machine with empty RAM and its device tree in place; load images next.
     pub fn new(config: MachineConfig) -> Result<Machine, MachineError> {
-        if !(MIN_RAM..=MAX_RAM).contains(&config.ram_size) || !config.ram_size.is_multiple_of(4096) {
+        if !(MIN_RAM..=MAX_RAM).contains(&config.ram_size) || !config.ram_size.is_multiple_of(4096)
+        {
             return Err(MachineError::BadMemorySize {
                 size: config.ram_size,
             });

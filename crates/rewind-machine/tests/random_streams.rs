@@ -26,7 +26,7 @@ fn random_program(seed: u64, words: usize) -> Vec<u8> {
     for _ in 0..words {
         let r = rng.next();
         let word = match r % 4 {
-            0 => r as u32 >> 3,                                            // anything (often compressed)
+            0 => r as u32 >> 3, // anything (often compressed)
             _ => ((r >> 8) as u32 & !0x7f) | OPCODES[(r >> 2) as usize % 16], // a real opcode
         };
         out.extend_from_slice(&word.to_le_bytes());
@@ -45,7 +45,14 @@ fn run_stream(seed: u64) -> (u64, u64, [u64; 32], Stop) {
     machine.ram.write(machine.ram.base(), &program).unwrap();
     machine.hart.pc = machine.ram.base();
     // Point pointers somewhere interesting: RAM, MMIO, and nowhere.
-    let bases = [0x8000_0000u64, 0x8000_8000, 0x1000_0000, 0x200_0000, 0, u64::MAX - 7];
+    let bases = [
+        0x8000_0000u64,
+        0x8000_8000,
+        0x1000_0000,
+        0x200_0000,
+        0,
+        u64::MAX - 7,
+    ];
     for (i, x) in machine.hart.x.iter_mut().enumerate().skip(1) {
         *x = bases[i % bases.len()].wrapping_add(i as u64 * 8);
     }
@@ -62,7 +69,10 @@ fn random_streams_never_panic_and_are_deterministic() {
         let second = run_stream(seed);
         assert_eq!(first, second, "seed {seed}: two runs differ");
         assert!(
-            matches!(first.3, Stop::Limit | Stop::PowerOff(_) | Stop::Reset | Stop::Deadlock),
+            matches!(
+                first.3,
+                Stop::Limit | Stop::PowerOff(_) | Stop::Reset | Stop::Deadlock
+            ),
             "seed {seed}: unexpected stop {:?}",
             first.3
         );
