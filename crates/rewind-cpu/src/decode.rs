@@ -161,6 +161,42 @@ impl Op {
         raw: 0,
     };
 
+    /// The op as two words, for compact storage and register-only unpacking.
+    #[inline(always)]
+    pub(crate) fn to_words(self) -> [u64; 2] {
+        let lo = self.kind as u64
+            | (self.rd as u64) << 8
+            | (self.rs1 as u64) << 16
+            | (self.rs2 as u64) << 24
+            | (self.rs3 as u64) << 32
+            | (self.rm as u64) << 40
+            | (self.fmt as u64) << 48
+            | (self.len as u64) << 56;
+        let hi = self.imm as u32 as u64 | (self.raw as u64) << 32;
+        [lo, hi]
+    }
+
+    /// Rebuilds an op from [`Op::to_words`]; fields come out of registers, not memory.
+    #[inline(always)]
+    pub(crate) fn from_words(words: [u64; 2]) -> Op {
+        let [lo, hi] = words;
+        let kind = lo as u8;
+        debug_assert!(kind <= Kind::Fclass as u8);
+        Op {
+            // SAFETY: the words were made by `to_words` from a valid `Kind` (a `repr(u8)` enum).
+            kind: unsafe { std::mem::transmute::<u8, Kind>(kind) },
+            rd: (lo >> 8) as u8,
+            rs1: (lo >> 16) as u8,
+            rs2: (lo >> 24) as u8,
+            rs3: (lo >> 32) as u8,
+            rm: (lo >> 40) as u8,
+            fmt: (lo >> 48) as u8,
+            len: (lo >> 56) as u8,
+            imm: hi as u32 as i32,
+            raw: (hi >> 32) as u32,
+        }
+    }
+
     fn new(kind: Kind, rd: u32, rs1: u32, rs2: u32, imm: i32) -> Op {
         Op {
             kind,

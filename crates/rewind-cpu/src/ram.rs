@@ -23,7 +23,8 @@ struct CodeCache {
     entries: Vec<u32>,
     /// (first op, number of ops) of each block.
     blocks: Vec<(u32, u32)>,
-    ops: Vec<Op>,
+    /// Ops as `Op::to_words`, so the hot loop unpacks them in registers.
+    ops: Vec<[u64; 2]>,
     epoch: u64,
 }
 
@@ -163,7 +164,7 @@ impl Ram {
     pub(crate) fn insert_block(&mut self, page: u32, slot: usize, ops: &[Op]) -> u32 {
         let c = &mut self.code;
         c.blocks.push((c.ops.len() as u32, ops.len() as u32));
-        c.ops.extend_from_slice(ops);
+        c.ops.extend(ops.iter().map(|op| op.to_words()));
         let id = c.blocks.len() as u32;
         c.entries[page as usize * SLOTS_PER_PAGE + slot] = id;
         id
@@ -178,7 +179,7 @@ impl Ram {
 
     #[inline(always)]
     pub(crate) fn op(&self, index: usize) -> Op {
-        self.code.ops[index]
+        Op::from_words(self.code.ops[index])
     }
 
     /// Drops every decoded instruction (after RAM is replaced wholesale).
