@@ -1,13 +1,19 @@
 //! `rewind`: the command line. Standard output carries only what the guest writes to its
 //! console; every message of the tool goes to standard error.
 
+mod console;
+mod guest;
+
+use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
-use rewind_machine::{Machine, MachineConfig, Stop};
+use console::ConsoleEvent;
+use rewind_machine::{BootImages, Machine, MachineConfig, Stop};
 
 /// Exit status when `--max-insns` ends a run.
 const EXIT_LIMIT: u8 = 124;
@@ -32,30 +38,43 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a machine live: the guest's console is on standard output.
+    /// Run a machine live: the guest's console is on standard input and output. With no
+    /// images given, boots the default Debian guest (fetch it with scripts/fetch-guest).
     Run(RunArgs),
 }
 
 #[derive(Args)]
 struct RunArgs {
-    /// Firmware: `none` starts the kernel itself in M-mode, as `qemu -bios none` does.
-    #[arg(long, value_name = "FILE|none", default_value = "none")]
-    bios: String,
-    /// The program to run: a RISC-V 64-bit ELF, loaded at its physical addresses.
+    /// Firmware: an OpenSBI fw_dynamic/fw_jump binary or ELF, loaded at the start of RAM;
+    /// `none` starts the kernel itself in M-mode, as `qemu -bios none` does.
+    /// [default: the default guest's OpenSBI]
+    #[arg(long, value_name = "FILE|none")]
+    bios: Option<String>,
+    /// The kernel: a RISC-V Linux Image (Debian's EFI-stub Image too) or a RISC-V 64-bit ELF.
+    /// [default: the default guest's kernel]
     #[arg(long, value_name = "FILE")]
-    kernel: PathBuf,
-    /// Guest RAM size, in bytes or with a K, M or G suffix (as `-m` of QEMU).
-    #[arg(long, value_name = "SIZE", default_value = "128M", value_parser = parse_size)]
-    memory: u64,
+    kernel: Option<PathBuf>,
+    /// An initial RAM disk for the kernel. [default: the default guest's, with the default kernel]
+    #[arg(long, value_name = "FILE")]
+    initrd: Option<PathBuf>,
     /// Kernel command line, placed in the device tree's /chosen/bootargs.
     #[arg(long, value_name = "STRING")]
     append: Option<String>,
+    /// Guest RAM size, in bytes or with a K, M or G suffix (as `-m` of QEMU).
+    #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = parse_size)]
+    memory: u64,
+    /// Write the device tree the guest would get to FILE and exit (as QEMU's `dumpdtb`).
+    #[arg(long, value_name = "FILE")]
+    dump_dtb: Option<PathBuf>,
     /// Stop after N instructions, with exit status 124.
     #[arg(long, value_name = "N")]
     max_insns: Option<u64>,
     /// Virtual nanoseconds per instruction are 2^N; `mtime` (10 MHz) follows from it.
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10))]
     icount_shift: u32,
+    /// Do not pace idle time to the wall clock: when the guest waits, jump to its next timer.
+    #[arg(long)]
+    no_pacing: bool,
     /// Print instructions executed, wall time and MIPS on standard error at exit.
     #[arg(long)]
     stats: bool,
@@ -97,40 +116,93 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: &RunArgs) -> Result<ExitCode, String> {
-    if args.bios != "none" {
-        return Err(format!(
-            "--bios {}: booting through firmware is not supported yet; use --bios none",
-            args.bios
-        ));
+fn read_file(path: &PathBuf, what: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
+}
+
+/// The images and command line to boot, from the options or the default guest.
+fn boot_images(args: &RunArgs) -> Result<(BootImages, Option<String>), String> {
+    let use_default = args.kernel.is_none() && args.bios.is_none();
+    if use_default {
+        let guest = guest::DefaultGuest::locate()?;
+        let images = BootImages {
+            bios: Some(read_file(&guest.firmware, "firmware")?),
+            kernel: Some(read_file(&guest.kernel, "kernel")?),
+            initrd: Some(match &args.initrd {
+                Some(path) => read_file(path, "initrd")?,
+                None => read_file(&guest.initrd, "initrd")?,
+            }),
+        };
+        let append = args
+            .append
+            .clone()
+            .or(Some(guest::DEFAULT_APPEND.to_string()));
+        return Ok((images, append));
     }
-    let kernel = std::fs::read(&args.kernel)
-        .map_err(|e| format!("cannot read kernel {}: {e}", args.kernel.display()))?;
+    let bios = match args.bios.as_deref() {
+        Some("none") => None,
+        Some(path) => Some(read_file(&PathBuf::from(path), "firmware")?),
+        None => Some(read_file(
+            &guest::DefaultGuest::locate()?.firmware,
+            "firmware",
+        )?),
+    };
+    let kernel = args
+        .kernel
+        .as_ref()
+        .map(|p| read_file(p, "kernel"))
+        .transpose()?;
+    let initrd = args
+        .initrd
+        .as_ref()
+        .map(|p| read_file(p, "initrd"))
+        .transpose()?;
+    Ok((
+        BootImages {
+            bios,
+            kernel,
+            initrd,
+        },
+        args.append.clone(),
+    ))
+}
+
+/// Host entropy for the device tree's rng-seed.
+fn host_entropy() -> Vec<u8> {
+    let mut seed = vec![0u8; 32];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut seed);
+    }
+    seed
+}
+
+fn run(args: &RunArgs) -> Result<ExitCode, String> {
+    let (images, append) = boot_images(args)?;
+    let rtc_base_ns = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
     let config = MachineConfig {
         ram_size: args.memory,
-        bootargs: args.append.clone(),
+        bootargs: append,
         icount_shift: args.icount_shift,
+        rtc_base_ns,
+        rng_seed: host_entropy(),
         ..MachineConfig::default()
     };
-    let mut machine = Machine::new(config).map_err(|e| e.to_string())?;
-    machine
-        .load_kernel_elf(&kernel, &format!("kernel {}", args.kernel.display()))
-        .map_err(|e| e.to_string())?;
+    let mut machine = Machine::new(config, &images).map_err(|e| e.to_string())?;
+    if let Some(path) = &args.dump_dtb {
+        std::fs::write(path, machine.dtb())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
 
+    let raw = console::RawTerminal::enable();
+    let input = console::spawn_reader(raw.is_some());
     let started = Instant::now();
-    let stdout = std::io::stdout();
-    let stop = loop {
-        let stop = machine.run(args.max_insns, 1 << 24);
-        let out = machine.take_console_output();
-        if !out.is_empty() {
-            let mut lock = stdout.lock();
-            // A closed standard output must not stop the guest: it may still power off cleanly.
-            let _ = lock.write_all(&out).and_then(|_| lock.flush());
-        }
-        if stop != Stop::Slice {
-            break stop;
-        }
-    };
+    let stop = drive(&mut machine, args, &input);
+    drop(raw);
     let elapsed = started.elapsed();
     if args.stats {
         let insns = machine.hart.icount;
@@ -140,12 +212,12 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
         eprintln!("MIPS: {:.1}", insns as f64 / secs.max(1e-9) / 1e6);
     }
     Ok(match stop {
-        Stop::PowerOff(code) => ExitCode::from(code as u8),
-        Stop::Reset => {
+        Outcome::Stopped(Stop::PowerOff(code)) => ExitCode::from(code as u8),
+        Outcome::Stopped(Stop::Reset) => {
             eprintln!("rewind: the guest asked for a reboot, which is not supported yet; stopping");
             ExitCode::from(EXIT_ERROR)
         }
-        Stop::Limit => {
+        Outcome::Stopped(Stop::Limit) => {
             eprintln!(
                 "rewind: stopped after --max-insns {} instructions (pc {:#x}, {}-mode)",
                 machine.hart.icount,
@@ -154,15 +226,110 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
             );
             ExitCode::from(EXIT_LIMIT)
         }
-        Stop::Deadlock => {
+        Outcome::Quit => {
+            eprintln!("rewind: terminated (Ctrl-A x)");
+            ExitCode::SUCCESS
+        }
+        Outcome::Deadlock | Outcome::Stopped(_) => {
             eprintln!(
                 "rewind: the hart waits for an interrupt that nothing can raise (pc {:#x}); stopping",
                 machine.hart.pc
             );
             ExitCode::from(EXIT_DEADLOCK)
         }
-        Stop::Slice => unreachable!("slices are consumed by the loop above"),
     })
+}
+
+enum Outcome {
+    Stopped(Stop),
+    Quit,
+    Deadlock,
+}
+
+/// Instructions run between looks at the console.
+const SLICE: u64 = 1 << 20;
+
+/// Runs the machine live: console output to stdout, input from the reader thread, and idle
+/// time paced to the wall clock unless `--no-pacing`.
+fn drive(machine: &mut Machine, args: &RunArgs, input: &Receiver<ConsoleEvent>) -> Outcome {
+    let stdout = std::io::stdout();
+    let mut pending: VecDeque<u8> = VecDeque::new();
+    let mut input_open = true;
+    loop {
+        // Take what has been typed; the UART accepts what fits in its FIFO.
+        while let Ok(event) = input.try_recv() {
+            match event {
+                ConsoleEvent::Input(bytes) => pending.extend(bytes),
+                ConsoleEvent::Quit => return Outcome::Quit,
+            }
+        }
+        if !pending.is_empty() {
+            let accepted = machine.console_input(pending.make_contiguous());
+            pending.drain(..accepted);
+        }
+        let stop = machine.run(args.max_insns, SLICE);
+        let out = machine.take_console_output();
+        if !out.is_empty() {
+            let mut lock = stdout.lock();
+            // A closed standard output must not stop the guest: it may still power off cleanly.
+            let _ = lock.write_all(&out).and_then(|_| lock.flush());
+        }
+        let until = match stop {
+            Stop::Slice => continue,
+            Stop::Idle { until } => until,
+            other => return Outcome::Stopped(other),
+        };
+        let until = match (until, args.max_insns) {
+            (Some(t), Some(l)) => Some(t.min(l)),
+            (None, Some(l)) => Some(l),
+            (t, None) => t,
+        };
+        if !pending.is_empty() {
+            continue; // the FIFO has room again only once the guest reads: let it run
+        }
+        let now = machine.hart.icount;
+        // How long the guest means to sleep, in wall time (pacing), or not at all.
+        let wait = match until {
+            Some(t) if args.no_pacing => {
+                machine.skip_idle(t);
+                continue;
+            }
+            Some(t) => Some(Duration::from_nanos(
+                machine.ns_at(t).saturating_sub(machine.ns_at(now)),
+            )),
+            None if !input_open => return Outcome::Deadlock,
+            None => None,
+        };
+        let waited_from = Instant::now();
+        let event = match wait {
+            Some(d) => input.recv_timeout(d),
+            None => input.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match event {
+            Ok(ConsoleEvent::Input(bytes)) => {
+                // Input arrived while the guest slept: it arrives at the virtual time that
+                // corresponds to the wall time waited.
+                let slept_ns = waited_from.elapsed().as_nanos() as u64;
+                let slept = slept_ns >> machine.config.icount_shift;
+                let target = until.map_or(now + slept, |t| t.min(now + slept));
+                machine.skip_idle(target);
+                pending.extend(bytes);
+            }
+            Ok(ConsoleEvent::Quit) => return Outcome::Quit,
+            Err(RecvTimeoutError::Timeout) => machine.skip_idle(until.unwrap_or(now)),
+            Err(RecvTimeoutError::Disconnected) => {
+                input_open = false;
+                if let Some(t) = until {
+                    // No more input can come: keep the guest's pace without waiting on it.
+                    let remaining = wait
+                        .unwrap_or_default()
+                        .saturating_sub(waited_from.elapsed());
+                    std::thread::sleep(remaining);
+                    machine.skip_idle(t);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     if data.len() < 8 {
         return;
     }
-    let mut machine = Machine::new(MachineConfig {
+    let mut machine = Machine::bare(MachineConfig {
         ram_size: 2 << 20,
         ..MachineConfig::default()
     })
@@ -28,5 +28,5 @@ fuzz_target!(|data: &[u8]| {
     }
     // Traps land back in the program so that it keeps going after faults.
     machine.hart.csr.mtvec = base + (seed & 0xffc);
-    machine.run(Some(50_000), u64::MAX);
+    machine.run_unattended(Some(50_000));
 });

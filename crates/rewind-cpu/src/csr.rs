@@ -48,6 +48,9 @@ const MSTATUS_TRANSLATION: u64 =
 /// RV64 with A, C, D, F, I, M, S, U.
 pub const MISA: u64 = 2 << 62 | 1 | 1 << 2 | 1 << 3 | 1 << 5 | 1 << 8 | 1 << 12 | 1 << 18 | 1 << 20;
 
+/// menvcfg.STCE: Sstc's stimecmp drives STIP.
+pub const MENVCFG_STCE: u64 = 1 << 63;
+
 const MIP_SSIP: u64 = 1 << 1;
 const MIP_STIP: u64 = 1 << 5;
 const MIP_SEIP: u64 = 1 << 9;
@@ -77,6 +80,7 @@ pub mod num {
     pub const SCAUSE: u16 = 0x142;
     pub const STVAL: u16 = 0x143;
     pub const SIP: u16 = 0x144;
+    pub const STIMECMP: u16 = 0x14d;
     pub const SATP: u16 = 0x180;
     pub const MSTATUS: u16 = 0x300;
     pub const MISA: u16 = 0x301;
@@ -132,6 +136,8 @@ pub struct CsrState {
     pub stval: u64,
     pub senvcfg: u64,
     pub satp: u64,
+    /// Sstc: supervisor timer compare (STIP follows `time >= stimecmp` when `menvcfg.STCE`).
+    pub stimecmp: u64,
     pub fflags: u8,
     pub frm: u8,
     pub pmpcfg: [u8; PMP_ENTRIES],
@@ -200,6 +206,7 @@ impl Hart {
             STVAL => s.stval,
             SIP => self.mip() & s.mideleg,
             SATP => s.satp,
+            STIMECMP => s.stimecmp,
             MSTATUS => self.read_mstatus(),
             num::MISA => self::MISA,
             MEDELEG => s.medeleg,
@@ -276,6 +283,7 @@ impl Hart {
             SEPC => self.csr.sepc = value & !1,
             SCAUSE => self.csr.scause = value,
             STVAL => self.csr.stval = value,
+            STIMECMP => self.csr.stimecmp = value,
             SIP => {
                 let mask = self.csr.mideleg & MIP_SSIP;
                 self.csr.mip = (self.csr.mip & !mask) | (value & mask);
@@ -295,7 +303,7 @@ impl Hart {
             MIE => self.csr.mie = value & ALL_INTERRUPTS,
             MTVEC => write_tvec(&mut self.csr.mtvec, value),
             MCOUNTEREN => self.csr.mcounteren = value & 0xffff_ffff,
-            MENVCFG => self.csr.menvcfg = value & 1,
+            MENVCFG => self.csr.menvcfg = value & (1 | MENVCFG_STCE),
             MCOUNTINHIBIT => self.csr.mcountinhibit = value & 0xffff_fffd,
             MSCRATCH => self.csr.mscratch = value,
             MEPC => self.csr.mepc = value & !1,

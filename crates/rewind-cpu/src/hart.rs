@@ -164,7 +164,22 @@ impl Hart {
 
     /// Effective `mip`: software-writable bits plus device lines.
     pub fn mip(&self) -> u64 {
-        self.csr.mip | self.irq_lines
+        let mip = self.csr.mip | self.irq_lines;
+        if self.csr.menvcfg & crate::csr::MENVCFG_STCE != 0 {
+            // Sstc: STIP is the comparison, not the software-written bit.
+            let stip = (self.mtime() >= self.csr.stimecmp) as u64;
+            (mip & !(1 << irq::STI)) | stip << irq::STI
+        } else {
+            mip
+        }
+    }
+
+    /// The instruction count at which the Sstc timer next fires, if it is enabled and has not.
+    pub fn stimecmp_deadline(&self) -> Option<u64> {
+        if self.csr.menvcfg & crate::csr::MENVCFG_STCE == 0 || self.mtime() >= self.csr.stimecmp {
+            return None;
+        }
+        Some(Hart::icount_for_mtime(self.csr.stimecmp, self.icount_shift))
     }
 
     /// Whether WFI should wake: some interrupt is pending and enabled in `mie`, whatever the
@@ -589,7 +604,8 @@ impl Hart {
                 };
                 return Err(Trap::new(cause, 0));
             }
-            Ebreak => return Err(Trap::new(cause::BREAKPOINT, pc)),
+            // QEMU 7.2 (our reference) reports 0 in mtval for a breakpoint.
+            Ebreak => return Err(Trap::new(cause::BREAKPOINT, 0)),
             Mret => self.exec_mret(op)?,
             Sret => self.exec_sret(op)?,
             Wfi => self.exec_wfi(op, next)?,

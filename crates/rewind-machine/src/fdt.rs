@@ -1,18 +1,23 @@
-//! The device tree handed to the guest in `a1`, generated from the machine as configured.
+//! The device tree handed to the guest in `a1`, generated from the machine as configured and
+//! laid out like the one QEMU 7.2 builds for `virt` (the nodes both machines have).
 
 use vm_fdt::FdtWriter;
 
-use crate::devices::{clint, finisher, uart};
-use crate::MachineConfig;
+use crate::devices::{clint, finisher, plic, rtc, uart, virtio_mmio};
+use crate::{BootLayout, MachineConfig};
 
 /// `mtime` frequency: 10 MHz, as on QEMU's `virt`.
 pub const TIMEBASE_HZ: u32 = 10_000_000;
+/// What the hart implements, in the form Linux and OpenSBI parse.
+pub const RISCV_ISA: &str = "rv64imafdc_zicsr_zifencei_zihintpause_sstc";
 
-const PHANDLE_CPU0_INTC: u32 = 1;
-const PHANDLE_TEST: u32 = 2;
+const PHANDLE_CPU0: u32 = 1;
+const PHANDLE_CPU0_INTC: u32 = 2;
+const PHANDLE_TEST: u32 = 3;
+const PHANDLE_PLIC: u32 = 4;
 
-/// Builds the flattened device tree for `config`.
-pub fn build(config: &MachineConfig) -> Result<Vec<u8>, vm_fdt::Error> {
+/// Builds the flattened device tree for `config` with images placed as in `layout`.
+pub fn build(config: &MachineConfig, layout: &BootLayout) -> Result<Vec<u8>, vm_fdt::Error> {
     let mut fdt = FdtWriter::new()?;
     let root = fdt.begin_node("")?;
     fdt.property_u32("#address-cells", 2)?;
@@ -21,11 +26,27 @@ pub fn build(config: &MachineConfig) -> Result<Vec<u8>, vm_fdt::Error> {
     fdt.property_string("model", "riscv-virtio,qemu")?;
 
     let chosen = fdt.begin_node("chosen")?;
-    fdt.property_string("stdout-path", "/soc/serial@10000000")?;
+    fdt.property_string("stdout-path", &format!("/soc/serial@{:x}", uart::BASE))?;
     if let Some(args) = &config.bootargs {
         fdt.property_string("bootargs", args)?;
     }
+    if let Some((start, end)) = layout.initrd {
+        fdt.property_u64("linux,initrd-start", start)?;
+        fdt.property_u64("linux,initrd-end", end)?;
+    }
+    if !config.rng_seed.is_empty() {
+        fdt.property("rng-seed", &config.rng_seed)?;
+    }
     fdt.end_node(chosen)?;
+
+    for (name, value) in [("poweroff", 0x5555u32), ("reboot", 0x7777u32)] {
+        let node = fdt.begin_node(name)?;
+        fdt.property_u32("value", value)?;
+        fdt.property_u32("offset", 0)?;
+        fdt.property_u32("regmap", PHANDLE_TEST)?;
+        fdt.property_string("compatible", &format!("syscon-{name}"))?;
+        fdt.end_node(node)?;
+    }
 
     let memory = fdt.begin_node(&format!("memory@{:x}", config.ram_base))?;
     fdt.property_string("device_type", "memory")?;
@@ -37,11 +58,12 @@ pub fn build(config: &MachineConfig) -> Result<Vec<u8>, vm_fdt::Error> {
     fdt.property_u32("#size-cells", 0)?;
     fdt.property_u32("timebase-frequency", TIMEBASE_HZ)?;
     let cpu = fdt.begin_node("cpu@0")?;
+    fdt.property_phandle(PHANDLE_CPU0)?;
     fdt.property_string("device_type", "cpu")?;
     fdt.property_u32("reg", 0)?;
     fdt.property_string("status", "okay")?;
     fdt.property_string("compatible", "riscv")?;
-    fdt.property_string("riscv,isa", "rv64imafdc_zicsr_zifencei")?;
+    fdt.property_string("riscv,isa", RISCV_ISA)?;
     fdt.property_string("mmu-type", "riscv,sv48")?;
     let intc = fdt.begin_node("interrupt-controller")?;
     fdt.property_u32("#interrupt-cells", 1)?;
@@ -50,6 +72,13 @@ pub fn build(config: &MachineConfig) -> Result<Vec<u8>, vm_fdt::Error> {
     fdt.property_phandle(PHANDLE_CPU0_INTC)?;
     fdt.end_node(intc)?;
     fdt.end_node(cpu)?;
+    let map = fdt.begin_node("cpu-map")?;
+    let cluster = fdt.begin_node("cluster0")?;
+    let core = fdt.begin_node("core0")?;
+    fdt.property_u32("cpu", PHANDLE_CPU0)?;
+    fdt.end_node(core)?;
+    fdt.end_node(cluster)?;
+    fdt.end_node(map)?;
     fdt.end_node(cpus)?;
 
     let soc = fdt.begin_node("soc")?;
@@ -58,7 +87,24 @@ pub fn build(config: &MachineConfig) -> Result<Vec<u8>, vm_fdt::Error> {
     fdt.property_string("compatible", "simple-bus")?;
     fdt.property_null("ranges")?;
 
-    let test = fdt.begin_node(&format!("test@{:x}", finisher::BASE))?;
+    let node = fdt.begin_node(&format!("rtc@{:x}", rtc::BASE))?;
+    fdt.property_u32("interrupts", rtc::IRQ as u32)?;
+    fdt.property_u32("interrupt-parent", PHANDLE_PLIC)?;
+    fdt.property_array_u64("reg", &[rtc::BASE, rtc::SIZE])?;
+    fdt.property_string("compatible", "google,goldfish-rtc")?;
+    fdt.end_node(node)?;
+
+    let node = fdt.begin_node(&format!("serial@{:x}", uart::BASE))?;
+    fdt.property_u32("interrupts", uart::IRQ as u32)?;
+    fdt.property_u32("interrupt-parent", PHANDLE_PLIC)?;
+    fdt.property_u32("clock-frequency", 0x38_4000)?;
+    fdt.property_array_u64("reg", &[uart::BASE, uart::SIZE])?;
+    fdt.property_string("compatible", "ns16550a")?;
+    fdt.end_node(node)?;
+
+    let node = fdt.begin_node(&format!("test@{:x}", finisher::BASE))?;
+    fdt.property_phandle(PHANDLE_TEST)?;
+    fdt.property_array_u64("reg", &[finisher::BASE, finisher::SIZE])?;
     fdt.property_string_list(
         "compatible",
         vec![
@@ -67,36 +113,49 @@ pub fn build(config: &MachineConfig) -> Result<Vec<u8>, vm_fdt::Error> {
             "syscon".into(),
         ],
     )?;
-    fdt.property_array_u64("reg", &[finisher::BASE, finisher::SIZE])?;
-    fdt.property_phandle(PHANDLE_TEST)?;
-    fdt.end_node(test)?;
-    for (name, value) in [("poweroff", 0x5555u32), ("reboot", 0x7777u32)] {
-        let node = fdt.begin_node(name)?;
-        fdt.property_string("compatible", &format!("syscon-{name}"))?;
-        fdt.property_u32("regmap", PHANDLE_TEST)?;
-        fdt.property_u32("offset", 0)?;
-        fdt.property_u32("value", value)?;
+    fdt.end_node(node)?;
+
+    // QEMU lists the slots from the highest address down; Linux probes them in this order.
+    for slot in (0..virtio_mmio::SLOTS).rev() {
+        let base = virtio_mmio::BASE + slot * virtio_mmio::SLOT_SIZE;
+        let node = fdt.begin_node(&format!("virtio_mmio@{base:x}"))?;
+        fdt.property_u32("interrupts", (virtio_mmio::FIRST_IRQ as u64 + slot) as u32)?;
+        fdt.property_u32("interrupt-parent", PHANDLE_PLIC)?;
+        fdt.property_array_u64("reg", &[base, virtio_mmio::SLOT_SIZE])?;
+        fdt.property_string("compatible", "virtio,mmio")?;
         fdt.end_node(node)?;
     }
 
-    let serial = fdt.begin_node(&format!("serial@{:x}", uart::BASE))?;
-    fdt.property_string("compatible", "ns16550a")?;
-    fdt.property_array_u64("reg", &[uart::BASE, uart::SIZE])?;
-    fdt.property_u32("clock-frequency", 3_686_400)?;
-    fdt.end_node(serial)?;
-
-    let clint_node = fdt.begin_node(&format!("clint@{:x}", clint::BASE))?;
+    let node = fdt.begin_node(&format!("plic@{:x}", plic::BASE))?;
+    fdt.property_phandle(PHANDLE_PLIC)?;
+    fdt.property_u32("riscv,ndev", plic::NUM_SOURCES as u32 - 1)?;
+    fdt.property_array_u64("reg", &[plic::BASE, plic::SIZE])?;
+    // Context 0: M-mode external (11); context 1: S-mode external (9).
+    fdt.property_array_u32(
+        "interrupts-extended",
+        &[PHANDLE_CPU0_INTC, 11, PHANDLE_CPU0_INTC, 9],
+    )?;
+    fdt.property_null("interrupt-controller")?;
     fdt.property_string_list(
         "compatible",
-        vec!["sifive,clint0".into(), "riscv,clint0".into()],
+        vec!["sifive,plic-1.0.0".into(), "riscv,plic0".into()],
     )?;
-    fdt.property_array_u64("reg", &[clint::BASE, clint::SIZE])?;
+    fdt.property_u32("#address-cells", 0)?;
+    fdt.property_u32("#interrupt-cells", 1)?;
+    fdt.end_node(node)?;
+
+    let node = fdt.begin_node(&format!("clint@{:x}", clint::BASE))?;
     // Machine software (3) and machine timer (7) interrupts of hart 0.
     fdt.property_array_u32(
         "interrupts-extended",
         &[PHANDLE_CPU0_INTC, 3, PHANDLE_CPU0_INTC, 7],
     )?;
-    fdt.end_node(clint_node)?;
+    fdt.property_array_u64("reg", &[clint::BASE, clint::SIZE])?;
+    fdt.property_string_list(
+        "compatible",
+        vec!["sifive,clint0".into(), "riscv,clint0".into()],
+    )?;
+    fdt.end_node(node)?;
 
     fdt.end_node(soc)?;
     fdt.end_node(root)?;

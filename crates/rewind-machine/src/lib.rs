@@ -2,6 +2,7 @@
 //! devices, routes MMIO, derives interrupts and deadlines from the instruction count, and runs
 //! the hart in slices that end exactly at the next event.
 
+pub mod boot;
 pub mod devices;
 pub mod fdt;
 pub mod loader;
@@ -9,9 +10,13 @@ pub mod loader;
 use rewind_cpu::{Exit, Hart, Mmio, Ram};
 use thiserror::Error;
 
+pub use boot::{BootImages, BootLayout};
 use devices::clint::{self, Clint};
 use devices::finisher::{self, Finish, Finisher};
+use devices::plic::{self, Plic};
+use devices::rtc::{self, Rtc};
 use devices::uart::{self, Uart};
+use devices::virtio_mmio;
 
 pub const RAM_BASE: u64 = 0x8000_0000;
 /// The smallest RAM the board accepts.
@@ -19,7 +24,7 @@ pub const MIN_RAM: u64 = 2 << 20;
 /// The largest RAM the board accepts (as far as the `virt` map leaves room for).
 pub const MAX_RAM: u64 = 64 << 30;
 
-/// How the machine is put together.
+/// How the machine is put together, and the host values it starts from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MachineConfig {
     pub ram_base: u64,
@@ -27,6 +32,10 @@ pub struct MachineConfig {
     pub bootargs: Option<String>,
     /// Virtual nanoseconds per instruction = 2^icount_shift.
     pub icount_shift: u32,
+    /// Wall-clock nanoseconds since the epoch that the RTC shows at virtual time 0.
+    pub rtc_base_ns: u64,
+    /// Bytes for the device tree's `/chosen/rng-seed`.
+    pub rng_seed: Vec<u8>,
 }
 
 impl Default for MachineConfig {
@@ -36,6 +45,8 @@ impl Default for MachineConfig {
             ram_size: 128 << 20,
             bootargs: None,
             icount_shift: 0,
+            rtc_base_ns: 0,
+            rng_seed: Vec::new(),
         }
     }
 }
@@ -44,12 +55,18 @@ impl Default for MachineConfig {
 pub enum MachineError {
     #[error("cannot use {what}: {reason}")]
     BadImage { what: String, reason: String },
-    #[error("memory size {size} bytes is not usable: give --memory between 2M and 64G")]
+    #[error("{what} ({size} bytes) does not fit in RAM at {at:#x}; give more --memory")]
+    DoesNotFit { what: String, size: u64, at: u64 },
+    #[error(
+        "memory size {size} bytes is not usable: give --memory between 2M and 64G, in whole pages"
+    )]
     BadMemorySize { size: u64 },
     #[error("cannot build the device tree: {0}")]
     DeviceTree(String),
     #[error("the device tree ({size} bytes) does not fit in RAM; give more --memory")]
     DeviceTreeTooBig { size: usize },
+    #[error("nothing to run: give --kernel, or --bios with a firmware file")]
+    NothingToRun,
 }
 
 /// Why [`Machine::run`] stopped.
@@ -61,8 +78,9 @@ pub enum Stop {
     Reset,
     /// The instruction limit was reached.
     Limit,
-    /// The hart waits for an interrupt that nothing can raise any more.
-    Deadlock,
+    /// The hart sleeps in WFI; nothing happens before instruction count `until` (a timer
+    /// deadline), or ever, if `None`, unless input arrives. [`Machine::skip_idle`] moves on.
+    Idle { until: Option<u64> },
     /// The slice asked for ended; the machine can go on.
     Slice,
 }
@@ -72,40 +90,87 @@ pub enum Stop {
 pub struct Bus {
     pub uart: Uart,
     pub clint: Clint,
+    pub plic: Plic,
+    pub rtc: Rtc,
     pub finisher: Finisher,
-    /// The hart's clock parameters, so MMIO reads of `mtime` see the exact time.
+    rom: Vec<u8>,
+    /// The hart's clock parameter, so MMIO reads of time see the exact instruction count.
     icount_shift: u32,
+}
+
+fn in_region(addr: u64, base: u64, size: u64) -> bool {
+    addr.wrapping_sub(base) < size
+}
+
+/// Reads `size` bytes at `offset` of a byte image, zero past its end.
+fn read_bytes(image: &[u8], offset: u64, size: u8) -> u64 {
+    let mut buf = [0u8; 8];
+    for (i, b) in buf.iter_mut().take(size as usize).enumerate() {
+        *b = image.get(offset as usize + i).copied().unwrap_or(0);
+    }
+    u64::from_le_bytes(buf)
+}
+
+impl Bus {
+    fn virtual_ns(&self, icount: u64) -> u64 {
+        icount.checked_shl(self.icount_shift).unwrap_or(u64::MAX)
+    }
 }
 
 impl Mmio for Bus {
     fn read(&mut self, addr: u64, size: u8, icount: u64) -> Option<u64> {
-        match addr {
-            a if (uart::BASE..uart::BASE + uart::SIZE).contains(&a) => {
-                Some(self.uart.read(a - uart::BASE) as u64)
-            }
-            a if (clint::BASE..clint::BASE + clint::SIZE).contains(&a) => {
-                let mtime = Hart::mtime_at(icount, self.icount_shift);
-                self.clint.read(a - clint::BASE, size, mtime)
-            }
-            a if (finisher::BASE..finisher::BASE + finisher::SIZE).contains(&a) => {
-                Some(self.finisher.read(a - finisher::BASE, size))
-            }
-            _ => None,
+        if in_region(addr, boot::ROM_BASE, boot::ROM_SIZE) {
+            return Some(read_bytes(&self.rom, addr - boot::ROM_BASE, size));
         }
+        if in_region(addr, uart::BASE, uart::SIZE) {
+            return Some(self.uart.read(addr - uart::BASE) as u64);
+        }
+        if in_region(addr, clint::BASE, clint::SIZE) {
+            let mtime = Hart::mtime_at(icount, self.icount_shift);
+            return self.clint.read(addr - clint::BASE, size, mtime);
+        }
+        if in_region(addr, plic::BASE, plic::SIZE) {
+            return Some(self.plic.read(addr - plic::BASE) as u64);
+        }
+        if in_region(addr, rtc::BASE, rtc::SIZE) {
+            let ns = self.virtual_ns(icount);
+            return Some(self.rtc.read(addr - rtc::BASE, ns) as u64);
+        }
+        if in_region(
+            addr,
+            virtio_mmio::BASE,
+            virtio_mmio::SLOT_SIZE * virtio_mmio::SLOTS,
+        ) {
+            let offset = (addr - virtio_mmio::BASE) % virtio_mmio::SLOT_SIZE;
+            return Some(virtio_mmio::read_empty(offset) as u64);
+        }
+        if in_region(addr, finisher::BASE, finisher::SIZE) {
+            return Some(self.finisher.read(addr - finisher::BASE, size));
+        }
+        None
     }
 
-    fn write(&mut self, addr: u64, size: u8, value: u64, _icount: u64) -> bool {
-        match addr {
-            a if (uart::BASE..uart::BASE + uart::SIZE).contains(&a) => {
-                self.uart.write(a - uart::BASE, value as u8)
-            }
-            a if (clint::BASE..clint::BASE + clint::SIZE).contains(&a) => {
-                self.clint.write(a - clint::BASE, size, value)
-            }
-            a if (finisher::BASE..finisher::BASE + finisher::SIZE).contains(&a) => {
-                self.finisher.write(a - finisher::BASE, value)
-            }
-            _ => return false,
+    fn write(&mut self, addr: u64, size: u8, value: u64, icount: u64) -> bool {
+        if in_region(addr, uart::BASE, uart::SIZE) {
+            self.uart.write(addr - uart::BASE, value as u8);
+        } else if in_region(addr, clint::BASE, clint::SIZE) {
+            self.clint.write(addr - clint::BASE, size, value);
+        } else if in_region(addr, plic::BASE, plic::SIZE) {
+            self.plic.write(addr - plic::BASE, value as u32);
+        } else if in_region(addr, rtc::BASE, rtc::SIZE) {
+            let ns = self.virtual_ns(icount);
+            self.rtc.write(addr - rtc::BASE, value as u32, ns);
+        } else if in_region(addr, finisher::BASE, finisher::SIZE) {
+            self.finisher.write(addr - finisher::BASE, value);
+        } else if in_region(
+            addr,
+            virtio_mmio::BASE,
+            virtio_mmio::SLOT_SIZE * virtio_mmio::SLOTS,
+        ) || in_region(addr, boot::ROM_BASE, boot::ROM_SIZE)
+        {
+            // Empty slots and the ROM ignore writes, as on QEMU.
+        } else {
+            return false;
         }
         true
     }
@@ -117,6 +182,8 @@ pub struct Machine {
     pub hart: Hart,
     pub ram: Ram,
     pub bus: Bus,
+    pub layout: BootLayout,
+    dtb: Vec<u8>,
     dtb_addr: u64,
     /// The hart executed WFI and sleeps until an interrupt is pending.
     sleeping: bool,
@@ -126,29 +193,40 @@ pub struct Machine {
 const MAX_SLICE: u64 = 1 << 22;
 
 impl Machine {
-    /// A machine with empty RAM and its device tree in place; load images next.
-    pub fn new(config: MachineConfig) -> Result<Machine, MachineError> {
+    /// A machine started from `images` as QEMU's `virt` would start it: firmware (or the
+    /// kernel, with no firmware) entered in M-mode with `a0` = hart id, `a1` = device tree,
+    /// `a2` = `fw_dynamic` information.
+    pub fn new(config: MachineConfig, images: &BootImages) -> Result<Machine, MachineError> {
+        let mut machine = Machine::bare(config)?;
+        machine.layout = boot::load(&mut machine.ram, images)?;
+        machine.place_dtb()?;
+        let entry = machine.layout.entry;
+        machine.bus.rom = boot::rom_image(entry, machine.dtb_addr, machine.layout.kernel_entry);
+        let hart = &mut machine.hart;
+        hart.pc = entry;
+        hart.x[10] = hart.hart_id;
+        hart.x[11] = machine.dtb_addr;
+        hart.x[12] = boot::FW_DYNAMIC_INFO;
+        // What QEMU's reset vector leaves in t0.
+        hart.x[5] = entry;
+        Ok(machine)
+    }
+
+    /// A machine with empty RAM, no device tree and the hart at the start of RAM: for tests
+    /// and fuzzing that put their own code in RAM.
+    pub fn bare(config: MachineConfig) -> Result<Machine, MachineError> {
         if !(MIN_RAM..=MAX_RAM).contains(&config.ram_size) || !config.ram_size.is_multiple_of(4096)
         {
             return Err(MachineError::BadMemorySize {
                 size: config.ram_size,
             });
         }
-        let mut ram = Ram::new(config.ram_base, config.ram_size);
-        let dtb = fdt::build(&config).map_err(|e| MachineError::DeviceTree(e.to_string()))?;
-        // Where QEMU puts it: below the end of RAM (or 3 GiB), aligned down to 2 MiB.
-        let top = (config.ram_base + config.ram_size).min(config.ram_base + (3 << 30));
-        let dtb_addr = top
-            .checked_sub(dtb.len() as u64)
-            .map(|a| a & !((2 << 20) - 1))
-            .filter(|&a| a >= config.ram_base)
-            .ok_or(MachineError::DeviceTreeTooBig { size: dtb.len() })?;
-        ram.write(dtb_addr, &dtb)
-            .ok_or(MachineError::DeviceTreeTooBig { size: dtb.len() })?;
+        let ram = Ram::new(config.ram_base, config.ram_size);
         let mut hart = Hart::new(0, config.ram_base);
         hart.icount_shift = config.icount_shift;
         let bus = Bus {
             icount_shift: config.icount_shift,
+            rtc: Rtc::new(config.rtc_base_ns),
             ..Bus::default()
         };
         Ok(Machine {
@@ -156,9 +234,32 @@ impl Machine {
             hart,
             ram,
             bus,
-            dtb_addr,
+            layout: BootLayout::default(),
+            dtb: Vec::new(),
+            dtb_addr: 0,
             sleeping: false,
         })
+    }
+
+    fn place_dtb(&mut self) -> Result<(), MachineError> {
+        let dtb = fdt::build(&self.config, &self.layout)
+            .map_err(|e| MachineError::DeviceTree(e.to_string()))?;
+        // Where QEMU puts it: below the end of RAM (or 3 GiB), aligned down to 2 MiB.
+        let base = self.config.ram_base;
+        let top = (base + self.config.ram_size).min(base + (3 << 30));
+        let too_big = MachineError::DeviceTreeTooBig { size: dtb.len() };
+        let addr = top
+            .checked_sub(dtb.len() as u64)
+            .map(|a| a & !((2 << 20) - 1))
+            .filter(|&a| a >= base)
+            .ok_or(too_big)?;
+        let overlaps_initrd = self.layout.initrd.is_some_and(|(_, end)| end > addr);
+        if overlaps_initrd || self.ram.write(addr, &dtb).is_none() {
+            return Err(MachineError::DeviceTreeTooBig { size: dtb.len() });
+        }
+        self.dtb = dtb;
+        self.dtb_addr = addr;
+        Ok(())
     }
 
     /// Physical address of the device tree blob.
@@ -166,33 +267,58 @@ impl Machine {
         self.dtb_addr
     }
 
-    /// Loads a bare-metal ELF and points the hart at it as QEMU's reset ROM would:
-    /// M-mode, `a0` = hart id, `a1` = device tree.
-    pub fn load_kernel_elf(&mut self, bytes: &[u8], what: &str) -> Result<u64, MachineError> {
-        let entry = loader::load_elf(&mut self.ram, bytes, what)?;
-        self.hart.pc = entry;
-        self.hart.x[10] = self.hart.hart_id;
-        self.hart.x[11] = self.dtb_addr;
-        // QEMU's reset vector leaves the entry address in t0.
-        self.hart.x[5] = entry;
-        Ok(entry)
+    /// The device tree blob handed to the guest.
+    pub fn dtb(&self) -> &[u8] {
+        &self.dtb
     }
 
-    /// Drives device interrupt lines into the hart from device state at the current time.
+    fn virtual_ns(&self) -> u64 {
+        self.bus.virtual_ns(self.hart.icount)
+    }
+
+    /// Drives interrupt lines from device state at the current time.
     fn update_interrupt_lines(&mut self) {
-        let mtime = self.hart.mtime();
+        let ns = self.virtual_ns();
+        let bus = &mut self.bus;
+        bus.rtc.update(ns);
+        bus.plic.set_level(uart::IRQ, bus.uart.irq_level());
+        bus.plic.set_level(rtc::IRQ, bus.rtc.irq_level());
         let mut lines = 0;
-        if self.bus.clint.state.msip {
+        if bus.clint.state.msip {
             lines |= 1 << 3;
         }
-        if self.bus.clint.timer_pending(mtime) {
+        if bus.clint.timer_pending(self.hart.mtime()) {
             lines |= 1 << 7;
+        }
+        if bus.plic.context_pending(0) {
+            lines |= 1 << 11;
+        }
+        if bus.plic.context_pending(1) {
+            lines |= 1 << 9;
         }
         self.hart.irq_lines = lines;
     }
 
-    /// Runs until the guest stops the machine, `limit` instructions have executed in total, or
-    /// `slice` more instructions have run (then [`Stop::Slice`]), whichever comes first.
+    /// The next instruction count at which a timer or alarm fires, if any.
+    fn next_deadline(&self) -> Option<u64> {
+        let now = self.hart.icount;
+        let shift = self.hart.icount_shift;
+        let rtc = self.bus.rtc.next_deadline_ns().map(|ns| {
+            let per_insn = 1u64 << shift;
+            ns.div_ceil(per_insn)
+        });
+        [
+            self.bus.clint.next_deadline(now, shift),
+            self.hart.stimecmp_deadline(),
+            rtc.filter(|&d| d > now),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Runs until the guest stops the machine, `limit` instructions have executed in total,
+    /// `slice` more instructions have run, or the hart goes idle, whichever comes first.
     pub fn run(&mut self, limit: Option<u64>, slice: u64) -> Stop {
         let slice_end = self.hart.icount.saturating_add(slice);
         loop {
@@ -210,24 +336,19 @@ impl Machine {
                 return Stop::Slice;
             }
             self.update_interrupt_lines();
-            let deadline = self.bus.clint.next_deadline(now, self.hart.icount_shift);
+            let deadline = self.next_deadline();
+            if self.sleeping {
+                if !self.hart.wakeup_pending() {
+                    return Stop::Idle { until: deadline };
+                }
+                self.sleeping = false;
+            }
             let mut end = slice_end.min(now + MAX_SLICE);
             if let Some(l) = limit {
                 end = end.min(l);
             }
             if let Some(d) = deadline {
                 end = end.min(d);
-            }
-            if self.sleeping {
-                if self.hart.wakeup_pending() {
-                    self.sleeping = false;
-                } else if deadline.is_some() {
-                    // Nothing happens until the next deadline: virtual time jumps there.
-                    self.hart.icount = end;
-                    continue;
-                } else {
-                    return Stop::Deadlock;
-                }
             }
             self.hart.take_pending_interrupt();
             if self.hart.run(&mut self.ram, &mut self.bus, end - now) == Exit::Wfi {
@@ -236,8 +357,51 @@ impl Machine {
         }
     }
 
+    /// Runs with nobody at the console: idle time is skipped at once. Ends at power-off,
+    /// reset, the limit, or [`Stop::Idle`] with no deadline (the guest waits forever).
+    pub fn run_unattended(&mut self, limit: Option<u64>) -> Stop {
+        loop {
+            match self.run(limit, u64::MAX) {
+                Stop::Idle { until: Some(t) } => self.skip_idle(limit.map_or(t, |l| t.min(l))),
+                Stop::Slice => {}
+                stop => return stop,
+            }
+        }
+    }
+
+    /// Moves virtual time forward to instruction count `until` while the hart sleeps
+    /// (the hart executes nothing; only the clock advances).
+    pub fn skip_idle(&mut self, until: u64) {
+        if self.sleeping {
+            self.hart.icount = self.hart.icount.max(until);
+        }
+    }
+
+    /// Whether the hart sleeps in WFI.
+    pub fn is_idle(&self) -> bool {
+        self.sleeping
+    }
+
+    /// Virtual nanoseconds at instruction count `icount`.
+    pub fn ns_at(&self, icount: u64) -> u64 {
+        self.bus.virtual_ns(icount)
+    }
+
     /// Bytes the guest wrote to the console since the last call.
     pub fn take_console_output(&mut self) -> Vec<u8> {
         self.bus.uart.take_output()
+    }
+
+    /// Offers console input; returns how many bytes the UART accepted (the rest must wait).
+    pub fn console_input(&mut self, bytes: &[u8]) -> usize {
+        let accepted = bytes
+            .iter()
+            .take_while(|&&b| self.bus.uart.receive(b))
+            .count();
+        if accepted > 0 {
+            // The receive interrupt may wake a sleeping hart.
+            self.update_interrupt_lines();
+        }
+        accepted
     }
 }

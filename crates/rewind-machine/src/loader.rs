@@ -8,6 +8,15 @@ use crate::MachineError;
 /// Loads an ELF's `PT_LOAD` segments at their physical addresses, as QEMU's `-kernel` does,
 /// and returns the entry point. Nothing is written unless every segment fits in RAM.
 pub fn load_elf(ram: &mut Ram, bytes: &[u8], what: &str) -> Result<u64, MachineError> {
+    load_elf_extent(ram, bytes, what).map(|(entry, _)| entry)
+}
+
+/// As [`load_elf`], also returning the end of the highest segment.
+pub fn load_elf_extent(
+    ram: &mut Ram,
+    bytes: &[u8],
+    what: &str,
+) -> Result<(u64, u64), MachineError> {
     let bad = |reason: String| MachineError::BadImage {
         what: what.to_string(),
         reason,
@@ -53,13 +62,15 @@ pub fn load_elf(ram: &mut Ram, bytes: &[u8], what: &str) -> Result<u64, MachineE
     if segments.is_empty() {
         return Err(bad("it has no loadable segments".into()));
     }
+    let mut end = 0;
     for (addr, data, memsz) in segments {
         ram.write(addr, data).expect("checked above");
         let zeros = vec![0u8; (memsz - data.len() as u64) as usize];
         ram.write(addr + data.len() as u64, &zeros)
             .expect("checked above");
+        end = end.max(addr + memsz);
     }
-    Ok(elf.entry)
+    Ok((elf.entry, end))
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ fn random_program(seed: u64, words: usize) -> Vec<u8> {
 
 /// Runs one stream and returns a digest of the final architectural state.
 fn run_stream(seed: u64) -> (u64, u64, [u64; 32], Stop) {
-    let mut machine = Machine::new(MachineConfig {
+    let mut machine = Machine::bare(MachineConfig {
         ram_size: 4 << 20,
         ..MachineConfig::default()
     })
@@ -58,7 +58,7 @@ fn run_stream(seed: u64) -> (u64, u64, [u64; 32], Stop) {
     }
     // Traps land back in the stream, so it keeps going after faults.
     machine.hart.csr.mtvec = machine.ram.base() + 0x100;
-    let stop = machine.run(Some(20_000), u64::MAX);
+    let stop = machine.run_unattended(Some(20_000));
     (machine.hart.icount, machine.hart.pc, machine.hart.x, stop)
 }
 
@@ -71,7 +71,7 @@ fn random_streams_never_panic_and_are_deterministic() {
         assert!(
             matches!(
                 first.3,
-                Stop::Limit | Stop::PowerOff(_) | Stop::Reset | Stop::Deadlock
+                Stop::Limit | Stop::PowerOff(_) | Stop::Reset | Stop::Idle { until: None }
             ),
             "seed {seed}: unexpected stop {:?}",
             first.3

@@ -2,4 +2,7 @@
 
 pub mod clint;
 pub mod finisher;
+pub mod plic;
+pub mod rtc;
 pub mod uart;
+pub mod virtio_mmio;

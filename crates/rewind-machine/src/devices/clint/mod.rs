@@ -17,11 +17,13 @@ pub struct ClintState {
     pub mtimecmp: u64,
 }
 
+/// At reset `mtimecmp` is 0, as on QEMU: the timer interrupt is pending until software
+/// programs a deadline.
 impl Default for ClintState {
     fn default() -> Self {
         ClintState {
             msip: false,
-            mtimecmp: u64::MAX,
+            mtimecmp: 0,
         }
     }
 }
@@ -81,9 +83,6 @@ impl Clint {
 
     /// The instruction count at which the timer next fires, if it has not yet.
     pub fn next_deadline(&self, now_icount: u64, shift: u32) -> Option<u64> {
-        if self.state.mtimecmp == u64::MAX {
-            return None;
-        }
         let at = Hart::icount_for_mtime(self.state.mtimecmp, shift);
         (at > now_icount).then_some(at)
     }
@@ -96,7 +95,8 @@ mod tests {
     #[test]
     fn mtimecmp_halves_and_deadline() {
         let mut c = Clint::default();
-        assert_eq!(c.next_deadline(0, 0), None);
+        assert_eq!(c.next_deadline(0, 0), None, "already due at reset");
+        assert!(c.timer_pending(0));
         c.write(MTIMECMP, 4, 0x10);
         c.write(MTIMECMP + 4, 4, 0);
         assert_eq!(c.read(MTIMECMP, 8, 0), Some(0x10));

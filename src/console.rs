@@ -1,0 +1,96 @@
+//! The host side of the guest console: standard input read on a thread (raw mode when it is a
+//! terminal, with QEMU's `Ctrl-A x` to quit), delivered to the machine as it comes.
+
+use std::io::Read;
+use std::sync::mpsc::{self, Receiver};
+
+/// What the console thread sends.
+pub enum ConsoleEvent {
+    /// Bytes typed or piped in.
+    Input(Vec<u8>),
+    /// `Ctrl-A x`: the user asks to quit.
+    Quit,
+}
+
+const CTRL_A: u8 = 0x01;
+
+/// Puts a terminal in raw mode for as long as it lives.
+pub struct RawTerminal {
+    saved: libc::termios,
+}
+
+impl RawTerminal {
+    /// Raw mode on standard input, if it is a terminal.
+    pub fn enable() -> Option<RawTerminal> {
+        // SAFETY: isatty, tcgetattr, cfmakeraw and tcsetattr are given a valid descriptor and
+        // a termios struct that lives for the duration of each call.
+        unsafe {
+            if libc::isatty(libc::STDIN_FILENO) != 1 {
+                return None;
+            }
+            let mut saved: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(libc::STDIN_FILENO, &mut saved) != 0 {
+                return None;
+            }
+            let mut raw = saved;
+            libc::cfmakeraw(&mut raw);
+            // Keep output post-processing so that our own messages on stderr stay readable.
+            raw.c_oflag = saved.c_oflag;
+            if libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &raw) != 0 {
+                return None;
+            }
+            Some(RawTerminal { saved })
+        }
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        // SAFETY: restores the attributes saved from the same descriptor.
+        unsafe {
+            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.saved);
+        }
+    }
+}
+
+/// Starts the thread that reads standard input. With `escapes` (a terminal), `Ctrl-A x` quits
+/// and `Ctrl-A Ctrl-A` sends one `Ctrl-A`, as in QEMU. The end of input ends only the thread.
+pub fn spawn_reader(escapes: bool) -> Receiver<ConsoleEvent> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = [0u8; 4096];
+        let mut after_ctrl_a = false;
+        loop {
+            let n = match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let mut out = Vec::with_capacity(n);
+            for &b in &buf[..n] {
+                if !escapes {
+                    out.push(b);
+                } else if after_ctrl_a {
+                    after_ctrl_a = false;
+                    match b {
+                        b'x' | b'X' => {
+                            let _ = tx.send(ConsoleEvent::Input(std::mem::take(&mut out)));
+                            let _ = tx.send(ConsoleEvent::Quit);
+                            return;
+                        }
+                        CTRL_A => out.push(CTRL_A),
+                        _ => {}
+                    }
+                } else if b == CTRL_A {
+                    after_ctrl_a = true;
+                } else {
+                    out.push(b);
+                }
+            }
+            if !out.is_empty() && tx.send(ConsoleEvent::Input(out)).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
