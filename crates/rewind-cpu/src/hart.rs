@@ -615,7 +615,14 @@ impl Hart {
                 {
                     return Err(Trap::illegal(raw_bits(&op)));
                 }
-                self.flush_translations();
+                // With an address, only that page's translations go; superpage entries are
+                // cached per 4 KiB page, so this is exact.
+                if op.rs1 == 0 {
+                    self.flush_translations();
+                } else {
+                    self.tlb.flush_page(a);
+                    self.context_changed();
+                }
                 next
             }
             Csrrw | Csrrs | Csrrc | Csrrwi | Csrrsi | Csrrci => self.exec_csr(op, next)?,
@@ -909,10 +916,17 @@ impl Hart {
         paddr: u64,
         size: u8,
     ) -> Option<u64> {
-        if ram.contains(paddr, size as u64) {
-            let mut buf = [0u8; 8];
-            ram.read(paddr, &mut buf[..size as usize])?;
-            return Some(u64::from_le_bytes(buf));
+        if let Some(off) = ram
+            .offset(paddr)
+            .filter(|_| ram.contains(paddr, size as u64))
+        {
+            let bytes = ram.bytes();
+            return Some(match size {
+                1 => bytes[off] as u64,
+                2 => u16::from_le_bytes([bytes[off], bytes[off + 1]]) as u64,
+                4 => u32::from_le_bytes(bytes[off..off + 4].try_into().ok()?) as u64,
+                _ => u64::from_le_bytes(bytes[off..off + 8].try_into().ok()?),
+            });
         }
         if ram.contains(paddr, 1) {
             return None;

@@ -10,7 +10,7 @@ use crate::hart::{Hart, PRIV_M, PRIV_S, PRIV_U};
 use crate::ram::{Ram, PAGE_SHIFT, PAGE_SIZE};
 use crate::trap::{Access, Trap};
 
-const TLB_ENTRIES: usize = 256;
+const TLB_ENTRIES: usize = 1024;
 
 #[derive(Clone, Copy)]
 struct TlbEntry {
@@ -61,7 +61,30 @@ fn lookup(set: &[TlbEntry; TLB_ENTRIES], addr: u64, size: usize) -> Option<usize
 
 impl Tlb {
     pub(crate) fn flush(&mut self) {
-        *self = Tlb::default();
+        for set in self
+            .read
+            .iter_mut()
+            .chain(&mut self.write)
+            .chain(&mut self.exec)
+        {
+            set.fill(EMPTY);
+        }
+    }
+
+    /// Drops every entry for the page of `vaddr` (`sfence.vma` with an address).
+    pub(crate) fn flush_page(&mut self, vaddr: u64) {
+        let vpn = vaddr >> PAGE_SHIFT;
+        let index = vpn as usize & (TLB_ENTRIES - 1);
+        for set in self
+            .read
+            .iter_mut()
+            .chain(&mut self.write)
+            .chain(&mut self.exec)
+        {
+            if set[index].vpn == vpn {
+                set[index] = EMPTY;
+            }
+        }
     }
 
     #[inline(always)]
@@ -254,6 +277,9 @@ impl Hart {
     /// decides, and must cover all of them.
     fn pmp_check(&self, addr: u64, len: u64, access: Access, privilege: u8) -> PmpVerdict {
         let s = &self.csr;
+        if privilege == PRIV_M && s.pmpcfg == [0; PMP_ENTRIES] {
+            return PmpVerdict::Allowed;
+        }
         let end = addr.saturating_add(len);
         let mut any_active = false;
         for i in 0..PMP_ENTRIES {
