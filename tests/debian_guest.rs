@@ -1,0 +1,225 @@
+//! Boots the default guest (Debian's riscv64 kernel under Debian's OpenSBI, busybox
+//! initramfs; fetched by scripts/fetch-guest) to its shell, types commands over the console
+//! as a user would, and powers off.
+
+use std::io::{Read, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+const PROMPT: &str = "guest# ";
+
+/// A running `rewind run` whose console we read and type into.
+struct Console {
+    child: Child,
+    stdin: ChildStdin,
+    output: Receiver<Vec<u8>>,
+    seen: String,
+}
+
+impl Console {
+    fn start(extra_args: &[&str]) -> Console {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rewind"))
+            .arg("run")
+            .args(extra_args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start rewind");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let (tx, output) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Console {
+            child,
+            stdin,
+            output,
+            seen: String::new(),
+        }
+    }
+
+    /// Reads until `needle` appears after `from`; returns everything after `from` up to and
+    /// including it.
+    fn wait_for(&mut self, from: usize, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(pos) = self.seen[from..].find(needle) {
+                return self.seen[from..from + pos + needle.len()].to_string();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.output.recv_timeout(left) {
+                Ok(bytes) => self.seen.push_str(&String::from_utf8_lossy(&bytes)),
+                Err(_) => {
+                    let _ = self.child.kill();
+                    panic!(
+                        "no {needle:?} within {timeout:?}; the console showed:\n{}",
+                        self.seen
+                    );
+                }
+            }
+        }
+    }
+
+    /// Types a command at the prompt and returns what it printed before the next prompt.
+    fn command(&mut self, line: &str) -> String {
+        // busybox asks the terminal for the cursor position after printing the prompt; give it
+        // a moment so that the typed line is not taken for the answer.
+        std::thread::sleep(Duration::from_millis(300));
+        let from = self.seen.len();
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("type into the console");
+        self.stdin.flush().unwrap();
+        let echoed = self.wait_for(from, &format!("{line}\r\n"), Duration::from_secs(30));
+        let rest = self.wait_for(from + echoed.len(), PROMPT, Duration::from_secs(60));
+        rest[..rest.len() - PROMPT.len()].to_string()
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        // A failed assertion must not leave the machine running.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn require_default_guest() {
+    let status = Command::new("scripts/fetch-guest")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::null())
+        .status()
+        .expect("run scripts/fetch-guest");
+    assert!(
+        status.success(),
+        "scripts/fetch-guest failed: the default guest is needed (Debian's riscv64 packages)"
+    );
+}
+
+#[test]
+fn debian_boots_to_a_shell_answers_and_powers_off() {
+    require_default_guest();
+    let mut console = Console::start(&[]);
+    let banner = console.wait_for(0, PROMPT, Duration::from_secs(180));
+    assert!(
+        banner.contains("OpenSBI v"),
+        "OpenSBI did not start:\n{banner}"
+    );
+    assert!(
+        banner.contains("Rewind default guest: Debian Linux"),
+        "the initramfs did not run:\n{banner}"
+    );
+
+    let out = console.command("echo rewind-$((6 * 7))");
+    assert_eq!(out.trim(), "rewind-42");
+
+    let cpuinfo = console.command("cat /proc/cpuinfo");
+    let field = |name: &str| {
+        cpuinfo
+            .lines()
+            .find_map(|l| l.split_once(':').filter(|(k, _)| k.trim() == name))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no {name} in /proc/cpuinfo:\n{cpuinfo}"))
+    };
+    assert_eq!(field("processor"), "0");
+    assert!(field("isa").starts_with("rv64imafdc"), "{cpuinfo}");
+    assert_eq!(field("mmu"), "sv48");
+
+    // The RTC starts from the host's clock: the guest's year is the host's.
+    let date = console.command("date +%Y");
+    let host_year = Command::new("date").arg("+%Y").output().unwrap().stdout;
+    assert_eq!(date.trim(), String::from_utf8_lossy(&host_year).trim());
+
+    // Interrupts reach the kernel through the PLIC: the UART's source 10 has counted some.
+    let interrupts = console.command("cat /proc/interrupts");
+    let uart_count = interrupts
+        .lines()
+        .find(|l| l.contains("PLIC  10 ") && l.ends_with("ttyS0"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no UART line in /proc/interrupts:\n{interrupts}"));
+    assert!(uart_count > 0, "{interrupts}");
+
+    console.stdin.write_all(b"poweroff -f\n").unwrap();
+    console.stdin.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = console.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the guest did not power off");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "poweroff must end rewind with status 0"
+    );
+}
+
+#[test]
+fn bad_images_are_refused_before_the_machine_starts() {
+    let dir = env!("CARGO_TARGET_TMPDIR");
+    let text = format!("{dir}/not-a-kernel.txt");
+    std::fs::write(&text, "hello").unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "--bios".into(),
+                "none".into(),
+                "--kernel".into(),
+                text.clone(),
+            ],
+            "neither an ELF nor a RISC-V Linux Image",
+        ),
+        (
+            vec![
+                "--bios".into(),
+                "none".into(),
+                "--kernel".into(),
+                "/bin/true".into(),
+            ],
+            "not RISC-V",
+        ),
+        (
+            vec![
+                "--bios".into(),
+                "/nonexistent/fw.bin".into(),
+                "--kernel".into(),
+                text.clone(),
+            ],
+            "cannot read firmware",
+        ),
+        (
+            vec![
+                "--memory".into(),
+                "1M".into(),
+                "--bios".into(),
+                "none".into(),
+                "--kernel".into(),
+                "/bin/true".into(),
+            ],
+            "--memory",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_rewind"))
+            .arg("run")
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} must fail");
+        assert!(out.stdout.is_empty(), "{args:?} printed on the console");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
