@@ -75,6 +75,9 @@ struct RunArgs {
     /// Do not pace idle time to the wall clock: when the guest waits, jump to its next timer.
     #[arg(long)]
     no_pacing: bool,
+    /// Log every access to device registers (MMIO) on standard error.
+    #[arg(long)]
+    trace_mmio: bool,
     /// Print instructions executed, wall time and MIPS on standard error at exit.
     #[arg(long)]
     stats: bool,
@@ -192,6 +195,7 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
         ..MachineConfig::default()
     };
     let mut machine = Machine::new(config, &images).map_err(|e| e.to_string())?;
+    machine.bus.trace = args.trace_mmio;
     if let Some(path) = &args.dump_dtb {
         std::fs::write(path, machine.dtb())
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -205,9 +209,13 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
     drop(raw);
     let elapsed = started.elapsed();
     if args.stats {
-        let insns = machine.hart.icount;
+        let insns = machine.executed();
         let secs = elapsed.as_secs_f64();
         eprintln!("instructions: {insns}");
+        eprintln!(
+            "virtual time: {:.6} s",
+            machine.ns_at(machine.hart.icount) as f64 / 1e9
+        );
         eprintln!("wall time: {secs:.3} s");
         eprintln!("MIPS: {:.1}", insns as f64 / secs.max(1e-9) / 1e6);
     }

@@ -94,6 +94,8 @@ pub struct Bus {
     pub rtc: Rtc,
     pub finisher: Finisher,
     rom: Vec<u8>,
+    /// Log every MMIO access on standard error (`--trace-mmio`).
+    pub trace: bool,
     /// The hart's clock parameter, so MMIO reads of time see the exact instruction count.
     icount_shift: u32,
 }
@@ -119,6 +121,38 @@ impl Bus {
 
 impl Mmio for Bus {
     fn read(&mut self, addr: u64, size: u8, icount: u64) -> Option<u64> {
+        let value = self.route_read(addr, size, icount);
+        if self.trace {
+            match value {
+                Some(v) => eprintln!("mmio: {icount}: read{} {addr:#x} = {v:#x}", size * 8),
+                None => eprintln!(
+                    "mmio: {icount}: read{} {addr:#x}: nothing there (access fault)",
+                    size * 8
+                ),
+            }
+        }
+        value
+    }
+
+    fn write(&mut self, addr: u64, size: u8, value: u64, icount: u64) -> bool {
+        let ok = self.route_write(addr, size, value, icount);
+        if self.trace {
+            let outcome = if ok {
+                ""
+            } else {
+                ": nothing there (access fault)"
+            };
+            eprintln!(
+                "mmio: {icount}: write{} {addr:#x} <- {value:#x}{outcome}",
+                size * 8
+            );
+        }
+        ok
+    }
+}
+
+impl Bus {
+    fn route_read(&mut self, addr: u64, size: u8, icount: u64) -> Option<u64> {
         if in_region(addr, boot::ROM_BASE, boot::ROM_SIZE) {
             return Some(read_bytes(&self.rom, addr - boot::ROM_BASE, size));
         }
@@ -150,7 +184,7 @@ impl Mmio for Bus {
         None
     }
 
-    fn write(&mut self, addr: u64, size: u8, value: u64, icount: u64) -> bool {
+    fn route_write(&mut self, addr: u64, size: u8, value: u64, icount: u64) -> bool {
         if in_region(addr, uart::BASE, uart::SIZE) {
             self.uart.write(addr - uart::BASE, value as u8);
         } else if in_region(addr, clint::BASE, clint::SIZE) {
@@ -187,6 +221,8 @@ pub struct Machine {
     dtb_addr: u64,
     /// The hart executed WFI and sleeps until an interrupt is pending.
     sleeping: bool,
+    /// Instruction counts skipped while the hart slept (virtual time without instructions).
+    idle_skipped: u64,
 }
 
 /// Longest stretch the hart runs without the machine looking at the host.
@@ -238,6 +274,7 @@ impl Machine {
             dtb: Vec::new(),
             dtb_addr: 0,
             sleeping: false,
+            idle_skipped: 0,
         })
     }
 
@@ -372,9 +409,16 @@ impl Machine {
     /// Moves virtual time forward to instruction count `until` while the hart sleeps
     /// (the hart executes nothing; only the clock advances).
     pub fn skip_idle(&mut self, until: u64) {
-        if self.sleeping {
-            self.hart.icount = self.hart.icount.max(until);
+        if self.sleeping && until > self.hart.icount {
+            self.idle_skipped += until - self.hart.icount;
+            self.hart.icount = until;
         }
+    }
+
+    /// Instructions executed (or trapped on) so far: the instruction count without the time
+    /// skipped while the hart slept.
+    pub fn executed(&self) -> u64 {
+        self.hart.icount - self.idle_skipped
     }
 
     /// Whether the hart sleeps in WFI.
