@@ -321,12 +321,6 @@ impl Hart {
         self.mark_fs_dirty();
     }
 
-    fn write_x(&mut self, reg: u8, v: u64) {
-        if reg != 0 {
-            self.x[(reg & 31) as usize] = v;
-        }
-    }
-
     pub(crate) fn exec_fp_mem<M: Mmio>(
         &mut self,
         op: Op,
@@ -335,7 +329,7 @@ impl Hart {
         next: u64,
     ) -> Result<u64, Trap> {
         self.require_fp(&op)?;
-        let addr = self.x[(op.rs1 & 31) as usize].wrapping_add(op.imm as i64 as u64);
+        let addr = self.rs1(&op).wrapping_add(op.imm as i64 as u64);
         match op.kind {
             Kind::Flw => {
                 let v = self.load::<4, M>(ram, mmio, addr)?;
@@ -429,16 +423,16 @@ impl Hart {
                         _ => ka <= kb,
                     }
                 };
-                self.write_x(op.rd, result as u64);
+                self.set_x(op.rd, result as u64);
             }
-            Fclass => self.write_x(op.rd, fclass(fmt, a)),
+            Fclass => self.set_x(op.rd, fclass(fmt, a)),
             FmvToInt => {
                 let raw = self.f[(op.rs1 & 31) as usize];
                 let v = if fmt.double { raw } else { sext32(raw) };
-                self.write_x(op.rd, v);
+                self.set_x(op.rd, v);
             }
             FmvFromInt => {
-                let v = self.x[(op.rs1 & 31) as usize];
+                let v = self.rs1(&op);
                 self.write_f(op.rd, fmt, v);
             }
             FcvtToInt => {
@@ -452,11 +446,11 @@ impl Hart {
                 };
                 let (v, flags) = float_to_int(wide, rm, IntKind::from_rs2(op.rs2));
                 self.accrue(flags);
-                self.write_x(op.rd, v);
+                self.set_x(op.rd, v);
             }
             FcvtFromInt => {
                 let rm = self.rounding_mode(&op)?;
-                let x = self.x[(op.rs1 & 31) as usize];
+                let x = self.rs1(&op);
                 let (v, flags) = with_rounding(rm, || {
                     let kind = IntKind::from_rs2(op.rs2);
                     if fmt.double {

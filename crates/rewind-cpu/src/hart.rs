@@ -291,13 +291,13 @@ impl Hart {
     }
 
     #[inline(always)]
-    fn set_x(&mut self, rd: u8, value: u64) {
+    pub(crate) fn set_x(&mut self, rd: u8, value: u64) {
         self.x[(rd & 31) as usize] = value;
         self.x[0] = 0;
     }
 
     #[inline(always)]
-    fn rs1(&self, op: &Op) -> u64 {
+    pub(crate) fn rs1(&self, op: &Op) -> u64 {
         self.x[(op.rs1 & 31) as usize]
     }
 

@@ -32,184 +32,105 @@ _start:
 9:wfi
   j 9b
 
+/* One trap entry per mode: save every register, call the C handler with the frame,
+ * restore. x is the CSR prefix (m or s). */
+.macro TRAP_ENTRY entry, x, handler
+  .globl \entry
+\entry:
+  csrrw sp, \x\()scratch, sp
+  addi sp, sp, -FRAME
+  sd x1, 1*8(sp)
+  sd x3, 3*8(sp)
+  sd x4, 4*8(sp)
+  sd x5, 5*8(sp)
+  sd x6, 6*8(sp)
+  sd x7, 7*8(sp)
+  sd x8, 8*8(sp)
+  sd x9, 9*8(sp)
+  sd x10, 10*8(sp)
+  sd x11, 11*8(sp)
+  sd x12, 12*8(sp)
+  sd x13, 13*8(sp)
+  sd x14, 14*8(sp)
+  sd x15, 15*8(sp)
+  sd x16, 16*8(sp)
+  sd x17, 17*8(sp)
+  sd x18, 18*8(sp)
+  sd x19, 19*8(sp)
+  sd x20, 20*8(sp)
+  sd x21, 21*8(sp)
+  sd x22, 22*8(sp)
+  sd x23, 23*8(sp)
+  sd x24, 24*8(sp)
+  sd x25, 25*8(sp)
+  sd x26, 26*8(sp)
+  sd x27, 27*8(sp)
+  sd x28, 28*8(sp)
+  sd x29, 29*8(sp)
+  sd x30, 30*8(sp)
+  sd x31, 31*8(sp)
+  csrr t0, \x\()scratch
+  sd t0, 2*8(sp)
+  csrr t0, \x\()epc
+  sd t0, 32*8(sp)
+  csrr t0, \x\()cause
+  sd t0, 33*8(sp)
+  csrr t0, \x\()tval
+  sd t0, 34*8(sp)
+  csrr t0, \x\()status
+  sd t0, 35*8(sp)
+  .option push
+  .option norelax
+  la gp, __global_pointer$
+  .option pop
+  mv a0, sp
+  call \handler
+  ld t0, 32*8(sp)
+  csrw \x\()epc, t0
+  addi t0, sp, FRAME
+  csrw \x\()scratch, t0
+  ld x1, 1*8(sp)
+  ld x3, 3*8(sp)
+  ld x4, 4*8(sp)
+  ld x5, 5*8(sp)
+  ld x6, 6*8(sp)
+  ld x7, 7*8(sp)
+  ld x8, 8*8(sp)
+  ld x9, 9*8(sp)
+  ld x10, 10*8(sp)
+  ld x11, 11*8(sp)
+  ld x12, 12*8(sp)
+  ld x13, 13*8(sp)
+  ld x14, 14*8(sp)
+  ld x15, 15*8(sp)
+  ld x16, 16*8(sp)
+  ld x17, 17*8(sp)
+  ld x18, 18*8(sp)
+  ld x19, 19*8(sp)
+  ld x20, 20*8(sp)
+  ld x21, 21*8(sp)
+  ld x22, 22*8(sp)
+  ld x23, 23*8(sp)
+  ld x24, 24*8(sp)
+  ld x25, 25*8(sp)
+  ld x26, 26*8(sp)
+  ld x27, 27*8(sp)
+  ld x28, 28*8(sp)
+  ld x29, 29*8(sp)
+  ld x30, 30*8(sp)
+  ld x31, 31*8(sp)
+  ld x2, 2*8(sp)
+  \x\()ret
+.endm
+
 /* ---- M-mode trap entry (mtvec direct mode, or all vectors for vectored) ---- */
   .text
   .balign 256
-  .globl _m_trap_entry
-_m_trap_entry:
-  csrrw sp, mscratch, sp
-  addi sp, sp, -FRAME
-  sd x1, 1*8(sp)
-  sd x3, 3*8(sp)
-  sd x4, 4*8(sp)
-  sd x5, 5*8(sp)
-  sd x6, 6*8(sp)
-  sd x7, 7*8(sp)
-  sd x8, 8*8(sp)
-  sd x9, 9*8(sp)
-  sd x10, 10*8(sp)
-  sd x11, 11*8(sp)
-  sd x12, 12*8(sp)
-  sd x13, 13*8(sp)
-  sd x14, 14*8(sp)
-  sd x15, 15*8(sp)
-  sd x16, 16*8(sp)
-  sd x17, 17*8(sp)
-  sd x18, 18*8(sp)
-  sd x19, 19*8(sp)
-  sd x20, 20*8(sp)
-  sd x21, 21*8(sp)
-  sd x22, 22*8(sp)
-  sd x23, 23*8(sp)
-  sd x24, 24*8(sp)
-  sd x25, 25*8(sp)
-  sd x26, 26*8(sp)
-  sd x27, 27*8(sp)
-  sd x28, 28*8(sp)
-  sd x29, 29*8(sp)
-  sd x30, 30*8(sp)
-  sd x31, 31*8(sp)
-  csrr t0, mscratch
-  sd t0, 2*8(sp)
-  csrr t0, mepc
-  sd t0, 32*8(sp)
-  csrr t0, mcause
-  sd t0, 33*8(sp)
-  csrr t0, mtval
-  sd t0, 34*8(sp)
-  csrr t0, mstatus
-  sd t0, 35*8(sp)
-  .option push
-  .option norelax
-  la gp, __global_pointer$
-  .option pop
-  mv a0, sp
-  call m_trap_c
-  ld t0, 32*8(sp)
-  csrw mepc, t0
-  addi t0, sp, FRAME
-  csrw mscratch, t0
-  ld x1, 1*8(sp)
-  ld x3, 3*8(sp)
-  ld x4, 4*8(sp)
-  ld x5, 5*8(sp)
-  ld x6, 6*8(sp)
-  ld x7, 7*8(sp)
-  ld x8, 8*8(sp)
-  ld x9, 9*8(sp)
-  ld x10, 10*8(sp)
-  ld x11, 11*8(sp)
-  ld x12, 12*8(sp)
-  ld x13, 13*8(sp)
-  ld x14, 14*8(sp)
-  ld x15, 15*8(sp)
-  ld x16, 16*8(sp)
-  ld x17, 17*8(sp)
-  ld x18, 18*8(sp)
-  ld x19, 19*8(sp)
-  ld x20, 20*8(sp)
-  ld x21, 21*8(sp)
-  ld x22, 22*8(sp)
-  ld x23, 23*8(sp)
-  ld x24, 24*8(sp)
-  ld x25, 25*8(sp)
-  ld x26, 26*8(sp)
-  ld x27, 27*8(sp)
-  ld x28, 28*8(sp)
-  ld x29, 29*8(sp)
-  ld x30, 30*8(sp)
-  ld x31, 31*8(sp)
-  ld x2, 2*8(sp)
-  mret
+  TRAP_ENTRY _m_trap_entry, m, m_trap_c
 
 /* ---- S-mode trap entry (stvec) ---- */
   .balign 256
-  .globl _s_trap_entry
-_s_trap_entry:
-  csrrw sp, sscratch, sp
-  addi sp, sp, -FRAME
-  sd x1, 1*8(sp)
-  sd x3, 3*8(sp)
-  sd x4, 4*8(sp)
-  sd x5, 5*8(sp)
-  sd x6, 6*8(sp)
-  sd x7, 7*8(sp)
-  sd x8, 8*8(sp)
-  sd x9, 9*8(sp)
-  sd x10, 10*8(sp)
-  sd x11, 11*8(sp)
-  sd x12, 12*8(sp)
-  sd x13, 13*8(sp)
-  sd x14, 14*8(sp)
-  sd x15, 15*8(sp)
-  sd x16, 16*8(sp)
-  sd x17, 17*8(sp)
-  sd x18, 18*8(sp)
-  sd x19, 19*8(sp)
-  sd x20, 20*8(sp)
-  sd x21, 21*8(sp)
-  sd x22, 22*8(sp)
-  sd x23, 23*8(sp)
-  sd x24, 24*8(sp)
-  sd x25, 25*8(sp)
-  sd x26, 26*8(sp)
-  sd x27, 27*8(sp)
-  sd x28, 28*8(sp)
-  sd x29, 29*8(sp)
-  sd x30, 30*8(sp)
-  sd x31, 31*8(sp)
-  csrr t0, sscratch
-  sd t0, 2*8(sp)
-  csrr t0, sepc
-  sd t0, 32*8(sp)
-  csrr t0, scause
-  sd t0, 33*8(sp)
-  csrr t0, stval
-  sd t0, 34*8(sp)
-  csrr t0, sstatus
-  sd t0, 35*8(sp)
-  .option push
-  .option norelax
-  la gp, __global_pointer$
-  .option pop
-  mv a0, sp
-  call s_trap_c
-  ld t0, 32*8(sp)
-  csrw sepc, t0
-  addi t0, sp, FRAME
-  csrw sscratch, t0
-  ld x1, 1*8(sp)
-  ld x3, 3*8(sp)
-  ld x4, 4*8(sp)
-  ld x5, 5*8(sp)
-  ld x6, 6*8(sp)
-  ld x7, 7*8(sp)
-  ld x8, 8*8(sp)
-  ld x9, 9*8(sp)
-  ld x10, 10*8(sp)
-  ld x11, 11*8(sp)
-  ld x12, 12*8(sp)
-  ld x13, 13*8(sp)
-  ld x14, 14*8(sp)
-  ld x15, 15*8(sp)
-  ld x16, 16*8(sp)
-  ld x17, 17*8(sp)
-  ld x18, 18*8(sp)
-  ld x19, 19*8(sp)
-  ld x20, 20*8(sp)
-  ld x21, 21*8(sp)
-  ld x22, 22*8(sp)
-  ld x23, 23*8(sp)
-  ld x24, 24*8(sp)
-  ld x25, 25*8(sp)
-  ld x26, 26*8(sp)
-  ld x27, 27*8(sp)
-  ld x28, 28*8(sp)
-  ld x29, 29*8(sp)
-  ld x30, 30*8(sp)
-  ld x31, 31*8(sp)
-  ld x2, 2*8(sp)
-  sret
+  TRAP_ENTRY _s_trap_entry, s, s_trap_c
 
 /* u64 enter_mode(int mode, u64 (*fn)(u64), u64 arg, u64 sp)
  * Runs fn(arg) in privilege `mode` (0=U, 1=S, 3=M via mret) on stack sp
