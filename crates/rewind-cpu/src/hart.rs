@@ -292,8 +292,9 @@ impl Hart {
 
     #[inline(always)]
     pub(crate) fn set_x(&mut self, rd: u8, value: u64) {
-        self.x[(rd & 31) as usize] = value;
-        self.x[0] = 0;
+        if rd != 0 {
+            self.x[(rd & 31) as usize] = value;
+        }
     }
 
     #[inline(always)]
