@@ -387,9 +387,7 @@ impl Hart {
             self.refill_fetch(ram, pc)?;
         }
         let slot = (pc as usize & 0xfff) >> 1;
-        let id = ram.block_at(self.fetch_page, slot);
-        if id != 0 {
-            let (start, len) = ram.block(id);
+        if let Some((start, len)) = ram.block_at(self.fetch_page, slot) {
             return Ok(Fetched::Block(start, len));
         }
         self.build_block(ram, pc, slot)
@@ -443,8 +441,7 @@ impl Hart {
                 break;
             }
         }
-        let id = ram.insert_block(self.fetch_page, slot, &ops);
-        let (start, len) = ram.block(id);
+        let (start, len) = ram.insert_block(self.fetch_page, slot, &ops);
         Ok(Fetched::Block(start, len))
     }
 

@@ -19,10 +19,9 @@ const MAX_CACHED_OPS: usize = 1 << 22;
 struct CodeCache {
     /// Per RAM page: 1 + its code page id, or 0.
     page_of: Vec<u32>,
-    /// Per code page, per slot: 1 + the id of the block starting there, or 0.
-    entries: Vec<u32>,
-    /// (first op, number of ops) of each block.
-    blocks: Vec<(u32, u32)>,
+    /// Per code page, per slot: the block starting there as `first op << 32 | op count`, or 0
+    /// (a block has at least one op). One load finds a block.
+    entries: Vec<u64>,
     /// Ops as `Op::to_words`, so the hot loop unpacks them in registers.
     ops: Vec<[u64; 2]>,
     epoch: u64,
@@ -141,7 +140,6 @@ impl Ram {
         if c.ops.len() > MAX_CACHED_OPS {
             c.page_of.fill(0);
             c.entries.clear();
-            c.blocks.clear();
             c.ops.clear();
             c.epoch += 1;
         }
@@ -154,27 +152,21 @@ impl Ram {
         (c.page_of[page] - 1, false)
     }
 
-    /// 1 + the block starting at `slot` of code page `page`, or 0.
+    /// The block starting at `slot` of code page `page`: (first op index, op count).
     #[inline(always)]
-    pub(crate) fn block_at(&self, page: u32, slot: usize) -> u32 {
-        self.code.entries[page as usize * SLOTS_PER_PAGE + slot]
+    pub(crate) fn block_at(&self, page: u32, slot: usize) -> Option<(usize, usize)> {
+        let entry = self.code.entries[page as usize * SLOTS_PER_PAGE + slot];
+        (entry != 0).then_some(((entry >> 32) as usize, entry as u32 as usize))
     }
 
-    /// Stores a block starting at `slot` of code page `page`; returns 1 + its id.
-    pub(crate) fn insert_block(&mut self, page: u32, slot: usize, ops: &[Op]) -> u32 {
+    /// Stores a non-empty block starting at `slot` of code page `page`; returns
+    /// (first op index, op count).
+    pub(crate) fn insert_block(&mut self, page: u32, slot: usize, ops: &[Op]) -> (usize, usize) {
         let c = &mut self.code;
-        c.blocks.push((c.ops.len() as u32, ops.len() as u32));
+        let start = c.ops.len();
         c.ops.extend(ops.iter().map(|op| op.to_words()));
-        let id = c.blocks.len() as u32;
-        c.entries[page as usize * SLOTS_PER_PAGE + slot] = id;
-        id
-    }
-
-    /// (first op index, op count) of block `id` (1-based).
-    #[inline(always)]
-    pub(crate) fn block(&self, id: u32) -> (usize, usize) {
-        let (start, len) = self.code.blocks[id as usize - 1];
-        (start as usize, len as usize)
+        c.entries[page as usize * SLOTS_PER_PAGE + slot] = (start as u64) << 32 | ops.len() as u64;
+        (start, ops.len())
     }
 
     #[inline(always)]
@@ -186,7 +178,6 @@ impl Ram {
     pub fn clear_code(&mut self) {
         self.code.page_of.fill(0);
         self.code.entries.clear();
-        self.code.blocks.clear();
         self.code.ops.clear();
         self.code.epoch += 1;
     }
@@ -221,8 +212,9 @@ mod tests {
         let (page1, _) = ram.code_page(PAGE_SIZE as usize);
         let block = ram.insert_block(page0, 3, &[add, add]);
         ram.insert_block(page1, 0, &[add]);
-        assert_eq!(ram.block_at(page0, 3), block);
-        assert_eq!(ram.block(block).1, 2);
+        assert_eq!(ram.block_at(page0, 3), Some(block));
+        assert_eq!(block.1, 2);
+        assert_eq!(ram.block_at(page0, 4), None);
         let epoch = ram.code_epoch();
         // A write to the data page leaves code alone.
         ram.write(0x8000_2000, &[1]).unwrap();
