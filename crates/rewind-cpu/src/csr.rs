@@ -148,6 +148,16 @@ pub struct CsrState {
     pub minstret_offset: u64,
 }
 
+/// Whether writing `csr` can change which interrupt is pending and enabled, or when a timer
+/// fires: such writes end [`Hart::run`] so that the machine re-evaluates interrupts.
+pub fn affects_interrupts(csr: u16) -> bool {
+    use num::*;
+    matches!(
+        csr,
+        MSTATUS | SSTATUS | MIE | SIE | MIP | SIP | MIDELEG | MENVCFG | STIMECMP
+    )
+}
+
 impl Hart {
     /// Privilege and read-only checks shared by every CSR instruction.
     pub(crate) fn check_csr_access(&self, csr: u16, write: bool, bits: u32) -> Result<(), Trap> {

@@ -709,8 +709,11 @@ impl Hart {
                 _ => old & !v,
             };
             self.write_csr(csr, new, bits)?;
-            // The write may unmask an interrupt or change translation: let the machine look.
-            self.request_stop(Exit::Yield);
+            if crate::csr::affects_interrupts(csr) {
+                // The write may unmask or raise an interrupt, or move a timer deadline: let the
+                // machine look before the next instruction.
+                self.request_stop(Exit::Yield);
+            }
         }
         self.set_x(op.rd, old);
         Ok(next)

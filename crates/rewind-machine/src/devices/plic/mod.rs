@@ -69,6 +69,9 @@ impl Plic {
     /// The best pending, enabled source for `context` above its threshold, if any.
     fn best(&self, context: usize) -> Option<usize> {
         let s = &self.state;
+        if (0..WORDS).all(|w| s.pending[w] & s.enable[context][w] == 0) {
+            return None;
+        }
         let mut best = None;
         let mut best_priority = s.threshold[context];
         for source in 1..NUM_SOURCES {
