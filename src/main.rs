@@ -205,7 +205,22 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
     let raw = console::RawTerminal::enable();
     let input = console::spawn_reader(raw.is_some());
     let started = Instant::now();
-    let stop = drive(&mut machine, args, &input);
+    let stop = loop {
+        match drive(&mut machine, args, &input) {
+            // A reboot starts the board afresh from the same images, as QEMU's reset does.
+            Outcome::Stopped(Stop::Reset) => {
+                // The RTC keeps counting across the reset.
+                let elapsed_ns = machine.ns_at(machine.hart.icount);
+                let config = MachineConfig {
+                    rtc_base_ns: machine.bus.rtc.state.base_ns.wrapping_add(elapsed_ns),
+                    ..machine.config.clone()
+                };
+                machine = Machine::new(config, &images).map_err(|e| e.to_string())?;
+                machine.bus.trace = args.trace_mmio;
+            }
+            outcome => break outcome,
+        }
+    };
     drop(raw);
     let elapsed = started.elapsed();
     if args.stats {
@@ -221,10 +236,6 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
     }
     Ok(match stop {
         Outcome::Stopped(Stop::PowerOff(code)) => ExitCode::from(code as u8),
-        Outcome::Stopped(Stop::Reset) => {
-            eprintln!("rewind: the guest asked for a reboot, which is not supported yet; stopping");
-            ExitCode::from(EXIT_ERROR)
-        }
         Outcome::Stopped(Stop::Limit) => {
             eprintln!(
                 "rewind: stopped after --max-insns {} instructions (pc {:#x}, {}-mode)",

@@ -148,6 +148,16 @@ fn debian_boots_to_a_shell_answers_and_powers_off() {
         .unwrap_or_else(|| panic!("no UART line in /proc/interrupts:\n{interrupts}"));
     assert!(uart_count > 0, "{interrupts}");
 
+    // A reboot restarts the board from its images, back to a shell.
+    std::thread::sleep(Duration::from_millis(300));
+    let from = console.seen.len();
+    console.stdin.write_all(b"reboot -f\n").unwrap();
+    console.stdin.flush().unwrap();
+    let reboot = console.wait_for(from, PROMPT, Duration::from_secs(180));
+    assert!(reboot.contains("OpenSBI v"), "no second boot:\n{reboot}");
+    let out = console.command("echo again");
+    assert_eq!(out.trim(), "again");
+
     console.stdin.write_all(b"poweroff -f\n").unwrap();
     console.stdin.flush().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -74,7 +74,7 @@ pub enum MachineError {
 pub enum Stop {
     /// The guest powered off through the test finisher, with this status.
     PowerOff(u16),
-    /// The guest asked for a reboot (not supported yet: the run ends).
+    /// The guest asked for a reboot: the host restarts the board from its images.
     Reset,
     /// The instruction limit was reached.
     Limit,
