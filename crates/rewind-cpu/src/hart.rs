@@ -395,12 +395,13 @@ impl Hart {
 
     #[cold]
     fn refill_fetch(&mut self, ram: &mut Ram, pc: u64) -> Result<(), Trap> {
-        let paddr = match self.tlb.exec_hit(self.privilege, pc) {
-            Some(off) => ram.base().wrapping_add(off as u64),
-            None => self.translate(ram, pc, Access::Exec, 2)?,
-        };
-        let Some(off) = ram.offset(paddr) else {
-            return Err(Access::Exec.access_fault(pc));
+        let off = match self.tlb.exec_hit(self.privilege, pc) {
+            Some(off) => off,
+            None => {
+                let paddr = self.translate(ram, pc, Access::Exec, 2)?;
+                ram.offset(paddr)
+                    .ok_or_else(|| Access::Exec.access_fault(pc))?
+            }
         };
         let page_off = off & !0xfff;
         let (page, created) = ram.code_page(page_off);

@@ -178,7 +178,9 @@ impl Hart {
                 self.pmp_check(page, PAGE_SIZE, access, privilege) == PmpVerdict::Allowed;
             let fill = whole_page_ok
                 && match access {
-                    Access::Store => writable_now && !ram.is_code_page(off),
+                    Access::Store => {
+                        writable_now && ram.is_ram_offset(off) && !ram.is_code_page(off)
+                    }
                     _ => true,
                 };
             if fill {

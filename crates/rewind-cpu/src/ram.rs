@@ -27,9 +27,16 @@ struct CodeCache {
     epoch: u64,
 }
 
-/// Guest physical memory at `base`, a whole number of pages.
+/// Guest physical memory at `base`, a whole number of pages, and optionally a read-only
+/// region elsewhere (the reset ROM) that the hart can fetch from and read directly. Its bytes
+/// follow RAM's in `data`; it is never written through [`Ram::write`].
 pub struct Ram {
     base: u64,
+    /// RAM bytes.
+    size: u64,
+    /// ROM base and length (0 when there is none).
+    rom_base: u64,
+    rom_len: u64,
     data: Box<[u8]>,
     code: CodeCache,
 }
@@ -41,6 +48,9 @@ impl Ram {
         let pages = (size / PAGE_SIZE) as usize;
         Ram {
             base,
+            size,
+            rom_base: 0,
+            rom_len: 0,
             data: vec![0u8; size as usize].into_boxed_slice(),
             code: CodeCache {
                 page_of: vec![0; pages],
@@ -54,7 +64,7 @@ impl Ram {
     }
 
     pub fn size(&self) -> u64 {
-        self.data.len() as u64
+        self.size
     }
 
     pub fn end(&self) -> u64 {
@@ -70,7 +80,31 @@ impl Ram {
     #[inline(always)]
     pub(crate) fn offset(&self, addr: u64) -> Option<usize> {
         let off = addr.wrapping_sub(self.base);
-        (off < self.data.len() as u64).then_some(off as usize)
+        if off < self.size {
+            return Some(off as usize);
+        }
+        let rom = addr.wrapping_sub(self.rom_base);
+        (rom < self.rom_len).then_some((self.size + rom) as usize)
+    }
+
+    /// Whether a RAM offset (from `offset`) is in RAM proper rather than the ROM.
+    #[inline]
+    pub(crate) fn is_ram_offset(&self, off: usize) -> bool {
+        (off as u64) < self.size
+    }
+
+    /// Places a read-only region of whole pages at `base` (outside RAM), holding `bytes`.
+    /// Replaces any previous one; decoded code is dropped, so call it before running.
+    pub fn set_rom(&mut self, base: u64, len: u64, bytes: &[u8]) {
+        let len = len.max(bytes.len() as u64).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        let mut data = self.data[..self.size as usize].to_vec();
+        data.resize((self.size + len) as usize, 0);
+        data[self.size as usize..self.size as usize + bytes.len()].copy_from_slice(bytes);
+        self.data = data.into_boxed_slice();
+        self.rom_base = base;
+        self.rom_len = len;
+        self.code.page_of = vec![0; (self.data.len() as u64 / PAGE_SIZE) as usize];
+        self.clear_code();
     }
 
     #[inline(always)]

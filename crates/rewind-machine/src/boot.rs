@@ -141,8 +141,8 @@ pub fn load(ram: &mut Ram, images: &BootImages) -> Result<BootLayout, MachineErr
     Ok(layout)
 }
 
-/// Contents of the reset ROM: QEMU's reset vector (which we model by starting at its end
-/// state) followed by the `fw_dynamic` information block that OpenSBI reads through `a2`.
+/// Contents of the reset ROM: QEMU's reset vector, the addresses it loads, and the
+/// `fw_dynamic` information block that OpenSBI reads through `a2`.
 pub fn rom_image(start: u64, dtb: u64, kernel_entry: Option<u64>) -> Vec<u8> {
     let mut rom = Vec::new();
     for insn in [
@@ -244,5 +244,45 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("initrd"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod hand_over_tests {
+    use crate::{BootImages, Machine, MachineConfig, Stop};
+
+    /// `sw zero, 0(t0)` to the ROM, `j .`: a firmware that tries to overwrite the reset vector.
+    const FIRMWARE: [u32; 3] = [0x0002_a023, 0x0000_006f, 0];
+
+    #[test]
+    fn reset_rom_hands_over_to_the_firmware() {
+        let bios: Vec<u8> = FIRMWARE.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut machine = Machine::new(
+            MachineConfig::default(),
+            &BootImages {
+                bios: Some(bios),
+                kernel: None,
+                initrd: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(machine.hart.pc, super::ROM_BASE);
+        // The six instructions of the reset vector.
+        assert_eq!(machine.run(Some(6), u64::MAX), Stop::Limit);
+        let hart = &machine.hart;
+        assert_eq!(hart.pc, 0x8000_0000);
+        assert_eq!(hart.x[10], 0, "a0 = hart id");
+        assert_eq!(hart.x[11], machine.dtb_addr(), "a1 = device tree");
+        assert_eq!(hart.x[12], super::FW_DYNAMIC_INFO, "a2 = fw_dynamic info");
+        // The firmware stores zero over the first ROM word: ignored, as on QEMU.
+        machine.hart.x[5] = super::ROM_BASE;
+        assert_eq!(machine.run(Some(7), u64::MAX), Stop::Limit);
+        assert_eq!(machine.hart.pc, 0x8000_0004);
+        // Running the ROM's first instruction again (auipc t0, 0) shows it intact.
+        machine.hart.pc = super::ROM_BASE;
+        machine.hart.x[5] = 0;
+        assert_eq!(machine.run(Some(8), u64::MAX), Stop::Limit);
+        assert_eq!(machine.hart.pc, super::ROM_BASE + 4);
+        assert_eq!(machine.hart.x[5], super::ROM_BASE);
     }
 }

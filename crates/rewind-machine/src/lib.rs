@@ -229,22 +229,19 @@ pub struct Machine {
 const MAX_SLICE: u64 = 1 << 22;
 
 impl Machine {
-    /// A machine started from `images` as QEMU's `virt` would start it: firmware (or the
-    /// kernel, with no firmware) entered in M-mode with `a0` = hart id, `a1` = device tree,
-    /// `a2` = `fw_dynamic` information.
+    /// A machine started from `images` as QEMU's `virt` would start it: in M-mode at the reset
+    /// ROM, which enters the firmware (or the kernel, with no firmware) with `a0` = hart id,
+    /// `a1` = device tree, `a2` = `fw_dynamic` information.
     pub fn new(config: MachineConfig, images: &BootImages) -> Result<Machine, MachineError> {
         let mut machine = Machine::bare(config)?;
         machine.layout = boot::load(&mut machine.ram, images)?;
         machine.place_dtb()?;
         let entry = machine.layout.entry;
-        machine.bus.rom = boot::rom_image(entry, machine.dtb_addr, machine.layout.kernel_entry);
-        let hart = &mut machine.hart;
-        hart.pc = entry;
-        hart.x[10] = hart.hart_id;
-        hart.x[11] = machine.dtb_addr;
-        hart.x[12] = boot::FW_DYNAMIC_INFO;
-        // What QEMU's reset vector leaves in t0.
-        hart.x[5] = entry;
+        let rom = boot::rom_image(entry, machine.dtb_addr, machine.layout.kernel_entry);
+        // The hart starts in the reset ROM, whose code hands over to `entry`.
+        machine.ram.set_rom(boot::ROM_BASE, boot::ROM_SIZE, &rom);
+        machine.bus.rom = rom;
+        machine.hart.pc = boot::ROM_BASE;
         Ok(machine)
     }
 
