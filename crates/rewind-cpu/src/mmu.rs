@@ -283,7 +283,6 @@ impl Hart {
             return PmpVerdict::Allowed;
         }
         let end = addr.saturating_add(len);
-        let mut any_active = false;
         for i in 0..PMP_ENTRIES {
             let cfg = s.pmpcfg[i];
             let (lo, hi) = match (cfg >> 3) & 3 {
@@ -305,7 +304,6 @@ impl Hart {
                     }
                 }
             };
-            any_active = true;
             if lo >= hi || end <= lo || addr >= hi {
                 continue;
             }
@@ -326,12 +324,10 @@ impl Hart {
                 PmpVerdict::Denied
             };
         }
-        let _ = any_active;
         // No entry matched: M-mode may, S and U may not (16 entries are implemented).
         if privilege == PRIV_M {
             PmpVerdict::Allowed
         } else {
-            let _ = PRIV_U;
             PmpVerdict::Denied
         }
     }
