@@ -78,6 +78,18 @@ struct RunArgs {
     /// Log every access to device registers (MMIO) on standard error.
     #[arg(long)]
     trace_mmio: bool,
+    /// Pin the RTC's start instead of reading the host clock: seconds since the Unix epoch,
+    /// or a UTC date `YYYY-MM-DD[THH:MM:SS]`.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    rtc_base: Option<u64>,
+    /// Pin the guest's entropy (the device tree's rng-seed) to bytes derived from N instead of
+    /// the host's random source.
+    #[arg(long, value_name = "N")]
+    entropy_seed: Option<u64>,
+    /// Print a hash of the final guest state (CPU, devices, RAM) on standard error at exit:
+    /// runs that computed the same thing print the same hash.
+    #[arg(long)]
+    state_hash: bool,
     /// Print instructions executed, wall time and MIPS on standard error at exit.
     #[arg(long)]
     stats: bool,
@@ -104,6 +116,56 @@ fn parse_size(text: &str) -> Result<u64, String> {
         .checked_shl(shift)
         .filter(|v| v >> shift == value)
         .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// Parses seconds since the epoch, or a UTC `YYYY-MM-DD[THH:MM:SS[Z]]`, into nanoseconds.
+fn parse_time(text: &str) -> Result<u64, String> {
+    let bad =
+        || format!("`{text}` is not a time: give seconds since 1970 or YYYY-MM-DD[THH:MM:SS]");
+    if let Ok(seconds) = text.parse::<u64>() {
+        return seconds.checked_mul(1_000_000_000).ok_or_else(bad);
+    }
+    let text = text.trim_end_matches('Z');
+    let (date, time) = text.split_once(['T', ' ']).unwrap_or((text, "00:00:00"));
+    let numbers =
+        |s: &str, sep: char| -> Option<Vec<i64>> { s.split(sep).map(|n| n.parse().ok()).collect() };
+    let (Some(d), Some(t)) = (numbers(date, '-'), numbers(time, ':')) else {
+        return Err(bad());
+    };
+    let (&[y, m, day], &[hh, mm, ss]) = (d.as_slice(), t.as_slice()) else {
+        return Err(bad());
+    };
+    if !(1970..=9999).contains(&y)
+        || !(1..=12).contains(&m)
+        || !(1..=31).contains(&day)
+        || !(0..24).contains(&hh)
+        || !(0..60).contains(&mm)
+        || !(0..61).contains(&ss)
+    {
+        return Err(bad());
+    }
+    // Days from 1970-01-01 to the date (the proleptic Gregorian calendar).
+    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Ok(((days * 86_400 + hh * 3600 + mm * 60 + ss) as u64) * 1_000_000_000)
+}
+
+/// 32 bytes of rng-seed from a number (splitmix64), for reproducible runs.
+fn entropy_from_seed(seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    (0..4)
+        .flat_map(|_| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)).to_le_bytes()
+        })
+        .collect()
 }
 
 fn main() -> ExitCode {
@@ -182,16 +244,20 @@ fn host_entropy() -> Vec<u8> {
 
 fn run(args: &RunArgs) -> Result<ExitCode, String> {
     let (images, append) = boot_images(args)?;
-    let rtc_base_ns = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
+    let rtc_base_ns = args.rtc_base.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+    });
     let config = MachineConfig {
         ram_size: args.memory,
         bootargs: append,
         icount_shift: args.icount_shift,
         rtc_base_ns,
-        rng_seed: host_entropy(),
+        rng_seed: args
+            .entropy_seed
+            .map_or_else(host_entropy, entropy_from_seed),
         ..MachineConfig::default()
     };
     let mut machine = Machine::new(config, &images).map_err(|e| e.to_string())?;
@@ -233,6 +299,9 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
         );
         eprintln!("wall time: {secs:.3} s");
         eprintln!("MIPS: {:.1}", insns as f64 / secs.max(1e-9) / 1e6);
+    }
+    if args.state_hash {
+        eprintln!("state hash: {:016x}", machine.state_hash());
     }
     Ok(match stop {
         Outcome::Stopped(Stop::PowerOff(code)) => ExitCode::from(code as u8),
@@ -354,6 +423,32 @@ fn drive(machine: &mut Machine, args: &RunArgs, input: &Receiver<ConsoleEvent>) 
 #[cfg(test)]
 mod tests {
     use super::parse_size;
+
+    #[test]
+    fn times() {
+        use super::parse_time;
+        assert_eq!(parse_time("0"), Ok(0));
+        assert_eq!(parse_time("1700000000"), Ok(1_700_000_000_000_000_000));
+        assert_eq!(parse_time("1970-01-01"), Ok(0));
+        assert_eq!(
+            parse_time("2000-03-01T00:00:00Z"),
+            Ok(951_868_800_000_000_000)
+        );
+        assert_eq!(
+            parse_time("2026-11-28T19:30:00"),
+            Ok(1_795_894_200_000_000_000)
+        );
+        assert!(parse_time("2026-13-01").is_err());
+        assert!(parse_time("yesterday").is_err());
+    }
+
+    #[test]
+    fn entropy_seeds_are_reproducible_and_distinct() {
+        use super::entropy_from_seed;
+        assert_eq!(entropy_from_seed(7), entropy_from_seed(7));
+        assert_ne!(entropy_from_seed(7), entropy_from_seed(8));
+        assert_eq!(entropy_from_seed(7).len(), 32);
+    }
 
     #[test]
     fn sizes() {

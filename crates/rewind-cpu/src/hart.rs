@@ -145,6 +145,20 @@ impl Hart {
         hart
     }
 
+    /// Feeds every guest-visible part of the hart's state to `sink`, in a fixed order: for
+    /// state hashes that tell whether two runs computed the same thing.
+    pub fn visit_state(&self, sink: &mut dyn FnMut(&[u8])) {
+        for v in self.x.iter().chain(&self.f) {
+            sink(&v.to_le_bytes());
+        }
+        sink(&self.pc.to_le_bytes());
+        sink(&[self.privilege]);
+        sink(&self.icount.to_le_bytes());
+        sink(&self.irq_lines.to_le_bytes());
+        // CsrState and the reservation are plain data: their Debug form lists every field.
+        sink(format!("{:?}{:?}", self.csr, self.reservation).as_bytes());
+    }
+
     /// `mtime` at instruction count `icount`.
     pub fn mtime_at(icount: u64, shift: u32) -> u64 {
         ((icount as u128) << shift).min(u64::MAX as u128) as u64 / NS_PER_MTIME_TICK

@@ -71,6 +71,11 @@ impl Ram {
         self.base + self.size()
     }
 
+    /// All of RAM (not the ROM), for hashing and saving.
+    pub fn contents(&self) -> &[u8] {
+        &self.data[..self.size as usize]
+    }
+
     /// Whether `[addr, addr + len)` lies inside RAM.
     pub fn contains(&self, addr: u64, len: u64) -> bool {
         addr >= self.base && addr.checked_add(len).is_some_and(|end| end <= self.end())

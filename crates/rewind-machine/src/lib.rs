@@ -428,6 +428,22 @@ impl Machine {
         self.bus.virtual_ns(icount)
     }
 
+    /// A hash of all guest-visible state: the hart, every device, RAM, and whether the hart
+    /// sleeps. Two runs that computed the same thing end with the same hash.
+    pub fn state_hash(&self) -> u64 {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        self.hart.visit_state(&mut |bytes| hasher.update(bytes));
+        let bus = &self.bus;
+        // Device states are plain data: their Debug form lists every field.
+        let devices = format!(
+            "{:?}{:?}{:?}{:?}{}",
+            bus.uart.state, bus.clint.state, bus.plic.state, bus.rtc.state, self.sleeping
+        );
+        hasher.update(devices.as_bytes());
+        hasher.update(self.ram.contents());
+        hasher.digest()
+    }
+
     /// Bytes the guest wrote to the console since the last call.
     pub fn take_console_output(&mut self) -> Vec<u8> {
         self.bus.uart.take_output()
