@@ -275,3 +275,52 @@ fn runs_with_pinned_inputs_are_identical() {
     let (_, hash3) = pinned_boot("43");
     assert_ne!(hash1, hash3, "the state hash missed a different rng-seed");
 }
+
+/// OpenSBI's fw_jump also boots the default guest's kernel to its init, which powers off. Its
+/// ELF build is position-independent and linked at 0, outside RAM: refused with a message
+/// (QEMU 7.2 refuses it too, with "Some ROM regions are overlapping").
+#[test]
+fn opensbi_fw_jump_boots_and_an_elf_linked_outside_ram_is_refused() {
+    require_default_guest();
+    let guest = String::from_utf8(
+        Command::new("scripts/fetch-guest")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let guest = guest.trim();
+    let opensbi = format!("{guest}/root/usr/lib/riscv64-linux-gnu/opensbi/generic");
+    let elf = Command::new(env!("CARGO_BIN_EXE_rewind"))
+        .arg("run")
+        .args(["--bios", &format!("{opensbi}/fw_dynamic.elf")])
+        .args(["--kernel", &format!("{guest}/Image")])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(elf.status.code(), Some(1));
+    assert!(elf.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&elf.stderr).contains("outside RAM"));
+    let firmware = "fw_jump.bin";
+    let out = Command::new(env!("CARGO_BIN_EXE_rewind"))
+        .arg("run")
+        .args(["--bios", &format!("{opensbi}/{firmware}")])
+        .args(["--kernel", &format!("{guest}/Image")])
+        .args(["--initrd", &format!("{guest}/initramfs.cpio.gz")])
+        .args([
+            "--append",
+            "console=ttyS0 rdinit=/init quiet cryptomgr.notests rewind.poweroff",
+        ])
+        .arg("--no-pacing")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let console = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{firmware}: {console}");
+    assert!(console.contains("OpenSBI v"), "{firmware}: {console}");
+    assert!(
+        console.contains("Rewind default guest: Debian Linux"),
+        "{firmware}: {console}"
+    );
+}
