@@ -89,7 +89,7 @@ impl Ram {
             return Some(off as usize);
         }
         let rom = addr.wrapping_sub(self.rom_base);
-        (rom < self.rom_len).then_some((self.size + rom) as usize)
+        (rom < self.rom_len).then(|| (self.size + rom) as usize)
     }
 
     /// Whether a RAM offset (from `offset`) is in RAM proper rather than the ROM.
