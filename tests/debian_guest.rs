@@ -92,7 +92,13 @@ impl Drop for Console {
     }
 }
 
+/// Fetches the default guest once per test process (the script also locks against others).
 fn require_default_guest() {
+    static FETCHED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    FETCHED.get_or_init(fetch_default_guest);
+}
+
+fn fetch_default_guest() {
     let status = Command::new("scripts/fetch-guest")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdout(Stdio::null())
