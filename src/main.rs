@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
 use console::ConsoleEvent;
-use rewind_machine::{BootImages, Machine, MachineConfig, Stop};
+use rewind_machine::{BootImages, InputEvent, Machine, MachineConfig, Stop};
 
 /// Exit status when `--max-insns` ends a run.
 const EXIT_LIMIT: u8 = 124;
@@ -351,9 +351,9 @@ fn drive(machine: &mut Machine, args: &RunArgs, input: &Receiver<ConsoleEvent>) 
                 ConsoleEvent::Quit => return Outcome::Quit,
             }
         }
-        if !pending.is_empty() {
-            let accepted = machine.console_input(pending.make_contiguous());
-            pending.drain(..accepted);
+        let room = machine.console_room().min(pending.len());
+        if room > 0 {
+            machine.inject(&InputEvent::Console(pending.drain(..room).collect()));
         }
         let stop = machine.run(args.max_insns, SLICE);
         let out = machine.take_console_output();

@@ -69,6 +69,13 @@ pub enum MachineError {
     NothingToRun,
 }
 
+/// A value from the host entering the guest (DESIGN.md: one boundary for the host).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InputEvent {
+    /// Bytes received by UART0, all at once; no more than [`Machine::console_room`].
+    Console(Vec<u8>),
+}
+
 /// Why [`Machine::run`] stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stop {
@@ -449,16 +456,45 @@ impl Machine {
         self.bus.uart.take_output()
     }
 
-    /// Offers console input; returns how many bytes the UART accepted (the rest must wait).
-    pub fn console_input(&mut self, bytes: &[u8]) -> usize {
-        let accepted = bytes
-            .iter()
-            .take_while(|&&b| self.bus.uart.receive(b))
-            .count();
-        if accepted > 0 {
-            // The receive interrupt may wake a sleeping hart.
-            self.update_interrupt_lines();
+    /// How many console bytes UART0 can take now (room in its receive FIFO).
+    pub fn console_room(&self) -> usize {
+        self.bus.uart.rx_space()
+    }
+
+    /// Delivers a value from the host to the guest, now (between two instructions). This is
+    /// the one way host input enters the machine, so a recording of `(icount, event)` pairs
+    /// and the configuration reproduce a run.
+    pub fn inject(&mut self, event: &InputEvent) {
+        match event {
+            InputEvent::Console(bytes) => {
+                for &b in bytes {
+                    // Callers send no more than `console_room`; a byte past it is dropped, as a
+                    // 16550 drops bytes that overrun its FIFO.
+                    self.bus.uart.receive(b);
+                }
+            }
         }
-        accepted
+        // The input may raise an interrupt that wakes a sleeping hart.
+        self.update_interrupt_lines();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_input_enters_through_the_uart_and_interrupts_via_the_plic() {
+        let mut machine = Machine::bare(MachineConfig::default()).unwrap();
+        let bus = &mut machine.bus;
+        bus.uart.write(1, 0x01); // IER: receive data interrupt
+        bus.plic.write(uart::IRQ as u64 * 4, 1); // priority 1
+        bus.plic.write(0x2080, 1 << uart::IRQ); // enabled for hart 0's S-mode context
+        assert_eq!(machine.console_room(), uart::FIFO_SIZE);
+        machine.inject(&InputEvent::Console(b"hi".to_vec()));
+        assert_eq!(machine.console_room(), uart::FIFO_SIZE - 2);
+        assert_eq!(machine.hart.irq_lines & (1 << 9), 1 << 9, "SEIP raised");
+        assert_eq!(machine.bus.uart.read(0), b'h');
+        assert_eq!(machine.bus.uart.read(0), b'i');
     }
 }
