@@ -330,3 +330,43 @@ fn opensbi_fw_jump_boots_and_an_elf_linked_outside_ram_is_refused() {
         "{firmware}: {console}"
     );
 }
+
+/// On a terminal the console is raw and `Ctrl-A x` quits, as in QEMU. `script` (util-linux)
+/// gives rewind a pseudo-terminal and types what we send into it.
+#[test]
+fn ctrl_a_x_quits_on_a_terminal() {
+    require_default_guest();
+    let command = format!("{} run", env!("CARGO_BIN_EXE_rewind"));
+    let mut child = Command::new("script")
+        .args(["-qefc", &command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run script(1) from util-linux");
+    let mut stdin = child.stdin.take().unwrap();
+    // Let the machine start, then type Ctrl-A x.
+    std::thread::sleep(Duration::from_secs(2));
+    stdin.write_all(b"\x01x").unwrap();
+    stdin.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("Ctrl-A x did not end the run");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut output = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut output)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{output}");
+    assert!(output.contains("terminated (Ctrl-A x)"), "{output}");
+}
