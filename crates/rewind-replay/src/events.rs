@@ -1,0 +1,137 @@
+//! The input event stream: `(icount, event)` pairs, encoded compactly (LEB128 deltas).
+
+use rewind_machine::InputEvent;
+
+use crate::format::ReadError;
+
+/// One value from the host, entering the guest before instruction `icount`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub icount: u64,
+    pub input: InputEvent,
+}
+
+const KIND_CONSOLE: u8 = 1;
+/// The most bytes one event may carry (a console event holds at most a FIFO's worth).
+const MAX_EVENT_BYTES: u64 = 1 << 16;
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(data: &[u8], pos: &mut usize) -> Result<u64, ReadError> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *data
+            .get(*pos)
+            .ok_or_else(|| ReadError::BadPayload("an event is cut short".into()))?;
+        *pos += 1;
+        v |= ((b & 0x7f) as u64) << shift;
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err(ReadError::BadPayload(
+        "a number in the event stream is too long".into(),
+    ))
+}
+
+/// Encodes events whose instruction counts do not decrease, starting from `base`.
+pub fn encode_events(events: &[Event], base: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut last = base;
+    for e in events {
+        debug_assert!(
+            e.icount >= last,
+            "events must be in instruction-count order"
+        );
+        put_varint(&mut out, e.icount - last);
+        last = e.icount;
+        match &e.input {
+            InputEvent::Console(bytes) => {
+                out.push(KIND_CONSOLE);
+                put_varint(&mut out, bytes.len() as u64);
+                out.extend_from_slice(bytes);
+            }
+        }
+    }
+    out
+}
+
+/// Decodes what [`encode_events`] wrote; untrusted input gives an error, never a panic.
+pub fn decode_events(data: &[u8], base: u64) -> Result<Vec<Event>, ReadError> {
+    let mut events = Vec::new();
+    let mut pos = 0;
+    let mut icount = base;
+    while pos < data.len() {
+        let delta = get_varint(data, &mut pos)?;
+        icount = icount
+            .checked_add(delta)
+            .ok_or_else(|| ReadError::BadPayload("an event lies past the end of time".into()))?;
+        let kind = *data
+            .get(pos)
+            .ok_or_else(|| ReadError::BadPayload("an event is cut short".into()))?;
+        pos += 1;
+        let input = match kind {
+            KIND_CONSOLE => {
+                let len = get_varint(data, &mut pos)?;
+                if len > MAX_EVENT_BYTES || len as usize > data.len() - pos {
+                    return Err(ReadError::BadPayload("a console event is cut short".into()));
+                }
+                let bytes = data[pos..pos + len as usize].to_vec();
+                pos += len as usize;
+                InputEvent::Console(bytes)
+            }
+            other => {
+                return Err(ReadError::BadPayload(format!("unknown event kind {other}")));
+            }
+        };
+        events.push(Event { icount, input });
+    }
+    Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip() {
+        let events = vec![
+            Event {
+                icount: 100,
+                input: InputEvent::Console(b"ls\n".to_vec()),
+            },
+            Event {
+                icount: 100,
+                input: InputEvent::Console(vec![]),
+            },
+            Event {
+                icount: 1 << 40,
+                input: InputEvent::Console(vec![0xff; 300]),
+            },
+        ];
+        let bytes = encode_events(&events, 50);
+        assert_eq!(decode_events(&bytes, 50).unwrap(), events);
+        // Every prefix of the stream is either whole events or an error, never a panic.
+        for len in 0..bytes.len() {
+            let _ = decode_events(&bytes[..len], 50);
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(decode_events(&[0xff; 11], 0).is_err());
+        assert!(decode_events(&[0, 9], 0).is_err());
+        assert!(decode_events(&[0, 1, 0xff, 0xff, 0x03], 0).is_err());
+        assert!(decode_events(
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 1, 0],
+            u64::MAX
+        )
+        .is_err());
+    }
+}

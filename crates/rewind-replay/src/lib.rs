@@ -1,0 +1,12 @@
+//! The `replay` layer of Rewind (DESIGN.md): the recording file and the input event stream.
+//!
+//! A recording is a fixed header (magic, format version) followed by chunks, each with its
+//! kind, length and checksum, so that a reader can tell a foreign file, a newer format, a
+//! corrupted chunk and a file cut short (a killed recorder) apart, and replay a cut file up to
+//! its last whole chunk.
+
+pub mod events;
+pub mod format;
+
+pub use events::{decode_events, encode_events, Event};
+pub use format::{Chunk, ChunkKind, ReadError, Reader, Writer, FORMAT_VERSION};
