@@ -1,10 +1,10 @@
 //! Instruction decoding: 32-bit and compressed encodings into one compact [`Op`].
 //!
-//! Decoding happens once per instruction address (see `Ram`'s code pages); the hot loop then
-//! dispatches on [`Kind`] with a single `match`. Compressed instructions expand to the same kinds
+//! Decoding happens once per instruction, when its basic block is first run (see `Ram`'s code
+//! cache); the hot loop then dispatches on [`Kind`] with a single `match`. Compressed instructions expand to the same kinds
 //! as their 32-bit equivalents, with `len == 2`.
 
-/// What an instruction does. `Undecoded` marks an empty slot of a code page.
+/// What an instruction does. `Undecoded` is the default of an op not yet filled in.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
