@@ -2,6 +2,7 @@
 //! terminal, with QEMU's `Ctrl-A x` to quit), delivered to the machine as it comes.
 
 use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
 
 /// What the console thread sends.
@@ -93,4 +94,26 @@ pub fn spawn_reader(escapes: bool) -> Receiver<ConsoleEvent> {
         }
     });
     rx
+}
+
+static SIGNALLED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn note_signal(_: libc::c_int) {
+    SIGNALLED.store(true, Ordering::SeqCst);
+}
+
+/// From now on SIGINT and SIGTERM end the run cleanly (a recording is completed) instead of
+/// killing the process; [`signalled`] tells when one came.
+pub fn catch_signals() {
+    let handler: extern "C" fn(libc::c_int) = note_signal;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
+    }
+}
+
+/// Whether SIGINT or SIGTERM arrived since [`catch_signals`].
+pub fn signalled() -> bool {
+    SIGNALLED.load(Ordering::SeqCst)
 }

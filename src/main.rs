@@ -3,24 +3,24 @@
 
 mod console;
 mod guest;
+mod live;
+mod replay;
 
-use std::collections::VecDeque;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::{Duration, Instant, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
-use console::ConsoleEvent;
-use rewind_machine::{BootImages, InputEvent, Machine, MachineConfig, Stop};
 
 /// Exit status when `--max-insns` ends a run.
 const EXIT_LIMIT: u8 = 124;
 /// Exit status when the guest waits forever for an interrupt nothing can raise.
 const EXIT_DEADLOCK: u8 = 125;
-/// Exit status for errors of the tool itself (bad options, unusable files).
+/// Exit status for errors of the tool itself (bad options, unusable files, bad recordings).
 const EXIT_ERROR: u8 = 1;
+/// Exit status when a replay stops matching its recording.
+const EXIT_DIVERGED: u8 = 3;
+/// Exit status when a replay reached the end of a recording that was cut short.
+const EXIT_CUT: u8 = 4;
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +41,53 @@ enum Command {
     /// Run a machine live: the guest's console is on standard input and output. With no
     /// images given, boots the default Debian guest (fetch it with scripts/fetch-guest).
     Run(RunArgs),
+    /// Run a machine live, as `run` does, and record everything that enters it into FILE,
+    /// so that `rewind replay FILE` reproduces the run exactly.
+    Record(RecordArgs),
+    /// Replay a recording: print exactly the console output of the recorded run, checking the
+    /// machine's state against the recording's sync points. Needs nothing but the file.
+    /// Exit status: 0 at the end without divergence, 3 on divergence, 4 when the recording
+    /// was cut short (its recorder was killed), 1 for an unusable file.
+    Replay(ReplayArgs),
+    /// Describe a recording: the machine, the images, the instruction count, the events.
+    Inspect(InspectArgs),
+}
+
+#[derive(Args)]
+struct RecordArgs {
+    /// The recording to write (replaced if it exists).
+    #[arg(short, long, value_name = "FILE")]
+    output: PathBuf,
+    /// Instructions between sync points (state hashes that let a replay detect divergence).
+    #[arg(long, value_name = "N", default_value_t = 1 << 27, value_parser = clap::value_parser!(u64).range(1..))]
+    sync_every: u64,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// A recording written by `rewind record`.
+    file: PathBuf,
+    /// Print a hash of the final guest state on standard error (as `run --state-hash`).
+    #[arg(long)]
+    state_hash: bool,
+    /// Print instructions executed, wall time and MIPS on standard error at exit.
+    #[arg(long)]
+    stats: bool,
+    /// Testing only: at instruction ICOUNT, disturb the replayed state (`xN` flips bit 0 of
+    /// register N, `pc` moves the pc by 4 bytes, `ram:ADDR` flips bit 0 of the byte at ADDR).
+    #[arg(long, value_name = "ICOUNT:WHAT", hide = true)]
+    perturb: Option<String>,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// A recording written by `rewind record`.
+    file: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -63,6 +110,9 @@ struct RunArgs {
     /// Guest RAM size, in bytes or with a K, M or G suffix (as `-m` of QEMU).
     #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = parse_size)]
     memory: u64,
+    /// Give the guest this device tree instead of the one Rewind describes (as QEMU's `-dtb`).
+    #[arg(long, value_name = "FILE")]
+    dtb: Option<PathBuf>,
     /// Write the device tree the guest would get to FILE and exit (as QEMU's `dumpdtb`).
     #[arg(long, value_name = "FILE")]
     dump_dtb: Option<PathBuf>,
@@ -170,252 +220,17 @@ fn entropy_from_seed(seed: u64) -> Vec<u8> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Run(args) => match run(&args) {
-            Ok(code) => code,
-            Err(message) => {
-                eprintln!("rewind: {message}");
-                ExitCode::from(EXIT_ERROR)
-            }
-        },
-    }
-}
-
-fn read_file(path: &PathBuf, what: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
-}
-
-/// The images and command line to boot, from the options or the default guest.
-fn boot_images(args: &RunArgs) -> Result<(BootImages, Option<String>), String> {
-    let use_default = args.kernel.is_none() && args.bios.is_none();
-    if use_default {
-        let guest = guest::DefaultGuest::locate()?;
-        let images = BootImages {
-            bios: Some(read_file(&guest.firmware, "firmware")?),
-            kernel: Some(read_file(&guest.kernel, "kernel")?),
-            initrd: Some(match &args.initrd {
-                Some(path) => read_file(path, "initrd")?,
-                None => read_file(&guest.initrd, "initrd")?,
-            }),
-        };
-        let append = args
-            .append
-            .clone()
-            .or(Some(guest::DEFAULT_APPEND.to_string()));
-        return Ok((images, append));
-    }
-    let bios = match args.bios.as_deref() {
-        Some("none") => None,
-        Some(path) => Some(read_file(&PathBuf::from(path), "firmware")?),
-        None => Some(read_file(
-            &guest::DefaultGuest::locate()?.firmware,
-            "firmware",
-        )?),
+    let result = match &cli.command {
+        Command::Run(args) => live::run(args, None),
+        Command::Record(args) => live::run(&args.run, Some(args)),
+        Command::Replay(args) => replay::replay(args),
+        Command::Inspect(args) => replay::inspect(args),
     };
-    let kernel = args
-        .kernel
-        .as_ref()
-        .map(|p| read_file(p, "kernel"))
-        .transpose()?;
-    let initrd = args
-        .initrd
-        .as_ref()
-        .map(|p| read_file(p, "initrd"))
-        .transpose()?;
-    Ok((
-        BootImages {
-            bios,
-            kernel,
-            initrd,
-        },
-        args.append.clone(),
-    ))
-}
-
-/// Host entropy for the device tree's rng-seed.
-fn host_entropy() -> Vec<u8> {
-    let mut seed = vec![0u8; 32];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = f.read_exact(&mut seed);
-    }
-    seed
-}
-
-fn run(args: &RunArgs) -> Result<ExitCode, String> {
-    let (images, append) = boot_images(args)?;
-    let rtc_base_ns = args.rtc_base.unwrap_or_else(|| {
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
-    });
-    let config = MachineConfig {
-        ram_size: args.memory,
-        bootargs: append,
-        icount_shift: args.icount_shift,
-        rtc_base_ns,
-        rng_seed: args
-            .entropy_seed
-            .map_or_else(host_entropy, entropy_from_seed),
-        ..MachineConfig::default()
-    };
-    let mut machine = Machine::new(config, &images).map_err(|e| e.to_string())?;
-    machine.bus.trace = args.trace_mmio;
-    if let Some(path) = &args.dump_dtb {
-        std::fs::write(path, machine.dtb())
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        return Ok(ExitCode::SUCCESS);
-    }
-
-    let raw = console::RawTerminal::enable();
-    let input = console::spawn_reader(raw.is_some());
-    let started = Instant::now();
-    let stop = loop {
-        match drive(&mut machine, args, &input) {
-            // A reboot starts the board afresh from the same images, as QEMU's reset does.
-            Outcome::Stopped(Stop::Reset) => {
-                // The RTC keeps counting across the reset.
-                let elapsed_ns = machine.ns_at(machine.hart.icount);
-                let config = MachineConfig {
-                    rtc_base_ns: machine.bus.rtc.state.base_ns.wrapping_add(elapsed_ns),
-                    ..machine.config.clone()
-                };
-                machine = Machine::new(config, &images).map_err(|e| e.to_string())?;
-                machine.bus.trace = args.trace_mmio;
-            }
-            outcome => break outcome,
-        }
-    };
-    drop(raw);
-    let elapsed = started.elapsed();
-    if args.stats {
-        let insns = machine.executed();
-        let secs = elapsed.as_secs_f64();
-        eprintln!("instructions: {insns}");
-        eprintln!(
-            "virtual time: {:.6} s",
-            machine.ns_at(machine.hart.icount) as f64 / 1e9
-        );
-        eprintln!("wall time: {secs:.3} s");
-        eprintln!("MIPS: {:.1}", insns as f64 / secs.max(1e-9) / 1e6);
-    }
-    if args.state_hash {
-        eprintln!("state hash: {:016x}", machine.state_hash());
-    }
-    Ok(match stop {
-        Outcome::Stopped(Stop::PowerOff(code)) => ExitCode::from(code as u8),
-        Outcome::Stopped(Stop::Limit) => {
-            eprintln!(
-                "rewind: stopped after --max-insns {} instructions (pc {:#x}, {}-mode)",
-                machine.hart.icount,
-                machine.hart.pc,
-                machine.hart.privilege_name()
-            );
-            ExitCode::from(EXIT_LIMIT)
-        }
-        Outcome::Quit => {
-            eprintln!("rewind: terminated (Ctrl-A x)");
-            ExitCode::SUCCESS
-        }
-        Outcome::Deadlock | Outcome::Stopped(_) => {
-            eprintln!(
-                "rewind: the hart waits for an interrupt that nothing can raise (pc {:#x}); stopping",
-                machine.hart.pc
-            );
-            ExitCode::from(EXIT_DEADLOCK)
-        }
-    })
-}
-
-enum Outcome {
-    Stopped(Stop),
-    Quit,
-    Deadlock,
-}
-
-/// Instructions run between looks at the console.
-const SLICE: u64 = 1 << 20;
-
-/// Runs the machine live: console output to stdout, input from the reader thread, and idle
-/// time paced to the wall clock unless `--no-pacing`.
-fn drive(machine: &mut Machine, args: &RunArgs, input: &Receiver<ConsoleEvent>) -> Outcome {
-    let stdout = std::io::stdout();
-    let mut pending: VecDeque<u8> = VecDeque::new();
-    let mut input_open = true;
-    loop {
-        // Take what has been typed; the UART accepts what fits in its FIFO.
-        while let Ok(event) = input.try_recv() {
-            match event {
-                ConsoleEvent::Input(bytes) => pending.extend(bytes),
-                ConsoleEvent::Quit => return Outcome::Quit,
-            }
-        }
-        let room = machine.console_room().min(pending.len());
-        if room > 0 {
-            machine.inject(&InputEvent::Console(pending.drain(..room).collect()));
-        }
-        let stop = machine.run(args.max_insns, SLICE);
-        let out = machine.take_console_output();
-        if !out.is_empty() {
-            let mut lock = stdout.lock();
-            // A closed standard output must not stop the guest: it may still power off cleanly.
-            let _ = lock.write_all(&out).and_then(|_| lock.flush());
-        }
-        let until = match stop {
-            Stop::Slice => continue,
-            Stop::Idle { until } => until,
-            other => return Outcome::Stopped(other),
-        };
-        let until = match (until, args.max_insns) {
-            (Some(t), Some(l)) => Some(t.min(l)),
-            (None, Some(l)) => Some(l),
-            (t, None) => t,
-        };
-        if !pending.is_empty() {
-            continue; // the FIFO has room again only once the guest reads: let it run
-        }
-        let now = machine.hart.icount;
-        // How long the guest means to sleep, in wall time (pacing), or not at all.
-        let wait = match until {
-            Some(t) if args.no_pacing => {
-                machine.skip_idle(t);
-                continue;
-            }
-            Some(t) => Some(Duration::from_nanos(
-                machine.ns_at(t).saturating_sub(machine.ns_at(now)),
-            )),
-            None if !input_open => return Outcome::Deadlock,
-            None => None,
-        };
-        let waited_from = Instant::now();
-        let event = match wait {
-            Some(d) => input.recv_timeout(d),
-            None => input.recv().map_err(|_| RecvTimeoutError::Disconnected),
-        };
-        match event {
-            Ok(ConsoleEvent::Input(bytes)) => {
-                // Input arrived while the guest slept: it arrives at the virtual time that
-                // corresponds to the wall time waited.
-                let slept_ns = waited_from.elapsed().as_nanos() as u64;
-                let slept = slept_ns >> machine.config.icount_shift;
-                let target = until.map_or(now + slept, |t| t.min(now + slept));
-                machine.skip_idle(target);
-                pending.extend(bytes);
-            }
-            Ok(ConsoleEvent::Quit) => return Outcome::Quit,
-            Err(RecvTimeoutError::Timeout) => machine.skip_idle(until.unwrap_or(now)),
-            Err(RecvTimeoutError::Disconnected) => {
-                input_open = false;
-                if let Some(t) = until {
-                    // No more input can come: keep the guest's pace without waiting on it.
-                    let remaining = wait
-                        .unwrap_or_default()
-                        .saturating_sub(waited_from.elapsed());
-                    std::thread::sleep(remaining);
-                    machine.skip_idle(t);
-                }
-            }
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("rewind: {message}");
+            ExitCode::from(EXIT_ERROR)
         }
     }
 }

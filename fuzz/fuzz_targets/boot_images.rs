@@ -17,11 +17,13 @@ fuzz_target!(|data: &[u8]| {
         bios: None,
         kernel: Some(data.to_vec()),
         initrd: None,
+        dtb: None,
     };
     let as_firmware = BootImages {
         bios: Some(data.to_vec()),
         kernel: Some(data.to_vec()),
         initrd: Some(data.to_vec()),
+        dtb: None,
     };
     for images in [as_kernel, as_firmware] {
         if let Ok(mut machine) = Machine::new(config.clone(), &images) {

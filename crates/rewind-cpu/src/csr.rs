@@ -148,6 +148,54 @@ pub struct CsrState {
     pub minstret_offset: u64,
 }
 
+impl CsrState {
+    /// Every field with its CSR name, in a fixed order: for reports that say which CSR
+    /// differs, and for debuggers. PMP configuration bytes are packed as `pmpcfg0`/`pmpcfg2`.
+    pub fn named_values(&self) -> Vec<(String, u64)> {
+        let packed = |half: &[u8]| half.iter().rev().fold(0u64, |acc, &b| acc << 8 | b as u64);
+        let mut values: Vec<(String, u64)> = [
+            ("mstatus", self.mstatus),
+            ("medeleg", self.medeleg),
+            ("mideleg", self.mideleg),
+            ("mie", self.mie),
+            ("mip", self.mip),
+            ("mtvec", self.mtvec),
+            ("mcounteren", self.mcounteren),
+            ("mcountinhibit", self.mcountinhibit),
+            ("mscratch", self.mscratch),
+            ("mepc", self.mepc),
+            ("mcause", self.mcause),
+            ("mtval", self.mtval),
+            ("menvcfg", self.menvcfg),
+            ("stvec", self.stvec),
+            ("scounteren", self.scounteren),
+            ("sscratch", self.sscratch),
+            ("sepc", self.sepc),
+            ("scause", self.scause),
+            ("stval", self.stval),
+            ("senvcfg", self.senvcfg),
+            ("satp", self.satp),
+            ("stimecmp", self.stimecmp),
+            ("fflags", self.fflags as u64),
+            ("frm", self.frm as u64),
+            ("pmpcfg0", packed(&self.pmpcfg[..8])),
+            ("pmpcfg2", packed(&self.pmpcfg[8..])),
+            ("mcycle_offset", self.mcycle_offset),
+            ("minstret_offset", self.minstret_offset),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value))
+        .collect();
+        values.extend(
+            self.pmpaddr
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| (format!("pmpaddr{i}"), v)),
+        );
+        values
+    }
+}
+
 /// Whether writing `csr` can change which interrupt is pending and enabled, or when a timer
 /// fires: such writes end [`Hart::run`] so that the machine re-evaluates interrupts.
 pub fn affects_interrupts(csr: u16) -> bool {

@@ -159,6 +159,17 @@ impl Hart {
         sink(format!("{:?}{:?}", self.csr, self.reservation).as_bytes());
     }
 
+    /// The LR reservation, as text (for state digests): plain data, not for interpretation.
+    pub fn reservation_state(&self) -> String {
+        format!("{:?}", self.reservation)
+    }
+
+    /// Forgets cached store translations, so that the next store to each page marks it dirty
+    /// again (see [`Ram::take_dirty_pages`]).
+    pub fn forget_store_translations(&mut self) {
+        self.tlb.flush_writes();
+    }
+
     /// `mtime` at instruction count `icount`.
     pub fn mtime_at(icount: u64, shift: u32) -> u64 {
         ((icount as u128) << shift).min(u64::MAX as u128) as u64 / NS_PER_MTIME_TICK

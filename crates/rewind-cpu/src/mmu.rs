@@ -71,6 +71,13 @@ impl Tlb {
         }
     }
 
+    /// Drops every store entry.
+    pub(crate) fn flush_writes(&mut self) {
+        for set in &mut self.write {
+            set.fill(EMPTY);
+        }
+    }
+
     /// Drops every entry for the page of `vaddr` (`sfence.vma` with an address).
     pub(crate) fn flush_page(&mut self, vaddr: u64) {
         let vpn = vaddr >> PAGE_SHIFT;
@@ -184,6 +191,10 @@ impl Hart {
                     _ => true,
                 };
             if fill {
+                if access == Access::Store {
+                    // Fast-path stores never mark pages: mark the page now (see `Ram::dirty`).
+                    ram.mark_dirty(off);
+                }
                 self.tlb.fill(privilege, access, vaddr, off);
             }
         }

@@ -39,6 +39,10 @@ pub struct Ram {
     rom_len: u64,
     data: Box<[u8]>,
     code: CodeCache,
+    /// One bit per RAM page written since [`Ram::take_dirty_pages`] last ran. The hart's store
+    /// fast path never marks pages: a page gets its bit when a store TLB entry for it is
+    /// filled, so whoever takes the dirty set must also drop the hart's store entries.
+    dirty: Vec<u64>,
 }
 
 impl Ram {
@@ -56,7 +60,37 @@ impl Ram {
                 page_of: vec![0; pages],
                 ..CodeCache::default()
             },
+            dirty: vec![0; pages.div_ceil(64)],
         }
+    }
+
+    /// Number of RAM pages.
+    pub fn pages(&self) -> usize {
+        (self.size / PAGE_SIZE) as usize
+    }
+
+    /// Notes that the RAM page holding offset `off` may be written.
+    #[inline]
+    pub(crate) fn mark_dirty(&mut self, off: usize) {
+        let page = off >> PAGE_SHIFT;
+        if let Some(word) = self.dirty.get_mut(page / 64) {
+            *word |= 1 << (page % 64);
+        }
+    }
+
+    /// The RAM pages (indices from the start of RAM) written since the last call, in order;
+    /// clears the set. Call [`crate::Hart::forget_store_translations`] at the same time, or
+    /// later stores through cached translations go unseen.
+    pub fn take_dirty_pages(&mut self) -> Vec<usize> {
+        let mut pages = Vec::new();
+        for (i, word) in self.dirty.iter_mut().enumerate() {
+            let mut bits = std::mem::take(word);
+            while bits != 0 {
+                pages.push(i * 64 + bits.trailing_zeros() as usize);
+                bits &= bits - 1;
+            }
+        }
+        pages
     }
 
     pub fn base(&self) -> u64 {
@@ -141,6 +175,11 @@ impl Ram {
         }
         let off = (addr - self.base) as usize;
         self.data[off..off + buf.len()].copy_from_slice(buf);
+        if !buf.is_empty() {
+            for page in (off >> PAGE_SHIFT)..=((off + buf.len() - 1) >> PAGE_SHIFT) {
+                self.dirty[page / 64] |= 1 << (page % 64);
+            }
+        }
         self.invalidate_code(off, buf.len());
         Some(())
     }
@@ -264,5 +303,16 @@ mod tests {
         assert!(!ram.is_code_page(0));
         assert!(!ram.is_code_page(PAGE_SIZE as usize));
         assert!(ram.code_page(0).1);
+    }
+
+    #[test]
+    fn writes_mark_their_pages_dirty_until_taken() {
+        let mut ram = Ram::new(0x8000_0000, 200 * PAGE_SIZE);
+        assert!(ram.take_dirty_pages().is_empty());
+        ram.write(0x8000_0ffe, &[1, 2, 3]).unwrap();
+        ram.write(0x8000_0000 + 130 * PAGE_SIZE, &[1]).unwrap();
+        ram.mark_dirty(64 * PAGE_SIZE as usize + 5);
+        assert_eq!(ram.take_dirty_pages(), [0, 1, 64, 130]);
+        assert!(ram.take_dirty_pages().is_empty());
     }
 }

@@ -26,6 +26,9 @@ pub struct BootImages {
     pub bios: Option<Vec<u8>>,
     pub kernel: Option<Vec<u8>>,
     pub initrd: Option<Vec<u8>>,
+    /// A device tree to hand over instead of the one the board describes (QEMU's `-dtb`);
+    /// replays use the recorded one.
+    pub dtb: Option<Vec<u8>>,
 }
 
 /// Where things went.
@@ -196,6 +199,7 @@ mod tests {
                 bios: Some(vec![0x13; 300_000]),
                 kernel: Some(kernel),
                 initrd: Some(vec![1; 1000]),
+                dtb: None,
             },
         )
         .unwrap();
@@ -213,6 +217,7 @@ mod tests {
                 bios: None,
                 kernel: Some(b"MZ not a kernel".to_vec()),
                 initrd: None,
+                dtb: None,
             },
         )
         .unwrap_err();
@@ -223,6 +228,7 @@ mod tests {
                 bios: None,
                 kernel: None,
                 initrd: Some(vec![0; 10]),
+                dtb: None,
             },
         )
         .unwrap_err();
@@ -240,6 +246,7 @@ mod tests {
                 bios: None,
                 kernel: Some(kernel),
                 initrd: Some(vec![0; 8 << 20]),
+                dtb: None,
             },
         )
         .unwrap_err();
@@ -263,6 +270,7 @@ mod hand_over_tests {
                 bios: Some(bios),
                 kernel: None,
                 initrd: None,
+                dtb: None,
             },
         )
         .unwrap();

@@ -4,10 +4,12 @@
 
 pub mod boot;
 pub mod devices;
+pub mod digest;
 pub mod fdt;
 pub mod loader;
 
 use rewind_cpu::{Exit, Hart, Mmio, Ram};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use boot::{BootImages, BootLayout};
@@ -17,6 +19,8 @@ use devices::plic::{self, Plic};
 use devices::rtc::{self, Rtc};
 use devices::uart::{self, Uart};
 use devices::virtio_mmio;
+pub use digest::StateDigest;
+use digest::{debug_hash, RamHashes};
 
 pub const RAM_BASE: u64 = 0x8000_0000;
 /// The smallest RAM the board accepts.
@@ -25,16 +29,20 @@ pub const MIN_RAM: u64 = 2 << 20;
 pub const MAX_RAM: u64 = 64 << 30;
 
 /// How the machine is put together, and the host values it starts from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MachineConfig {
     pub ram_base: u64,
     pub ram_size: u64,
     pub bootargs: Option<String>,
     /// Virtual nanoseconds per instruction = 2^icount_shift.
     pub icount_shift: u32,
-    /// Wall-clock nanoseconds since the epoch that the RTC shows at virtual time 0.
+    /// Wall-clock nanoseconds since the epoch that the RTC shows at virtual time 0. A host
+    /// value: [`InputEvent::RtcBase`] sets it.
+    #[serde(skip)]
     pub rtc_base_ns: u64,
-    /// Bytes for the device tree's `/chosen/rng-seed`.
+    /// Bytes for the device tree's `/chosen/rng-seed`. A host value: [`InputEvent::Entropy`]
+    /// sets it.
+    #[serde(skip)]
     pub rng_seed: Vec<u8>,
 }
 
@@ -74,6 +82,23 @@ pub enum MachineError {
 pub enum InputEvent {
     /// Bytes received by UART0, all at once; no more than [`Machine::console_room`].
     Console(Vec<u8>),
+    /// The host's wall clock: nanoseconds since the Unix epoch that the RTC shows at virtual
+    /// time 0. Given before the first instruction; later, it sets the RTC as a host would.
+    RtcBase(u64),
+    /// Host entropy for the device tree's `/chosen/rng-seed`. Before the first instruction it
+    /// rewrites the device tree in RAM; later, it is used when the board resets.
+    Entropy(Vec<u8>),
+}
+
+impl InputEvent {
+    /// A short name of the kind of event, for reports.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            InputEvent::Console(_) => "console",
+            InputEvent::RtcBase(_) => "rtc_base",
+            InputEvent::Entropy(_) => "entropy",
+        }
+    }
 }
 
 /// Why [`Machine::run`] stopped.
@@ -226,6 +251,10 @@ pub struct Machine {
     pub layout: BootLayout,
     dtb: Vec<u8>,
     dtb_addr: u64,
+    /// The device tree came with the images (not built from the configuration).
+    dtb_given: bool,
+    /// Page hashes of RAM for [`Machine::digest`].
+    ram_hashes: RamHashes,
     /// The hart executed WFI and sleeps until an interrupt is pending.
     sleeping: bool,
     /// Instruction counts skipped while the hart slept (virtual time without instructions).
@@ -242,7 +271,8 @@ impl Machine {
     pub fn new(config: MachineConfig, images: &BootImages) -> Result<Machine, MachineError> {
         let mut machine = Machine::bare(config)?;
         machine.layout = boot::load(&mut machine.ram, images)?;
-        machine.place_dtb()?;
+        machine.dtb_given = images.dtb.is_some();
+        machine.place_dtb(images.dtb.clone())?;
         let entry = machine.layout.entry;
         let rom = boot::rom_image(entry, machine.dtb_addr, machine.layout.kernel_entry);
         // The hart starts in the reset ROM, whose code hands over to `entry`.
@@ -277,14 +307,20 @@ impl Machine {
             layout: BootLayout::default(),
             dtb: Vec::new(),
             dtb_addr: 0,
+            dtb_given: false,
+            ram_hashes: RamHashes::default(),
             sleeping: false,
             idle_skipped: 0,
         })
     }
 
-    fn place_dtb(&mut self) -> Result<(), MachineError> {
-        let dtb = fdt::build(&self.config, &self.layout)
-            .map_err(|e| MachineError::DeviceTree(e.to_string()))?;
+    /// Builds the device tree (unless `given`) and writes it where QEMU puts it.
+    fn place_dtb(&mut self, given: Option<Vec<u8>>) -> Result<(), MachineError> {
+        let dtb = match given {
+            Some(dtb) => dtb,
+            None => fdt::build(&self.config, &self.layout)
+                .map_err(|e| MachineError::DeviceTree(e.to_string()))?,
+        };
         // Where QEMU puts it: below the end of RAM (or 3 GiB), aligned down to 2 MiB.
         let base = self.config.ram_base;
         let top = (base + self.config.ram_size).min(base + (3 << 30));
@@ -301,6 +337,23 @@ impl Machine {
         self.dtb = dtb;
         self.dtb_addr = addr;
         Ok(())
+    }
+
+    /// Builds the device tree again from the configuration and puts it in place of the old
+    /// one, before the guest has started. Keeps the old one if the new one does not fit.
+    fn replace_dtb(&mut self) {
+        let (old, old_addr) = (std::mem::take(&mut self.dtb), self.dtb_addr);
+        let _ = self.ram.write(old_addr, &vec![0; old.len()]);
+        if self.place_dtb(None).is_err() {
+            let _ = self.ram.write(old_addr, &old);
+            (self.dtb, self.dtb_addr) = (old, old_addr);
+            return;
+        }
+        if self.dtb_addr != old_addr {
+            let rom = boot::rom_image(self.layout.entry, self.dtb_addr, self.layout.kernel_entry);
+            self.ram.set_rom(boot::ROM_BASE, boot::ROM_SIZE, &rom);
+            self.bus.rom = rom;
+        }
     }
 
     /// Physical address of the device tree blob.
@@ -435,20 +488,59 @@ impl Machine {
         self.bus.virtual_ns(icount)
     }
 
-    /// A hash of all guest-visible state: the hart, every device, RAM, and whether the hart
-    /// sleeps. Two runs that computed the same thing end with the same hash.
-    pub fn state_hash(&self) -> u64 {
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        self.hart.visit_state(&mut |bytes| hasher.update(bytes));
+    /// A summary of all guest-visible state: the hart, every device, RAM, and whether the
+    /// hart sleeps. It costs only the RAM pages written since the previous digest.
+    pub fn digest(&mut self) -> StateDigest {
+        // Stores through cached translations would not mark their pages again.
+        self.hart.forget_store_translations();
+        let (ram_region_size, ram_regions) = self.ram_hashes.update(&mut self.ram);
+        let hart = &self.hart;
         let bus = &self.bus;
-        // Device states are plain data: their Debug form lists every field.
-        let devices = format!(
-            "{:?}{:?}{:?}{:?}{}",
-            bus.uart.state, bus.clint.state, bus.plic.state, bus.rtc.state, self.sleeping
-        );
-        hasher.update(devices.as_bytes());
-        hasher.update(self.ram.contents());
-        hasher.digest()
+        let devices = [
+            (
+                "hart-lines",
+                debug_hash(&(hart.irq_lines, hart.reservation_state())),
+            ),
+            ("sleep", debug_hash(&(self.sleeping, self.idle_skipped))),
+            ("uart", debug_hash(&bus.uart.state)),
+            ("clint", debug_hash(&bus.clint.state)),
+            ("plic", debug_hash(&bus.plic.state)),
+            ("rtc", debug_hash(&bus.rtc.state)),
+            ("finisher", debug_hash(&bus.finisher)),
+        ];
+        StateDigest {
+            icount: hart.icount,
+            pc: hart.pc,
+            privilege: hart.privilege,
+            x: hart.x.to_vec(),
+            f: hart.f.to_vec(),
+            csrs: hart.csr.named_values(),
+            devices: devices
+                .into_iter()
+                .map(|(name, h)| (name.to_string(), h))
+                .collect(),
+            ram_base: self.ram.base(),
+            ram_region_size,
+            ram_regions,
+        }
+    }
+
+    /// A hash of all guest-visible state ([`Machine::digest`]): two runs that computed the
+    /// same thing end with the same hash.
+    pub fn state_hash(&mut self) -> u64 {
+        self.digest().hash()
+    }
+
+    /// Restarts the board from `images`, as a guest-requested reset does: RAM, hart and
+    /// devices start afresh, while virtual time goes on and the RTC keeps its time.
+    pub fn reset(&mut self, images: &BootImages) -> Result<(), MachineError> {
+        let mut fresh = Machine::new(self.config.clone(), images)?;
+        fresh.hart.icount = self.hart.icount;
+        fresh.idle_skipped = self.idle_skipped;
+        fresh.bus.rtc.state.base_ns = self.bus.rtc.state.base_ns;
+        fresh.bus.trace = self.bus.trace;
+        *self = fresh;
+        Ok(())
     }
 
     /// Bytes the guest wrote to the console since the last call.
@@ -471,6 +563,17 @@ impl Machine {
                     // Callers send no more than `console_room`; a byte past it is dropped, as a
                     // 16550 drops bytes that overrun its FIFO.
                     self.bus.uart.receive(b);
+                }
+            }
+            InputEvent::RtcBase(ns) => {
+                self.config.rtc_base_ns = *ns;
+                self.bus.rtc.state.base_ns = *ns;
+            }
+            InputEvent::Entropy(bytes) => {
+                self.config.rng_seed = bytes.clone();
+                let before_start = self.hart.icount == 0 && self.dtb_addr != 0;
+                if before_start && !self.dtb_given {
+                    self.replace_dtb();
                 }
             }
         }

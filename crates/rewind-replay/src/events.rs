@@ -12,10 +12,12 @@ pub struct Event {
 }
 
 const KIND_CONSOLE: u8 = 1;
+const KIND_RTC_BASE: u8 = 2;
+const KIND_ENTROPY: u8 = 3;
 /// The most bytes one event may carry (a console event holds at most a FIFO's worth).
 const MAX_EVENT_BYTES: u64 = 1 << 16;
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push(v as u8 | 0x80);
         v >>= 7;
@@ -23,7 +25,7 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn get_varint(data: &[u8], pos: &mut usize) -> Result<u64, ReadError> {
+pub(crate) fn get_varint(data: &[u8], pos: &mut usize) -> Result<u64, ReadError> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
         let b = *data
@@ -51,13 +53,23 @@ pub fn encode_events(events: &[Event], base: u64) -> Vec<u8> {
         );
         put_varint(&mut out, e.icount - last);
         last = e.icount;
-        match &e.input {
+        let bytes = match &e.input {
             InputEvent::Console(bytes) => {
                 out.push(KIND_CONSOLE);
-                put_varint(&mut out, bytes.len() as u64);
-                out.extend_from_slice(bytes);
+                bytes
             }
-        }
+            InputEvent::Entropy(bytes) => {
+                out.push(KIND_ENTROPY);
+                bytes
+            }
+            InputEvent::RtcBase(ns) => {
+                out.push(KIND_RTC_BASE);
+                put_varint(&mut out, *ns);
+                continue;
+            }
+        };
+        put_varint(&mut out, bytes.len() as u64);
+        out.extend_from_slice(bytes);
     }
     out
 }
@@ -76,16 +88,19 @@ pub fn decode_events(data: &[u8], base: u64) -> Result<Vec<Event>, ReadError> {
             .get(pos)
             .ok_or_else(|| ReadError::BadPayload("an event is cut short".into()))?;
         pos += 1;
-        let input = match kind {
-            KIND_CONSOLE => {
-                let len = get_varint(data, &mut pos)?;
-                if len > MAX_EVENT_BYTES || len as usize > data.len() - pos {
-                    return Err(ReadError::BadPayload("a console event is cut short".into()));
-                }
-                let bytes = data[pos..pos + len as usize].to_vec();
-                pos += len as usize;
-                InputEvent::Console(bytes)
+        let take_bytes = |pos: &mut usize| {
+            let len = get_varint(data, pos)?;
+            if len > MAX_EVENT_BYTES || len as usize > data.len() - *pos {
+                return Err(ReadError::BadPayload("an event is cut short".into()));
             }
+            let bytes = data[*pos..*pos + len as usize].to_vec();
+            *pos += len as usize;
+            Ok(bytes)
+        };
+        let input = match kind {
+            KIND_CONSOLE => InputEvent::Console(take_bytes(&mut pos)?),
+            KIND_ENTROPY => InputEvent::Entropy(take_bytes(&mut pos)?),
+            KIND_RTC_BASE => InputEvent::RtcBase(get_varint(data, &mut pos)?),
             other => {
                 return Err(ReadError::BadPayload(format!("unknown event kind {other}")));
             }
@@ -102,6 +117,14 @@ mod tests {
     #[test]
     fn events_round_trip() {
         let events = vec![
+            Event {
+                icount: 50,
+                input: InputEvent::RtcBase(1_795_894_200_000_000_000),
+            },
+            Event {
+                icount: 50,
+                input: InputEvent::Entropy(vec![7; 32]),
+            },
             Event {
                 icount: 100,
                 input: InputEvent::Console(b"ls\n".to_vec()),

@@ -65,6 +65,16 @@ pub enum ReadError {
     BadPayload(String),
 }
 
+/// A check on a chunk's kind and length (stored in its header), so that a corrupted length
+/// is told apart from a file cut short.
+fn header_check(kind: u8, len: u32) -> [u8; 3] {
+    let mut bytes = [0u8; 5];
+    bytes[0] = kind;
+    bytes[1..].copy_from_slice(&len.to_le_bytes());
+    let h = xxhash_rust::xxh3::xxh3_64(&bytes);
+    [h as u8, (h >> 8) as u8, (h >> 16) as u8]
+}
+
 fn checksum(kind: u8, payload: &[u8]) -> u64 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     h.update(&[kind]);
@@ -101,7 +111,7 @@ impl<W: Write> Writer<W> {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "chunk too large"))?;
         let mut bytes = Vec::with_capacity(CHUNK_HEADER_LEN + payload.len());
         bytes.push(kind as u8);
-        bytes.extend_from_slice(&[0; 3]);
+        bytes.extend_from_slice(&header_check(kind as u8, len));
         bytes.extend_from_slice(&len.to_le_bytes());
         bytes.extend_from_slice(&checksum(kind as u8, payload).to_le_bytes());
         bytes.extend_from_slice(payload);
@@ -168,10 +178,10 @@ impl<'a> Reader<'a> {
             return Ok(None);
         }
         let kind_byte = rest[0];
-        if rest[1..4] != [0; 3] {
+        let len = u32::from_le_bytes(rest[4..8].try_into().unwrap_or_default());
+        if rest[1..4] != header_check(kind_byte, len) {
             return Err(ReadError::Corrupted { offset });
         }
-        let len = u32::from_le_bytes(rest[4..8].try_into().unwrap_or_default());
         let sum = u64::from_le_bytes(rest[8..16].try_into().unwrap_or_default());
         if len > MAX_CHUNK_LEN {
             return Err(ReadError::TooLarge { offset, len });
@@ -303,6 +313,8 @@ mod tests {
     fn huge_claimed_lengths_are_refused_without_allocating() {
         let mut data = sample();
         data[HEADER_LEN + 4..HEADER_LEN + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+        let check = header_check(data[HEADER_LEN], u32::MAX);
+        data[HEADER_LEN + 1..HEADER_LEN + 4].copy_from_slice(&check);
         assert!(matches!(read_all(&data), Err(ReadError::TooLarge { .. })));
     }
 }

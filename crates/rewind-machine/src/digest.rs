@@ -1,0 +1,200 @@
+//! State digests: a compact summary of all guest-visible state that says not only *whether*
+//! two machines differ but *where*: pc, registers, CSRs, each device, and RAM by region.
+//!
+//! RAM is hashed page by page and the page hashes are kept, so a digest costs only the pages
+//! written since the previous one (the dirty set of [`rewind_cpu::Ram`]).
+
+use rewind_cpu::ram::PAGE_SIZE;
+use rewind_cpu::Ram;
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+
+/// RAM is summarised as this many region hashes (fewer for small RAM).
+pub const RAM_REGIONS: usize = 256;
+
+/// A summary of the machine's state at one instruction count.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateDigest {
+    pub icount: u64,
+    pub pc: u64,
+    pub privilege: u8,
+    pub x: Vec<u64>,
+    pub f: Vec<u64>,
+    /// CSR name and value.
+    pub csrs: Vec<(String, u64)>,
+    /// Device (and other hart state) name and a hash of its state.
+    pub devices: Vec<(String, u64)>,
+    /// Guest physical address of RAM and the size of each region.
+    pub ram_base: u64,
+    pub ram_region_size: u64,
+    /// A hash of each RAM region.
+    pub ram_regions: Vec<u64>,
+}
+
+impl StateDigest {
+    /// One hash of everything in the digest.
+    pub fn hash(&self) -> u64 {
+        let mut h = Xxh3::new();
+        h.update(&self.icount.to_le_bytes());
+        h.update(&self.pc.to_le_bytes());
+        h.update(&[self.privilege]);
+        for v in self.x.iter().chain(&self.f).chain(&self.ram_regions) {
+            h.update(&v.to_le_bytes());
+        }
+        for (name, v) in self.csrs.iter().chain(&self.devices) {
+            h.update(name.as_bytes());
+            h.update(&v.to_le_bytes());
+        }
+        h.digest()
+    }
+
+    /// What differs between `self` (expected) and `other` (found), one line each, in the order
+    /// pc, privilege, registers, CSRs, devices, RAM.
+    pub fn differences(&self, other: &StateDigest) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.icount != other.icount {
+            out.push(format!(
+                "instruction count: expected {}, found {}",
+                self.icount, other.icount
+            ));
+        }
+        if self.pc != other.pc {
+            out.push(format!(
+                "pc: expected {:#x}, found {:#x}",
+                self.pc, other.pc
+            ));
+        }
+        if self.privilege != other.privilege {
+            out.push(format!(
+                "privilege: expected {}, found {}",
+                self.privilege, other.privilege
+            ));
+        }
+        let pairs = |a: &[u64], b: &[u64], prefix: &str, names: &[&str], out: &mut Vec<String>| {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                if x != y {
+                    let name = names.get(i).map_or(String::new(), |n| format!(" ({n})"));
+                    out.push(format!(
+                        "register {prefix}{i}{name}: expected {x:#x}, found {y:#x}"
+                    ));
+                }
+            }
+        };
+        pairs(&self.x, &other.x, "x", &ABI_NAMES, &mut out);
+        pairs(&self.f, &other.f, "f", &[], &mut out);
+        let named =
+            |a: &[(String, u64)], b: &[(String, u64)], what: &str, out: &mut Vec<String>| {
+                for ((name, x), (_, y)) in a.iter().zip(b) {
+                    if x != y {
+                        let detail = if what == "CSR" {
+                            format!(": expected {x:#x}, found {y:#x}")
+                        } else {
+                            " state differs".to_string()
+                        };
+                        out.push(format!("{what} {name}{detail}"));
+                    }
+                }
+            };
+        named(&self.csrs, &other.csrs, "CSR", &mut out);
+        named(&self.devices, &other.devices, "device", &mut out);
+        for (i, (x, y)) in self.ram_regions.iter().zip(&other.ram_regions).enumerate() {
+            if x != y {
+                let start = self.ram_base + i as u64 * self.ram_region_size;
+                out.push(format!(
+                    "RAM differs in {start:#x}..{:#x}",
+                    start + self.ram_region_size
+                ));
+            }
+        }
+        if out.is_empty() && self.hash() != other.hash() {
+            out.push("the state differs (shapes differ: a different machine?)".into());
+        }
+        out
+    }
+}
+
+const ABI_NAMES: [&str; 32] = [
+    "zero", "ra", "sp", "gp", "tp", "t0", "t1", "t2", "s0", "s1", "a0", "a1", "a2", "a3", "a4",
+    "a5", "a6", "a7", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "t3", "t4",
+    "t5", "t6",
+];
+
+/// Page hashes of RAM, brought up to date from the dirty set.
+#[derive(Default)]
+pub(crate) struct RamHashes {
+    pages: Vec<u64>,
+}
+
+impl RamHashes {
+    /// Rehashes the pages written since the last call and returns the region hashes with the region size.
+    pub(crate) fn update(&mut self, ram: &mut Ram) -> (u64, Vec<u64>) {
+        let dirty = ram.take_dirty_pages();
+        let data = ram.contents();
+        let page_hash = |p: usize| {
+            let start = p * PAGE_SIZE as usize;
+            xxh3_64(&data[start..start + PAGE_SIZE as usize])
+        };
+        if self.pages.len() != ram.pages() {
+            // RAM starts zeroed, and every write since is in the dirty set.
+            let zero_page = xxh3_64(&[0u8; PAGE_SIZE as usize]);
+            self.pages = vec![zero_page; ram.pages()];
+        }
+        for p in dirty {
+            self.pages[p] = page_hash(p);
+        }
+        let per_region = self.pages.len().div_ceil(RAM_REGIONS).max(1);
+        let regions = self
+            .pages
+            .chunks(per_region)
+            .map(|chunk| {
+                let mut h = Xxh3::new();
+                for v in chunk {
+                    h.update(&v.to_le_bytes());
+                }
+                h.digest()
+            })
+            .collect();
+        (per_region as u64 * PAGE_SIZE, regions)
+    }
+}
+
+/// A hash of a value's `Debug` form: device states are plain data whose Debug lists every field.
+pub(crate) fn debug_hash(value: &dyn std::fmt::Debug) -> u64 {
+    xxh3_64(format!("{value:?}").as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn differences_name_what_differs() {
+        let a = StateDigest {
+            icount: 10,
+            pc: 0x8000_0000,
+            x: vec![0; 32],
+            f: vec![0; 32],
+            csrs: vec![("satp".into(), 0)],
+            devices: vec![("uart".into(), 1)],
+            ram_base: 0x8000_0000,
+            ram_region_size: 0x10_0000,
+            ram_regions: vec![1, 2, 3],
+            ..StateDigest::default()
+        };
+        assert!(a.differences(&a.clone()).is_empty());
+        let mut b = a.clone();
+        b.pc += 4;
+        b.x[10] = 7;
+        b.csrs[0].1 = 8 << 60;
+        b.devices[0].1 = 2;
+        b.ram_regions[2] = 9;
+        let d = a.differences(&b);
+        assert_eq!(d.len(), 5, "{d:?}");
+        assert_eq!(d[0], "pc: expected 0x80000000, found 0x80000004");
+        assert_eq!(d[1], "register x10 (a0): expected 0x0, found 0x7");
+        assert!(d[2].starts_with("CSR satp"));
+        assert_eq!(d[3], "device uart state differs");
+        assert_eq!(d[4], "RAM differs in 0x80200000..0x80300000");
+        assert_ne!(a.hash(), b.hash());
+    }
+}

@@ -1,0 +1,515 @@
+//! A whole recording: the manifest (machine configuration and image hashes), the embedded
+//! images, the timeline of input events and sync points, and how the run ended.
+//!
+//! [`Recorder`] writes one while a run goes on, a whole chunk per write, so a recorder that is
+//! killed leaves a file that reads up to its last whole chunk. [`Recording::parse`] reads one
+//! back and checks all of it (checksums, order, image hashes) before anything is replayed.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::Path;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rewind_machine::{InputEvent, MachineConfig, StateDigest};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::events::{decode_events, encode_events, get_varint, put_varint, Event};
+use crate::format::{compress, decompress, ChunkKind, ReadError, Reader, Writer};
+
+/// Pending events are written out when they reach this many.
+const FLUSH_EVENTS: usize = 4096;
+/// ... or when the oldest unwritten one is this old, so a killed recorder loses little.
+const FLUSH_AGE: Duration = Duration::from_secs(1);
+/// Largest decompressed events chunk accepted.
+const MAX_EVENTS_CHUNK: usize = 64 << 20;
+/// Largest decompressed sync or end chunk accepted.
+const MAX_SMALL_CHUNK: usize = 1 << 20;
+
+/// An image the recorded machine started from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    /// `bios`, `kernel`, `initrd` or `dtb`.
+    pub name: String,
+    pub size: u64,
+    /// SHA-256 of the contents, in hex (what `sha256sum` prints).
+    pub sha256: String,
+}
+
+/// What a recording starts with: enough to rebuild the machine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The program and version that wrote it.
+    pub tool: String,
+    pub machine: MachineConfig,
+    pub images: Vec<ImageRef>,
+    /// Instructions between sync points.
+    pub sync_interval: u64,
+}
+
+/// Why a recorded run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EndReason {
+    /// The guest powered off, with this status.
+    PowerOff(u16),
+    /// The user quit (`Ctrl-A x`).
+    Quit,
+    /// The recorder got SIGINT or SIGTERM.
+    Signal,
+    /// `--max-insns` was reached.
+    Limit,
+    /// The guest waited for an interrupt nothing could raise.
+    Deadlock,
+}
+
+impl EndReason {
+    pub fn describe(&self) -> String {
+        match self {
+            EndReason::PowerOff(code) => format!("the guest powered off (status {code})"),
+            EndReason::Quit => "the user quit (Ctrl-A x)".into(),
+            EndReason::Signal => "the recorder was interrupted (SIGINT or SIGTERM)".into(),
+            EndReason::Limit => "the instruction limit (--max-insns)".into(),
+            EndReason::Deadlock => "the guest waited forever for an interrupt".into(),
+        }
+    }
+}
+
+/// The last chunk of a complete recording.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct End {
+    /// The instruction count (the clock) at the end.
+    pub icount: u64,
+    /// Instructions executed (the clock without time skipped while the hart slept).
+    pub executed: u64,
+    pub reason: EndReason,
+    /// How many bytes the guest wrote to its console, and their hash (xxh3).
+    pub console_bytes: u64,
+    pub console_hash: u64,
+}
+
+/// What happens at one point of a recorded run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Item {
+    /// A value from the host enters the guest.
+    Event(InputEvent),
+    /// The machine's state must match this digest.
+    Sync(Box<StateDigest>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimelineEntry {
+    pub icount: u64,
+    pub item: Item,
+}
+
+#[derive(Debug, Error)]
+pub enum RecordingError {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("the recording is corrupted: {0}")]
+    Invalid(String),
+    #[error("the recording was cut at byte {cut_at}, before {what}: nothing can be replayed")]
+    CutTooEarly { cut_at: u64, what: &'static str },
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+fn invalid(message: impl Into<String>) -> RecordingError {
+    RecordingError::Invalid(message.into())
+}
+
+/// SHA-256 in hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// An embedded image as stored: its hash, and its bytes compressed.
+struct StoredImage {
+    compressed: Vec<u8>,
+}
+
+/// A recording read back and checked.
+pub struct Recording {
+    pub format_version: u32,
+    pub manifest: Manifest,
+    images: BTreeMap<String, StoredImage>,
+    /// Events and sync points in the order they happened.
+    pub timeline: Vec<TimelineEntry>,
+    /// How the run ended; `None` if the file was cut.
+    pub end: Option<End>,
+    /// Where the file was cut (a killed recorder), if it was.
+    pub cut_at: Option<u64>,
+    /// The instruction count up to which the timeline is known to be complete.
+    pub known_until: u64,
+    /// Bytes of the file taken by the event stream (events chunks, with their headers).
+    pub event_bytes: u64,
+    /// Bytes taken by sync points.
+    pub sync_bytes: u64,
+    /// Bytes taken by embedded images.
+    pub image_bytes: u64,
+    pub file_bytes: u64,
+}
+
+impl Recording {
+    /// Reads a recording file.
+    pub fn open(path: &Path) -> Result<Recording, RecordingError> {
+        let data = std::fs::read(path).map_err(|source| RecordingError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Recording::parse(&data)
+    }
+
+    /// Parses and checks a whole recording held in memory. Untrusted input gives an error,
+    /// never a panic.
+    pub fn parse(data: &[u8]) -> Result<Recording, RecordingError> {
+        let mut reader = Reader::new(data)?;
+        let format_version = u32::from_le_bytes(data[8..12].try_into().unwrap_or_default());
+        let first = reader.next_chunk()?;
+        let manifest: Manifest = match first {
+            Some(chunk) if chunk.kind == ChunkKind::Config => {
+                serde_json::from_slice(&chunk.payload)
+                    .map_err(|e| invalid(format!("its configuration does not parse: {e}")))?
+            }
+            Some(chunk) => {
+                return Err(invalid(format!(
+                    "it starts with a {:?} chunk instead of its configuration",
+                    chunk.kind
+                )))
+            }
+            None => {
+                return Err(RecordingError::CutTooEarly {
+                    cut_at: reader.cut_at().unwrap_or(16),
+                    what: "its configuration",
+                })
+            }
+        };
+        if manifest.sync_interval == 0 {
+            return Err(invalid("its sync interval is 0"));
+        }
+        let mut recording = Recording {
+            format_version,
+            manifest,
+            images: BTreeMap::new(),
+            timeline: Vec::new(),
+            end: None,
+            cut_at: None,
+            known_until: 0,
+            event_bytes: 0,
+            sync_bytes: 0,
+            image_bytes: 0,
+            file_bytes: data.len() as u64,
+        };
+        while let Some(chunk) = reader.next_chunk()? {
+            if recording.end.is_some() {
+                return Err(invalid(format!(
+                    "a chunk follows its end (at byte {})",
+                    chunk.offset
+                )));
+            }
+            let size = 16 + chunk.payload.len() as u64;
+            match chunk.kind {
+                ChunkKind::Config => return Err(invalid("it has two configurations")),
+                ChunkKind::Image => {
+                    recording.image_bytes += size;
+                    recording.add_image(&chunk.payload)?;
+                }
+                ChunkKind::Events => {
+                    recording.event_bytes += size;
+                    recording.add_events(&chunk.payload)?;
+                }
+                ChunkKind::Sync => {
+                    recording.sync_bytes += size;
+                    let payload = decompress(&chunk.payload, MAX_SMALL_CHUNK)?;
+                    let digest: StateDigest = postcard::from_bytes(&payload)
+                        .map_err(|e| invalid(format!("a sync point does not parse: {e}")))?;
+                    recording.advance_to(digest.icount)?;
+                    recording.timeline.push(TimelineEntry {
+                        icount: digest.icount,
+                        item: Item::Sync(Box::new(digest)),
+                    });
+                }
+                ChunkKind::End => {
+                    let payload = decompress(&chunk.payload, MAX_SMALL_CHUNK)?;
+                    let end: End = postcard::from_bytes(&payload)
+                        .map_err(|e| invalid(format!("its end does not parse: {e}")))?;
+                    recording.advance_to(end.icount)?;
+                    recording.end = Some(end);
+                }
+            }
+        }
+        recording.cut_at = reader.cut_at();
+        if recording.end.is_none() && recording.cut_at.is_none() {
+            // A recorder killed exactly between two chunks.
+            recording.cut_at = Some(data.len() as u64);
+        }
+        for image in &recording.manifest.images {
+            if !recording.images.contains_key(&image.sha256) {
+                return match recording.cut_at {
+                    Some(cut_at) if recording.timeline.is_empty() => {
+                        Err(RecordingError::CutTooEarly {
+                            cut_at,
+                            what: "its images",
+                        })
+                    }
+                    _ => Err(invalid(format!("the {} image is missing", image.name))),
+                };
+            }
+        }
+        Ok(recording)
+    }
+
+    /// Notes that the timeline reaches `icount`, which must not go back in time.
+    fn advance_to(&mut self, icount: u64) -> Result<(), RecordingError> {
+        if icount < self.known_until {
+            return Err(invalid(format!(
+                "its timeline goes back from instruction {} to {icount}",
+                self.known_until
+            )));
+        }
+        self.known_until = icount;
+        Ok(())
+    }
+
+    fn add_image(&mut self, payload: &[u8]) -> Result<(), RecordingError> {
+        let hash = payload
+            .get(..64)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| invalid("an image chunk has no hash"))?
+            .to_string();
+        if !self.manifest.images.iter().any(|i| i.sha256 == hash) {
+            return Err(invalid("it holds an image its configuration does not name"));
+        }
+        self.images.insert(
+            hash,
+            StoredImage {
+                compressed: payload[64..].to_vec(),
+            },
+        );
+        Ok(())
+    }
+
+    fn add_events(&mut self, payload: &[u8]) -> Result<(), RecordingError> {
+        let payload = decompress(payload, MAX_EVENTS_CHUNK)?;
+        let mut pos = 0;
+        let from = get_varint(&payload, &mut pos)?;
+        let to = get_varint(&payload, &mut pos)?;
+        if from < self.known_until || to < from {
+            return Err(invalid(format!(
+                "an events chunk covers {from}..{to}, out of order after {}",
+                self.known_until
+            )));
+        }
+        for event in decode_events(&payload[pos..], from)? {
+            if event.icount > to {
+                return Err(invalid("an event lies outside its chunk"));
+            }
+            self.timeline.push(TimelineEntry {
+                icount: event.icount,
+                item: Item::Event(event.input),
+            });
+        }
+        self.known_until = to;
+        Ok(())
+    }
+
+    /// The embedded image called `name` (`bios`, `kernel`, `initrd`, `dtb`), decompressed and
+    /// checked against its hash; `None` if the recorded machine had none.
+    pub fn image(&self, name: &str) -> Result<Option<Vec<u8>>, RecordingError> {
+        let Some(image) = self.manifest.images.iter().find(|i| i.name == name) else {
+            return Ok(None);
+        };
+        let stored = self
+            .images
+            .get(&image.sha256)
+            .ok_or_else(|| invalid(format!("the {name} image is missing")))?;
+        let size = usize::try_from(image.size)
+            .ok()
+            .filter(|&s| s <= rewind_machine::MAX_RAM as usize)
+            .ok_or_else(|| invalid(format!("the {name} image claims {} bytes", image.size)))?;
+        let data = decompress(&stored.compressed, size)?;
+        if data.len() != size || sha256_hex(&data) != image.sha256 {
+            return Err(invalid(format!("the {name} image does not match its hash")));
+        }
+        Ok(Some(data))
+    }
+
+    /// Counts of events by kind.
+    pub fn event_counts(&self) -> BTreeMap<&'static str, u64> {
+        let mut counts = BTreeMap::new();
+        for entry in &self.timeline {
+            if let Item::Event(e) = &entry.item {
+                *counts.entry(e.kind_name()).or_default() += 1;
+            }
+        }
+        counts
+    }
+
+    /// Number of sync points.
+    pub fn sync_points(&self) -> usize {
+        self.timeline
+            .iter()
+            .filter(|e| matches!(e.item, Item::Sync(_)))
+            .count()
+    }
+}
+
+#[derive(Debug, Error)]
+#[error("cannot write the recording {path}: {source}")]
+pub struct RecordError {
+    pub path: String,
+    pub source: std::io::Error,
+}
+
+/// Writes a recording as the run goes.
+pub struct Recorder {
+    out: Option<Writer<File>>,
+    /// Hashing and compressing the images takes a while: a thread does it while the run
+    /// starts, and hands the file back before the first events are written.
+    preparing: Option<JoinHandle<std::io::Result<Writer<File>>>>,
+    path: String,
+    pending: Vec<Event>,
+    /// The instruction count the next events chunk starts at.
+    chunk_from: u64,
+    /// When the oldest pending event (or the last chunk) was noted.
+    last_flush: Instant,
+}
+
+impl Recorder {
+    /// Creates `path`; the manifest and the images (each distinct one once) are written by
+    /// a thread meanwhile.
+    pub fn create(
+        path: &Path,
+        tool: String,
+        machine: MachineConfig,
+        sync_interval: u64,
+        images: Vec<(String, Vec<u8>)>,
+    ) -> Result<Recorder, RecordError> {
+        let error = |source| RecordError {
+            path: path.display().to_string(),
+            source,
+        };
+        let file = File::create(path).map_err(error)?;
+        let mut out = Writer::new(file).map_err(error)?;
+        let preparing = std::thread::spawn(move || {
+            let refs: Vec<ImageRef> = images
+                .iter()
+                .map(|(name, data)| ImageRef {
+                    name: name.clone(),
+                    size: data.len() as u64,
+                    sha256: sha256_hex(data),
+                })
+                .collect();
+            let manifest = Manifest {
+                tool,
+                machine,
+                images: refs.clone(),
+                sync_interval,
+            };
+            let json = serde_json::to_vec_pretty(&manifest).expect("a manifest always serialises");
+            out.chunk(ChunkKind::Config, &json)?;
+            let mut written = std::collections::BTreeSet::new();
+            for (r, (_, data)) in refs.iter().zip(&images) {
+                if written.insert(r.sha256.clone()) {
+                    let mut payload = r.sha256.clone().into_bytes();
+                    payload.extend_from_slice(&compress(data));
+                    out.chunk(ChunkKind::Image, &payload)?;
+                }
+            }
+            Ok(out)
+        });
+        Ok(Recorder {
+            out: None,
+            preparing: Some(preparing),
+            path: path.display().to_string(),
+            pending: Vec::new(),
+            chunk_from: 0,
+            last_flush: Instant::now(),
+        })
+    }
+
+    fn error(&self, source: std::io::Error) -> RecordError {
+        RecordError {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Appends a chunk, once the manifest and images are out.
+    fn chunk(&mut self, kind: ChunkKind, payload: &[u8]) -> Result<(), RecordError> {
+        if let Some(thread) = self.preparing.take() {
+            let prepared = thread
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the image writer failed")));
+            self.out = Some(prepared.map_err(|e| self.error(e))?);
+        }
+        let out = self
+            .out
+            .as_mut()
+            .expect("the writer is back once preparing is done");
+        out.chunk(kind, payload).map_err(|e| self.error(e))
+    }
+
+    /// Notes an input event; written out in a chunk soon.
+    pub fn event(&mut self, icount: u64, input: &InputEvent) -> Result<(), RecordError> {
+        if self.pending.is_empty() {
+            self.last_flush = Instant::now();
+        }
+        self.pending.push(Event {
+            icount,
+            input: input.clone(),
+        });
+        if self.pending.len() >= FLUSH_EVENTS {
+            self.flush(icount)?;
+        }
+        Ok(())
+    }
+
+    /// Writes an events chunk if events have waited long enough, or if nothing was written
+    /// for a while: the chunk also tells a reader of a cut file how far the run got.
+    pub fn flush_if_due(&mut self, icount: u64) -> Result<(), RecordError> {
+        if self.last_flush.elapsed() >= FLUSH_AGE {
+            self.flush(icount)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the pending events as a chunk that covers the run up to `icount`.
+    pub fn flush(&mut self, icount: u64) -> Result<(), RecordError> {
+        self.last_flush = Instant::now();
+        if self.pending.is_empty() && icount == self.chunk_from {
+            return Ok(());
+        }
+        let mut raw = Vec::new();
+        put_varint(&mut raw, self.chunk_from);
+        put_varint(&mut raw, icount);
+        raw.extend(encode_events(&self.pending, self.chunk_from));
+        self.chunk(ChunkKind::Events, &compress(&raw))?;
+        self.pending.clear();
+        self.chunk_from = icount;
+        Ok(())
+    }
+
+    /// Writes a sync point (after the events before it).
+    pub fn sync(&mut self, digest: &StateDigest) -> Result<(), RecordError> {
+        self.flush(digest.icount)?;
+        let payload = postcard::to_allocvec(digest).expect("a digest always serialises");
+        self.chunk(ChunkKind::Sync, &compress(&payload))
+    }
+
+    /// Writes the final sync point and the end, completing the file.
+    pub fn finish(mut self, digest: &StateDigest, end: &End) -> Result<(), RecordError> {
+        self.sync(digest)?;
+        let payload = postcard::to_allocvec(end).expect("an end always serialises");
+        self.chunk(ChunkKind::End, &compress(&payload))
+    }
+}

@@ -1,0 +1,439 @@
+//! Live runs (`rewind run`, `rewind record`): the guest's console on standard input and
+//! output, idle time paced to the wall clock, and, when recording, every input written down.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant, SystemTime};
+
+use rewind_machine::{BootImages, InputEvent, Machine, MachineConfig, Stop};
+use rewind_replay::{End, EndReason, Recorder};
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::console::{self, ConsoleEvent};
+use crate::{entropy_from_seed, guest, RecordArgs, RunArgs, EXIT_DEADLOCK, EXIT_LIMIT};
+
+/// Instructions run between looks at the console.
+const SLICE: u64 = 1 << 20;
+/// The longest the live loop waits before looking for signals again.
+const POLL: Duration = Duration::from_millis(100);
+
+fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
+}
+
+/// The images and command line to boot, from the options or the default guest.
+fn boot_images(args: &RunArgs) -> Result<(BootImages, Option<String>), String> {
+    let dtb = args
+        .dtb
+        .as_ref()
+        .map(|p| read_file(p, "device tree"))
+        .transpose()?;
+    let use_default = args.kernel.is_none() && args.bios.is_none();
+    if use_default {
+        let guest = guest::DefaultGuest::locate()?;
+        let images = BootImages {
+            bios: Some(read_file(&guest.firmware, "firmware")?),
+            kernel: Some(read_file(&guest.kernel, "kernel")?),
+            initrd: Some(match &args.initrd {
+                Some(path) => read_file(path, "initrd")?,
+                None => read_file(&guest.initrd, "initrd")?,
+            }),
+            dtb,
+        };
+        let append = args
+            .append
+            .clone()
+            .or(Some(guest::DEFAULT_APPEND.to_string()));
+        return Ok((images, append));
+    }
+    let bios = match args.bios.as_deref() {
+        Some("none") => None,
+        Some(path) => Some(read_file(&PathBuf::from(path), "firmware")?),
+        None => Some(read_file(
+            &guest::DefaultGuest::locate()?.firmware,
+            "firmware",
+        )?),
+    };
+    let kernel = args
+        .kernel
+        .as_ref()
+        .map(|p| read_file(p, "kernel"))
+        .transpose()?;
+    let initrd = args
+        .initrd
+        .as_ref()
+        .map(|p| read_file(p, "initrd"))
+        .transpose()?;
+    Ok((
+        BootImages {
+            bios,
+            kernel,
+            initrd,
+            dtb,
+        },
+        args.append.clone(),
+    ))
+}
+
+/// Host entropy for the device tree's rng-seed.
+fn host_entropy() -> Vec<u8> {
+    let mut seed = vec![0u8; 32];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut seed);
+    }
+    seed
+}
+
+/// The values the host gives the machine before its first instruction: the wall clock and
+/// entropy, from the host or pinned by options.
+fn boot_inputs(args: &RunArgs) -> [InputEvent; 2] {
+    let rtc_base_ns = args.rtc_base.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+    });
+    let entropy = args
+        .entropy_seed
+        .map_or_else(host_entropy, entropy_from_seed);
+    [
+        InputEvent::RtcBase(rtc_base_ns),
+        InputEvent::Entropy(entropy),
+    ]
+}
+
+/// A recording being written, and when its next sync point falls.
+struct RecordSession {
+    recorder: Recorder,
+    sync_interval: u64,
+    next_sync: u64,
+}
+
+/// A live machine with its console, and the recording, if one is made.
+struct Live<'a> {
+    machine: Machine,
+    images: BootImages,
+    args: &'a RunArgs,
+    session: Option<RecordSession>,
+    console_hash: Xxh3,
+    console_bytes: u64,
+}
+
+impl Live<'_> {
+    /// Delivers host input to the guest and writes it down.
+    fn inject(&mut self, event: InputEvent) -> Result<(), String> {
+        self.machine.inject(&event);
+        if let Some(s) = &mut self.session {
+            s.recorder
+                .event(self.machine.hart.icount, &event)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Where the next run must stop: `--max-insns` or the next sync point.
+    fn limit(&self) -> Option<u64> {
+        let sync = self.session.as_ref().map(|s| s.next_sync);
+        match (self.args.max_insns, sync) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Copies the guest's console output to standard output.
+    fn forward_output(&mut self) {
+        let out = self.machine.take_console_output();
+        if out.is_empty() {
+            return;
+        }
+        self.console_hash.update(&out);
+        self.console_bytes += out.len() as u64;
+        let stdout = std::io::stdout();
+        let mut lock = stdout.lock();
+        // A closed standard output must not stop the guest: it may still power off cleanly.
+        let _ = lock.write_all(&out).and_then(|_| lock.flush());
+    }
+
+    /// After the run stopped at `limit()`: writes a sync point if one is due there. Returns
+    /// whether it was a sync point (and the run should go on).
+    fn sync_if_due(&mut self) -> Result<bool, String> {
+        let icount = self.machine.hart.icount;
+        let Some(s) = &mut self.session else {
+            return Ok(false);
+        };
+        if icount < s.next_sync || self.args.max_insns.is_some_and(|l| icount >= l) {
+            return Ok(false);
+        }
+        let digest = self.machine.digest();
+        s.recorder.sync(&digest).map_err(|e| e.to_string())?;
+        s.next_sync = icount.saturating_add(s.sync_interval);
+        Ok(true)
+    }
+
+    /// Writes regularly, so that a killed recorder leaves most of the run behind.
+    fn flush_if_due(&mut self) -> Result<(), String> {
+        if let Some(s) = &mut self.session {
+            s.recorder
+                .flush_if_due(self.machine.hart.icount)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Completes the recording, if one is made.
+    fn finish(&mut self, reason: EndReason) -> Result<(), String> {
+        let Some(s) = self.session.take() else {
+            return Ok(());
+        };
+        let digest = self.machine.digest();
+        let end = End {
+            icount: self.machine.hart.icount,
+            executed: self.machine.executed(),
+            reason,
+            console_bytes: self.console_bytes,
+            console_hash: self.console_hash.digest(),
+        };
+        s.recorder.finish(&digest, &end).map_err(|e| e.to_string())
+    }
+}
+
+/// `rewind run` (no recording) and `rewind record`.
+pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, String> {
+    let (images, append) = boot_images(args)?;
+    let config = MachineConfig {
+        ram_size: args.memory,
+        bootargs: append,
+        icount_shift: args.icount_shift,
+        ..MachineConfig::default()
+    };
+    let mut machine = Machine::new(config, &images).map_err(|e| e.to_string())?;
+    machine.bus.trace = args.trace_mmio;
+    let boot_inputs = boot_inputs(args);
+    for event in &boot_inputs {
+        machine.inject(event);
+    }
+    if let Some(path) = &args.dump_dtb {
+        std::fs::write(path, machine.dtb())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let session = match record {
+        Some(r) => Some(start_recording(&machine, &images, r)?),
+        None => None,
+    };
+    let mut live = Live {
+        machine,
+        images,
+        args,
+        session,
+        console_hash: Xxh3::new(),
+        console_bytes: 0,
+    };
+    if let Some(s) = &mut live.session {
+        for event in &boot_inputs {
+            s.recorder.event(0, event).map_err(|e| e.to_string())?;
+        }
+    }
+
+    console::catch_signals();
+    let raw = console::RawTerminal::enable();
+    let input = console::spawn_reader(raw.is_some());
+    let started = Instant::now();
+    let outcome = loop {
+        match drive(&mut live, &input) {
+            // A reboot starts the board afresh from the same images, as QEMU's reset does.
+            Outcome::Stopped(Stop::Reset) => {
+                if let Err(e) = live.machine.reset(&live.images) {
+                    break Outcome::Error(e.to_string());
+                }
+            }
+            outcome => break outcome,
+        }
+    };
+    drop(raw);
+    let elapsed = started.elapsed();
+    let machine = &mut live.machine;
+    if args.stats {
+        print_stats(machine, elapsed);
+    }
+    if args.state_hash {
+        eprintln!("state hash: {:016x}", machine.state_hash());
+    }
+    let (code, reason) = match outcome {
+        Outcome::Error(message) => return Err(message),
+        Outcome::Stopped(Stop::PowerOff(code)) => {
+            (ExitCode::from(code as u8), EndReason::PowerOff(code))
+        }
+        Outcome::Stopped(Stop::Limit) => {
+            eprintln!(
+                "rewind: stopped after --max-insns {} instructions (pc {:#x}, {}-mode)",
+                machine.hart.icount,
+                machine.hart.pc,
+                machine.hart.privilege_name()
+            );
+            (ExitCode::from(EXIT_LIMIT), EndReason::Limit)
+        }
+        Outcome::Quit => {
+            eprintln!("rewind: terminated (Ctrl-A x)");
+            (ExitCode::SUCCESS, EndReason::Quit)
+        }
+        Outcome::Signal => {
+            eprintln!("rewind: terminated by a signal");
+            (ExitCode::SUCCESS, EndReason::Signal)
+        }
+        Outcome::Deadlock | Outcome::Stopped(_) => {
+            eprintln!(
+                "rewind: the hart waits for an interrupt that nothing can raise (pc {:#x}); stopping",
+                machine.hart.pc
+            );
+            (ExitCode::from(EXIT_DEADLOCK), EndReason::Deadlock)
+        }
+    };
+    live.finish(reason)?;
+    if let Some(r) = record {
+        eprintln!(
+            "rewind: recorded {} to {}",
+            reason.describe(),
+            r.output.display()
+        );
+    }
+    Ok(code)
+}
+
+fn start_recording(
+    machine: &Machine,
+    images: &BootImages,
+    record: &RecordArgs,
+) -> Result<RecordSession, String> {
+    let named: Vec<(String, Vec<u8>)> = [
+        ("bios", images.bios.as_ref()),
+        ("kernel", images.kernel.as_ref()),
+        ("initrd", images.initrd.as_ref()),
+        ("dtb", Some(&machine.dtb().to_vec())),
+    ]
+    .into_iter()
+    .filter_map(|(name, data)| Some((name.to_string(), data?.clone())))
+    .collect();
+    let recorder = Recorder::create(
+        &record.output,
+        format!("rewind {}", env!("CARGO_PKG_VERSION")),
+        machine.config.clone(),
+        record.sync_every,
+        named,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(RecordSession {
+        recorder,
+        sync_interval: record.sync_every,
+        next_sync: record.sync_every,
+    })
+}
+
+pub fn print_stats(machine: &Machine, elapsed: Duration) {
+    let insns = machine.executed();
+    let secs = elapsed.as_secs_f64();
+    eprintln!("instructions: {insns}");
+    eprintln!(
+        "virtual time: {:.6} s",
+        machine.ns_at(machine.hart.icount) as f64 / 1e9
+    );
+    eprintln!("wall time: {secs:.3} s");
+    eprintln!("MIPS: {:.1}", insns as f64 / secs.max(1e-9) / 1e6);
+}
+
+enum Outcome {
+    Stopped(Stop),
+    Quit,
+    Signal,
+    Deadlock,
+    Error(String),
+}
+
+/// Runs the machine live: console output to stdout, input from the reader thread, and idle
+/// time paced to the wall clock unless `--no-pacing`.
+fn drive(live: &mut Live, input: &Receiver<ConsoleEvent>) -> Outcome {
+    match drive_inner(live, input) {
+        Ok(outcome) => outcome,
+        Err(message) => Outcome::Error(message),
+    }
+}
+
+fn drive_inner(live: &mut Live, input: &Receiver<ConsoleEvent>) -> Result<Outcome, String> {
+    let mut pending: VecDeque<u8> = VecDeque::new();
+    let mut input_open = true;
+    let pacing = !live.args.no_pacing;
+    loop {
+        if console::signalled() {
+            return Ok(Outcome::Signal);
+        }
+        // Take what has been typed; the UART accepts what fits in its FIFO.
+        while let Ok(event) = input.try_recv() {
+            match event {
+                ConsoleEvent::Input(bytes) => pending.extend(bytes),
+                ConsoleEvent::Quit => return Ok(Outcome::Quit),
+            }
+        }
+        let room = live.machine.console_room().min(pending.len());
+        if room > 0 {
+            live.inject(InputEvent::Console(pending.drain(..room).collect()))?;
+        }
+        let limit = live.limit();
+        let stop = live.machine.run(limit, SLICE);
+        live.forward_output();
+        live.flush_if_due()?;
+        let until = match stop {
+            Stop::Slice => continue,
+            Stop::Limit if live.sync_if_due()? => continue,
+            Stop::Idle { until } => until,
+            other => return Ok(Outcome::Stopped(other)),
+        };
+        let until = match (until, limit) {
+            (Some(t), Some(l)) => Some(t.min(l)),
+            (None, Some(l)) => Some(l),
+            (t, None) => t,
+        };
+        if !pending.is_empty() {
+            continue; // the FIFO has room again only once the guest reads: let it run
+        }
+        let machine = &mut live.machine;
+        let now = machine.hart.icount;
+        // How long the guest means to sleep, in wall time (pacing), or not at all.
+        let wait = match until {
+            Some(t) if !pacing => {
+                machine.skip_idle(t);
+                continue;
+            }
+            Some(t) => Some(Duration::from_nanos(
+                machine.ns_at(t).saturating_sub(machine.ns_at(now)),
+            )),
+            None if !input_open => return Ok(Outcome::Deadlock),
+            None => None,
+        };
+        let waited_from = Instant::now();
+        // Wait in short steps, so that a signal is seen soon.
+        let event = match wait {
+            Some(d) => input.recv_timeout(d.min(POLL)),
+            None => input.recv_timeout(POLL),
+        };
+        if let Err(RecvTimeoutError::Disconnected) = event {
+            // No more input can come: keep the guest's pace without waiting on it.
+            input_open = false;
+            let step = wait.unwrap_or_default().min(POLL);
+            std::thread::sleep(step.saturating_sub(waited_from.elapsed()));
+        }
+        // The guest's clock moves as far as the wall's did, up to its deadline.
+        let slept = (waited_from.elapsed().as_nanos() as u64) >> machine.config.icount_shift;
+        machine.skip_idle(until.map_or(now + slept, |t| t.min(now + slept)));
+        match event {
+            // Input that arrived while the guest slept arrives at the virtual time that
+            // corresponds to the wall time waited.
+            Ok(ConsoleEvent::Input(bytes)) => pending.extend(bytes),
+            Ok(ConsoleEvent::Quit) => return Ok(Outcome::Quit),
+            Err(_) => {}
+        }
+    }
+}

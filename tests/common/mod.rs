@@ -1,0 +1,148 @@
+//! Helpers shared by the tests that boot the default guest.
+#![allow(dead_code)] // each test file uses its own part
+
+use std::io::{Read, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+pub const PROMPT: &str = "guest# ";
+
+/// A running `rewind run` whose console we read and type into.
+pub struct Console {
+    pub child: Child,
+    pub stdin: ChildStdin,
+    output: Receiver<Vec<u8>>,
+    /// Everything the console showed, as text.
+    pub seen: String,
+    /// Everything the console showed, as bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl Console {
+    /// Starts `rewind` with `args` (a subcommand and its options).
+    pub fn start(args: &[&str]) -> Console {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rewind"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start rewind");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let (tx, output) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Console {
+            child,
+            stdin,
+            output,
+            seen: String::new(),
+            bytes: Vec::new(),
+        }
+    }
+
+    /// Reads until `needle` appears after `from`; returns everything after `from` up to and
+    /// including it.
+    pub fn wait_for(&mut self, from: usize, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(pos) = self.seen[from..].find(needle) {
+                return self.seen[from..from + pos + needle.len()].to_string();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.output.recv_timeout(left) {
+                Ok(bytes) => {
+                    self.seen.push_str(&String::from_utf8_lossy(&bytes));
+                    self.bytes.extend_from_slice(&bytes);
+                }
+                Err(_) => {
+                    let _ = self.child.kill();
+                    panic!(
+                        "no {needle:?} within {timeout:?}; the console showed:\n{}",
+                        self.seen
+                    );
+                }
+            }
+        }
+    }
+
+    /// Types a command at the prompt and returns what it printed before the next prompt.
+    pub fn command(&mut self, line: &str) -> String {
+        // busybox asks the terminal for the cursor position after printing the prompt; give it
+        // a moment so that the typed line is not taken for the answer.
+        std::thread::sleep(Duration::from_millis(300));
+        let from = self.seen.len();
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("type into the console");
+        self.stdin.flush().unwrap();
+        let echoed = self.wait_for(from, &format!("{line}\r\n"), Duration::from_secs(30));
+        let rest = self.wait_for(from + echoed.len(), PROMPT, Duration::from_secs(60));
+        rest[..rest.len() - PROMPT.len()].to_string()
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        // A failed assertion must not leave the machine running.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Fetches the default guest once per test process (the script also locks against others).
+pub fn require_default_guest() {
+    static FETCHED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    FETCHED.get_or_init(fetch_default_guest);
+}
+
+fn fetch_default_guest() {
+    let status = Command::new("scripts/fetch-guest")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::null())
+        .status()
+        .expect("run scripts/fetch-guest");
+    assert!(
+        status.success(),
+        "scripts/fetch-guest failed: the default guest is needed (Debian's riscv64 packages)"
+    );
+}
+
+impl Console {
+    /// Types `text` without waiting for anything.
+    pub fn type_text(&mut self, text: &str) {
+        self.stdin
+            .write_all(text.as_bytes())
+            .expect("type into the console");
+        self.stdin.flush().unwrap();
+    }
+
+    /// Waits for the process to end (reading all its output); returns its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // The reader thread ends at end of file: take what is left.
+                while let Ok(bytes) = self.output.recv_timeout(Duration::from_secs(5)) {
+                    self.seen.push_str(&String::from_utf8_lossy(&bytes));
+                    self.bytes.extend_from_slice(&bytes);
+                }
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rewind did not end:\n{}",
+                self.seen
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! `rewind record`, `rewind replay` and `rewind inspect` on real guests: a typed Debian shell
+//! session replayed byte for byte from the recording alone, divergence detection, recorders
+//! stopped by signals and killed, and recordings that are corrupted, cut or foreign.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{require_default_guest, Console, PROMPT};
+
+const POWEROFF_APPEND: &str = "console=ttyS0 rdinit=/init quiet cryptomgr.notests rewind.poweroff";
+
+fn rewind(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rewind"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run rewind")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn state_hash(out: &Output) -> String {
+    stderr(out)
+        .lines()
+        .find_map(|l| l.strip_prefix("state hash: "))
+        .unwrap_or_else(|| panic!("no state hash in:\n{}", stderr(out)))
+        .to_string()
+}
+
+/// A fresh folder for one test's files.
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The default guest's images, copied into `dir` so that a test can delete them.
+fn copy_default_guest(dir: &Path) -> [PathBuf; 3] {
+    require_default_guest();
+    let guest = String::from_utf8(
+        Command::new("scripts/fetch-guest")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let guest = Path::new(guest.trim());
+    ["fw_dynamic.bin", "Image", "initramfs.cpio.gz"].map(|name| {
+        let copy = dir.join(name);
+        std::fs::copy(guest.join(name), &copy).unwrap();
+        copy
+    })
+}
+
+fn image_args(images: &[PathBuf; 3]) -> Vec<String> {
+    let [bios, kernel, initrd] = images;
+    ["--bios", "--kernel", "--initrd"]
+        .iter()
+        .zip([bios, kernel, initrd])
+        .flat_map(|(opt, path)| [opt.to_string(), path.display().to_string()])
+        .collect()
+}
+
+fn inspect_json(recording: &Path) -> serde_json::Value {
+    let out = rewind(&["inspect", "--json", recording.to_str().unwrap()]);
+    assert!(out.status.success(), "inspect failed: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("inspect --json prints JSON")
+}
+
+#[test]
+fn a_typed_debian_session_replays_byte_for_byte_without_its_images() {
+    let dir = scratch("session");
+    let images = copy_default_guest(&dir);
+    let recording = dir.join("session.rwd");
+    let mut args = vec![
+        "record",
+        "-o",
+        recording.to_str().unwrap(),
+        "--append",
+        "console=ttyS0 rdinit=/init quiet cryptomgr.notests",
+    ];
+    let image_args = image_args(&images);
+    args.extend(image_args.iter().map(String::as_str));
+    let mut console = Console::start(&args);
+    console.wait_for(0, PROMPT, Duration::from_secs(180));
+    let random = console.command("head -c 32 /dev/urandom | od -x");
+    assert_eq!(random.lines().count(), 3, "od printed:\n{random}");
+    console.command("date");
+    let interrupts = console.command("cat /proc/interrupts");
+    assert!(interrupts.contains("ttyS0"), "{interrupts}");
+    console.command("sleep 1; echo slept");
+    console.type_text("poweroff -f\n");
+    let status = console.wait_exit(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "the recorded guest must power off");
+    let recorded_output = console.bytes.clone();
+    drop(console);
+
+    // The recording needs nothing but itself.
+    for image in &images {
+        std::fs::remove_file(image).unwrap();
+    }
+    let replay1 = rewind(&["replay", "--state-hash", recording.to_str().unwrap()]);
+    assert_eq!(replay1.status.code(), Some(0), "{}", stderr(&replay1));
+    assert!(
+        replay1.stdout == recorded_output,
+        "the replay printed other bytes than the recorded run:\n--- recorded\n{}\n--- replayed\n{}",
+        String::from_utf8_lossy(&recorded_output),
+        String::from_utf8_lossy(&replay1.stdout)
+    );
+    assert!(stderr(&replay1).contains("replay complete"));
+    let replay2 = rewind(&["replay", "--state-hash", recording.to_str().unwrap()]);
+    assert_eq!(replay2.stdout, recorded_output);
+    assert_eq!(
+        state_hash(&replay1),
+        state_hash(&replay2),
+        "two replays ended in different states"
+    );
+
+    // What inspect says about it.
+    let info = inspect_json(&recording);
+    assert_eq!(info["format_version"], 1);
+    assert_eq!(info["complete"], true);
+    let instructions = info["instructions"].as_u64().unwrap();
+    assert!(instructions > 500_000_000, "{info}");
+    assert_eq!(
+        info["virtual_ns"].as_u64(),
+        Some(instructions),
+        "icount shift 0: 1 ns per instruction"
+    );
+    assert_eq!(info["events"]["rtc_base"], 1);
+    assert_eq!(info["events"]["entropy"], 1);
+    let typed_lines = 6;
+    assert!(
+        info["events"]["console"].as_u64().unwrap() >= typed_lines,
+        "{info}"
+    );
+    let event_bytes = info["event_bytes"].as_u64().unwrap();
+    assert!(event_bytes > 0 && event_bytes < 20_000, "{info}");
+    let names: Vec<&str> = info["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["bios", "kernel", "initrd", "dtb"]);
+    assert_eq!(info["machine"]["ram_size"], 512 << 20);
+    assert!(info["machine"]["bootargs"]
+        .as_str()
+        .unwrap()
+        .contains("rdinit=/init"));
+}
+
+/// Records the default guest booting to its init, which powers off at once.
+fn record_boot(dir: &Path, name: &str, extra: &[&str]) -> (PathBuf, Output) {
+    require_default_guest();
+    let recording = dir.join(name);
+    let mut args = vec![
+        "record",
+        "-o",
+        recording.to_str().unwrap(),
+        "--no-pacing",
+        "--state-hash",
+        "--append",
+        POWEROFF_APPEND,
+    ];
+    args.extend_from_slice(extra);
+    let out = rewind(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    (recording, out)
+}
+
+#[test]
+fn replay_ends_in_the_recorded_state_and_divergence_is_caught_at_the_next_sync_point() {
+    let dir = scratch("divergence");
+    let (recording, recorded) = record_boot(&dir, "boot.rwd", &["--sync-every", "50000000"]);
+    let path = recording.to_str().unwrap();
+    let replay = rewind(&["replay", "--state-hash", path]);
+    assert_eq!(replay.status.code(), Some(0), "{}", stderr(&replay));
+    assert_eq!(replay.stdout, recorded.stdout);
+    assert_eq!(
+        state_hash(&replay),
+        state_hash(&recorded),
+        "the replay must end in the recorder's final state"
+    );
+
+    // A flipped bit in RAM that the guest does not touch: the next sync point sees it.
+    let out = rewind(&["replay", path, "--perturb", "120000000:ram:0x90000000"]);
+    let message = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{message}");
+    assert!(
+        message.contains("sync point at instruction 150000000 differs"),
+        "{message}"
+    );
+    assert!(
+        message.contains("RAM differs in 0x90000000..0x90200000"),
+        "{message}"
+    );
+    // A register changed exactly at a sync point is named there.
+    let out = rewind(&["replay", path, "--perturb", "200000000:x10"]);
+    let message = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{message}");
+    assert!(
+        message.contains("sync point at instruction 200000000 differs")
+            && message.contains("register x10 (a0)"),
+        "{message}"
+    );
+    // The console output before the divergence is the recorded run's.
+    assert!(recorded.stdout.starts_with(&out.stdout));
+    let out = rewind(&["replay", path, "--perturb", "250000000:pc"]);
+    let message = stderr(&out);
+    assert!(message.contains("\n  pc: expected"), "{message}");
+}
+
+/// A recorder ended by a signal writes a whole recording; one killed by SIGKILL leaves one
+/// that replays up to its last whole chunk and says it was cut.
+#[test]
+fn signals_end_recordings_cleanly_and_a_killed_recorder_leaves_a_replayable_prefix() {
+    let dir = scratch("signals");
+    for (signal, complete) in [("TERM", true), ("INT", true), ("KILL", false)] {
+        let recording = dir.join(format!("{signal}.rwd"));
+        let mut console = Console::start(&["record", "-o", recording.to_str().unwrap()]);
+        console.wait_for(0, PROMPT, Duration::from_secs(180));
+        console.command("echo before-the-signal");
+        // Let the recorder write out the events (it does at least once a second).
+        std::thread::sleep(Duration::from_millis(1500));
+        let killed = Command::new("kill")
+            .args([format!("-{signal}"), console.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let status = console.wait_exit(Duration::from_secs(30));
+        let recorded_output = console.bytes.clone();
+        drop(console);
+
+        let info = inspect_json(&recording);
+        let replay = rewind(&["replay", recording.to_str().unwrap()]);
+        let message = stderr(&replay);
+        if complete {
+            assert_eq!(status.code(), Some(0), "SIG{signal}");
+            assert_eq!(info["complete"], true, "SIG{signal}: {info}");
+            assert_eq!(replay.status.code(), Some(0), "SIG{signal}: {message}");
+            assert_eq!(replay.stdout, recorded_output, "SIG{signal}");
+        } else {
+            assert_eq!(info["complete"], false, "{info}");
+            assert_eq!(replay.status.code(), Some(4), "{message}");
+            assert!(message.contains("was cut at byte"), "{message}");
+            assert!(
+                recorded_output.starts_with(&replay.stdout),
+                "a cut replay printed bytes the recorded run did not"
+            );
+            let replayed = String::from_utf8_lossy(&replay.stdout);
+            assert!(
+                replayed.contains("before-the-signal"),
+                "the prefix lost the typed command:\n{replayed}"
+            );
+        }
+    }
+}
+
+/// A small recording of a bare-metal program, fast to replay.
+fn small_recording(dir: &Path) -> (PathBuf, Vec<u8>) {
+    let program = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guest/build/cprog.elf");
+    let status = Command::new("make")
+        .args(["-s", "-C", "tests/guest", "build/cprog.elf"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("make (gcc-riscv64-unknown-elf: scripts/install-deps)");
+    assert!(status.success());
+    let recording = dir.join("small.rwd");
+    let out = rewind(&[
+        "record",
+        "-o",
+        recording.to_str().unwrap(),
+        "--bios",
+        "none",
+        "--kernel",
+        program.to_str().unwrap(),
+        "--sync-every",
+        "1000000",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("PASS"));
+    (recording, out.stdout)
+}
+
+#[test]
+fn corrupted_cut_foreign_and_newer_recordings_are_refused_without_console_output() {
+    let dir = scratch("bad-recordings");
+    let (recording, output) = small_recording(&dir);
+    let good = std::fs::read(&recording).unwrap();
+    let replay = rewind(&["replay", recording.to_str().unwrap()]);
+    assert_eq!(replay.status.code(), Some(0), "{}", stderr(&replay));
+    assert_eq!(replay.stdout, output);
+    let bad = dir.join("bad.rwd");
+    let bad_path = bad.to_str().unwrap();
+
+    // Flipped bytes anywhere: refused before the first instruction.
+    let positions: Vec<usize> = (0..24)
+        .chain((24..good.len()).step_by(good.len() / 60))
+        .collect();
+    for &i in &positions {
+        let mut data = good.clone();
+        data[i] ^= 0x40;
+        std::fs::write(&bad, &data).unwrap();
+        let out = rewind(&["replay", bad_path]);
+        let message = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "byte {i}: {message}");
+        assert!(
+            out.stdout.is_empty(),
+            "byte {i}: console bytes from a bad file"
+        );
+        assert!(
+            ["corrupted", "newer", "not a Rewind recording"]
+                .iter()
+                .any(|m| message.contains(m)),
+            "byte {i}: {message}"
+        );
+        assert!(!message.contains("panicked"), "byte {i}: {message}");
+        let inspected = rewind(&["inspect", bad_path]);
+        assert_eq!(inspected.status.code(), Some(1), "inspect, byte {i}");
+    }
+
+    // Cut anywhere: a prefix of the recorded output, and a clear word that it was cut.
+    for len in (0..good.len()).step_by(good.len() / 40) {
+        std::fs::write(&bad, &good[..len]).unwrap();
+        let out = rewind(&["replay", bad_path]);
+        let message = stderr(&out);
+        assert_ne!(out.status.code(), Some(0), "cut at {len}: {message}");
+        assert!(output.starts_with(&out.stdout), "cut at {len}");
+        assert!(
+            message.contains("cut") || message.contains("not a Rewind recording"),
+            "cut at {len}: {message}"
+        );
+        assert!(!message.contains("panicked"), "cut at {len}: {message}");
+    }
+
+    // Not a recording at all, or from a newer Rewind.
+    let elf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guest/build/cprog.elf");
+    for (file, expected) in [
+        (elf.to_str().unwrap(), "not a Rewind recording"),
+        ("/nonexistent.rwd", "cannot read /nonexistent.rwd"),
+        ("/", "cannot read /"),
+    ] {
+        let out = rewind(&["replay", file]);
+        assert_eq!(out.status.code(), Some(1), "{file}");
+        assert!(stderr(&out).contains(expected), "{file}: {}", stderr(&out));
+    }
+    let mut newer = good.clone();
+    newer[8] = 2;
+    std::fs::write(&bad, &newer).unwrap();
+    let out = rewind(&["replay", bad_path]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("format version 2, newer"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(out.stdout.is_empty());
+}
