@@ -59,7 +59,7 @@ struct RecordArgs {
     #[arg(short, long, value_name = "FILE")]
     output: PathBuf,
     /// Instructions between sync points (state hashes that let a replay detect divergence).
-    #[arg(long, value_name = "N", default_value_t = 1 << 27, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 1 << 28, value_parser = clap::value_parser!(u64).range(1..))]
     sync_every: u64,
     #[command(flatten)]
     run: RunArgs,

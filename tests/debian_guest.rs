@@ -231,12 +231,14 @@ fn opensbi_fw_jump_boots_and_an_elf_linked_outside_ram_is_refused() {
     );
 }
 
-/// On a terminal the console is raw and `Ctrl-A x` quits, as in QEMU. `script` (util-linux)
-/// gives rewind a pseudo-terminal and types what we send into it.
+/// On a terminal the console is raw and `Ctrl-A x` quits, as in QEMU; a recording ended that
+/// way is complete and replays. `script` (util-linux) gives rewind a pseudo-terminal and types
+/// what we send into it.
 #[test]
-fn ctrl_a_x_quits_on_a_terminal() {
+fn ctrl_a_x_quits_on_a_terminal_and_completes_the_recording() {
     require_default_guest();
-    let command = format!("{} run", env!("CARGO_BIN_EXE_rewind"));
+    let recording = format!("{}/ctrl-a-x.rwd", env!("CARGO_TARGET_TMPDIR"));
+    let command = format!("{} record -o {recording}", env!("CARGO_BIN_EXE_rewind"));
     let mut child = Command::new("script")
         .args(["-qefc", &command, "/dev/null"])
         .stdin(Stdio::piped())
@@ -269,4 +271,11 @@ fn ctrl_a_x_quits_on_a_terminal() {
         .unwrap();
     assert_eq!(status.code(), Some(0), "{output}");
     assert!(output.contains("terminated (Ctrl-A x)"), "{output}");
+    let replay = Command::new(env!("CARGO_BIN_EXE_rewind"))
+        .args(["replay", &recording])
+        .output()
+        .unwrap();
+    let message = String::from_utf8_lossy(&replay.stderr);
+    assert_eq!(replay.status.code(), Some(0), "{message}");
+    assert!(message.contains("the user quit (Ctrl-A x)"), "{message}");
 }

@@ -199,7 +199,7 @@ fn replay_ends_in_the_recorded_state_and_divergence_is_caught_at_the_next_sync_p
         "{message}"
     );
     assert!(
-        message.contains("RAM differs in 0x90000000..0x90200000"),
+        message.contains("RAM differs in 0x90000000..0x90400000"),
         "{message}"
     );
     // A register changed exactly at a sync point is named there.

@@ -192,7 +192,8 @@ impl Hart {
                 };
             if fill {
                 if access == Access::Store {
-                    // Fast-path stores never mark pages: mark the page now (see `Ram::dirty`).
+                    // Fast-path stores never mark pages, so mark it now (see `Ram::dirty`): the
+                    // slow path's write marks it too, unless the store faults on its next page.
                     ram.mark_dirty(off);
                 }
                 self.tlb.fill(privilege, access, vaddr, off);

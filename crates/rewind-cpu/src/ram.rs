@@ -12,6 +12,9 @@ use crate::decode::Op;
 pub const PAGE_SIZE: u64 = 4096;
 pub const PAGE_SHIFT: u32 = 12;
 pub(crate) const SLOTS_PER_PAGE: usize = (PAGE_SIZE / 2) as usize;
+/// Room kept after RAM for a read-only region (the reset ROM), so that placing one never
+/// moves RAM.
+pub const MAX_ROM_LEN: u64 = 64 << 10;
 /// Decoded ops kept before the whole cache is dropped and rebuilt on demand.
 const MAX_CACHED_OPS: usize = 1 << 22;
 
@@ -47,21 +50,29 @@ pub struct Ram {
 
 impl Ram {
     /// Zero-filled RAM of `size` bytes (rounded up to a page) at guest physical `base`.
+    /// Panics if the host cannot give that much memory: see [`Ram::try_new`].
     pub fn new(base: u64, size: u64) -> Ram {
-        let size = size.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        Ram::try_new(base, size).expect("the host has memory for this RAM")
+    }
+
+    /// Zero-filled RAM, or `None` if the host cannot give that much memory. Pages are only
+    /// backed by host memory once written.
+    pub fn try_new(base: u64, size: u64) -> Option<Ram> {
+        let size = size.checked_next_multiple_of(PAGE_SIZE)?;
         let pages = (size / PAGE_SIZE) as usize;
-        Ram {
+        let data = zeroed_bytes(usize::try_from(size.checked_add(MAX_ROM_LEN)?).ok()?)?;
+        Some(Ram {
             base,
             size,
             rom_base: 0,
             rom_len: 0,
-            data: vec![0u8; size as usize].into_boxed_slice(),
+            data,
             code: CodeCache {
-                page_of: vec![0; pages],
+                page_of: vec![0; data_pages(size)],
                 ..CodeCache::default()
             },
             dirty: vec![0; pages.div_ceil(64)],
-        }
+        })
     }
 
     /// Number of RAM pages.
@@ -132,17 +143,20 @@ impl Ram {
         (off as u64) < self.size
     }
 
-    /// Places a read-only region of whole pages at `base` (outside RAM), holding `bytes`.
-    /// Replaces any previous one; decoded code is dropped, so call it before running.
+    /// Places a read-only region of whole pages at `base` (outside RAM), holding `bytes`, at
+    /// most [`MAX_ROM_LEN`] long. Replaces any previous one; decoded code is dropped, so call
+    /// it before running.
     pub fn set_rom(&mut self, base: u64, len: u64, bytes: &[u8]) {
-        let len = len.max(bytes.len() as u64).div_ceil(PAGE_SIZE) * PAGE_SIZE;
-        let mut data = self.data[..self.size as usize].to_vec();
-        data.resize((self.size + len) as usize, 0);
-        data[self.size as usize..self.size as usize + bytes.len()].copy_from_slice(bytes);
-        self.data = data.into_boxed_slice();
+        let len = len
+            .max(bytes.len() as u64)
+            .next_multiple_of(PAGE_SIZE)
+            .min(MAX_ROM_LEN);
+        let rom = &mut self.data[self.size as usize..];
+        rom.fill(0);
+        let n = bytes.len().min(len as usize);
+        rom[..n].copy_from_slice(&bytes[..n]);
         self.rom_base = base;
         self.rom_len = len;
-        self.code.page_of = vec![0; (self.data.len() as u64 / PAGE_SIZE) as usize];
         self.clear_code();
     }
 
@@ -258,6 +272,29 @@ impl Ram {
         self.code.entries.clear();
         self.code.ops.clear();
         self.code.epoch += 1;
+    }
+}
+
+/// Pages of RAM and ROM room together.
+fn data_pages(ram_size: u64) -> usize {
+    ((ram_size + MAX_ROM_LEN) / PAGE_SIZE) as usize
+}
+
+/// `len` zero bytes from the allocator, lazily backed by the host's zero pages; `None` if the
+/// host refuses (rather than aborting, as `vec![0; len]` does).
+fn zeroed_bytes(len: usize) -> Option<Box<[u8]>> {
+    let layout = std::alloc::Layout::array::<u8>(len).ok()?;
+    if layout.size() == 0 {
+        return Some(Box::new([]));
+    }
+    // SAFETY: the layout has a non-zero size; a non-null result is a block of `len` zeroed
+    // bytes that we own, allocated with the layout `Box<[u8]>` frees it with.
+    unsafe {
+        let ptr = std::alloc::alloc_zeroed(layout);
+        if ptr.is_null() {
+            return None;
+        }
+        Some(Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, len)))
     }
 }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 /// RAM is summarised as this many region hashes (fewer for small RAM).
-pub const RAM_REGIONS: usize = 256;
+pub const RAM_REGIONS: usize = 128;
 
 /// A summary of the machine's state at one instruction count.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +166,37 @@ pub(crate) fn debug_hash(value: &dyn std::fmt::Debug) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Machine, MachineConfig};
+
+    /// Region hashes computed from scratch, for comparison with the incremental ones.
+    fn full_regions(ram: &Ram) -> Vec<u64> {
+        let mut fresh = RamHashes::default();
+        let mut copy = Ram::new(ram.base(), ram.size());
+        copy.write(ram.base(), ram.contents()).unwrap();
+        fresh.update(&mut copy).1
+    }
+
+    #[test]
+    fn incremental_ram_hashes_see_every_store_including_the_fast_path() {
+        // Stores a counter to 64 pages in turn, forever: sd, addi, lui, add, addi, bnez.
+        let program: [u32; 13] = [
+            0x801002b7, 0x02029293, 0x0202d293, 0x00000313, 0x00028e13, 0x04000e93, 0x006e3023,
+            0x00130313, 0x00001f37, 0x01ee0e33, 0xfffe8e93, 0xfe0e96e3, 0xfe1ff06f,
+        ];
+        let mut machine = Machine::bare(MachineConfig::default()).unwrap();
+        let code: Vec<u8> = program.iter().flat_map(|w| w.to_le_bytes()).collect();
+        machine.ram.write(crate::RAM_BASE, &code).unwrap();
+        let start = machine.digest();
+        assert_eq!(start.ram_regions, full_regions(&machine.ram));
+        let mut seen = vec![start.hash()];
+        for budget in [200, 1000, 50, 5000] {
+            machine.run(None, budget);
+            let digest = machine.digest();
+            assert_eq!(digest.ram_regions, full_regions(&machine.ram));
+            assert!(!seen.contains(&digest.hash()), "the digest missed stores");
+            seen.push(digest.hash());
+        }
+    }
 
     #[test]
     fn differences_name_what_differs() {

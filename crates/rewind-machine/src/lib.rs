@@ -69,6 +69,8 @@ pub enum MachineError {
         "memory size {size} bytes is not usable: give --memory between 2M and 64G, in whole pages"
     )]
     BadMemorySize { size: u64 },
+    #[error("the host cannot give {size} bytes of guest RAM: give less --memory")]
+    OutOfMemory { size: u64 },
     #[error("cannot build the device tree: {0}")]
     DeviceTree(String),
     #[error("the device tree ({size} bytes) does not fit in RAM; give more --memory")]
@@ -291,7 +293,10 @@ impl Machine {
                 size: config.ram_size,
             });
         }
-        let ram = Ram::new(config.ram_base, config.ram_size);
+        let ram =
+            Ram::try_new(config.ram_base, config.ram_size).ok_or(MachineError::OutOfMemory {
+                size: config.ram_size,
+            })?;
         let mut hart = Hart::new(0, config.ram_base);
         hart.icount_shift = config.icount_shift;
         let bus = Bus {

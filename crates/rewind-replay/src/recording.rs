@@ -513,3 +513,134 @@ impl Recorder {
         self.chunk(ChunkKind::End, &compress(&payload))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest_at(icount: u64) -> StateDigest {
+        StateDigest {
+            icount,
+            pc: 0x8000_0000 + icount,
+            x: vec![icount; 32],
+            ..StateDigest::default()
+        }
+    }
+
+    /// A recording with two images (one twice), events around two sync points, and an end.
+    fn sample(path: &Path) -> Vec<u8> {
+        let kernel = vec![0x13u8; 100_000];
+        let images = vec![
+            ("kernel".to_string(), kernel.clone()),
+            ("initrd".to_string(), kernel),
+            ("dtb".to_string(), b"dtb".to_vec()),
+        ];
+        let mut r =
+            Recorder::create(path, "test".into(), MachineConfig::default(), 100, images).unwrap();
+        r.event(0, &InputEvent::RtcBase(5)).unwrap();
+        r.event(0, &InputEvent::Entropy(vec![1; 32])).unwrap();
+        r.event(40, &InputEvent::Console(b"ls\n".to_vec())).unwrap();
+        r.sync(&digest_at(100)).unwrap();
+        r.event(100, &InputEvent::Console(b"x".to_vec())).unwrap();
+        r.flush(150).unwrap();
+        r.event(170, &InputEvent::Console(b"y".to_vec())).unwrap();
+        let end = End {
+            icount: 180,
+            executed: 170,
+            reason: EndReason::PowerOff(0),
+            console_bytes: 3,
+            console_hash: 9,
+        };
+        r.finish(&digest_at(180), &end).unwrap();
+        std::fs::read(path).unwrap()
+    }
+
+    fn temp(name: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("rewind-{}-{name}", std::process::id()))
+    }
+
+    #[test]
+    fn what_is_recorded_reads_back_in_order() {
+        let path = temp("round-trip.rwd");
+        let data = sample(&path);
+        let _ = std::fs::remove_file(&path);
+        let rec = Recording::parse(&data).unwrap();
+        assert_eq!(rec.cut_at, None);
+        assert_eq!(rec.end.as_ref().unwrap().icount, 180);
+        let order: Vec<(u64, &str)> = rec
+            .timeline
+            .iter()
+            .map(|e| match &e.item {
+                Item::Event(input) => (e.icount, input.kind_name()),
+                Item::Sync(_) => (e.icount, "sync"),
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [
+                (0, "rtc_base"),
+                (0, "entropy"),
+                (40, "console"),
+                (100, "sync"),
+                (100, "console"),
+                (170, "console"),
+                (180, "sync"),
+            ]
+        );
+        assert_eq!(rec.image("kernel").unwrap().unwrap(), vec![0x13; 100_000]);
+        assert_eq!(rec.image("initrd").unwrap().unwrap(), vec![0x13; 100_000]);
+        assert_eq!(rec.image("dtb").unwrap().unwrap(), b"dtb");
+        assert_eq!(rec.image("bios").unwrap(), None);
+        // The two identical images are stored once.
+        assert!(rec.image_bytes < 2_000, "{}", rec.image_bytes);
+        assert_eq!(rec.event_counts()["console"], 3);
+        assert_eq!(rec.sync_points(), 2);
+    }
+
+    #[test]
+    fn every_prefix_is_a_cut_recording_or_an_error() {
+        let path = temp("prefixes.rwd");
+        let data = sample(&path);
+        let _ = std::fs::remove_file(&path);
+        let mut last_known = 0;
+        for len in 0..data.len() {
+            match Recording::parse(&data[..len]) {
+                Ok(rec) => {
+                    assert!(rec.end.is_none() && rec.cut_at.is_some(), "prefix {len}");
+                    assert!(rec.known_until >= last_known, "prefix {len}");
+                    last_known = rec.known_until;
+                }
+                Err(e) => assert!(
+                    matches!(
+                        e,
+                        RecordingError::CutTooEarly { .. }
+                            | RecordingError::Read(ReadError::NotARecording)
+                    ),
+                    "prefix {len}: {e}"
+                ),
+            }
+        }
+        assert_eq!(
+            last_known, 180,
+            "the last prefix knows everything but the end"
+        );
+    }
+
+    #[test]
+    fn chunks_out_of_order_are_corruption() {
+        let mut w = Writer::new(Vec::new()).unwrap();
+        let manifest = Manifest {
+            tool: "test".into(),
+            machine: MachineConfig::default(),
+            images: vec![],
+            sync_interval: 10,
+        };
+        w.chunk(ChunkKind::Config, &serde_json::to_vec(&manifest).unwrap())
+            .unwrap();
+        let sync = |icount| compress(&postcard::to_allocvec(&digest_at(icount)).unwrap());
+        w.chunk(ChunkKind::Sync, &sync(50)).unwrap();
+        w.chunk(ChunkKind::Sync, &sync(20)).unwrap();
+        let err = Recording::parse(&w.into_inner()).err().unwrap();
+        assert!(err.to_string().contains("goes back"), "{err}");
+    }
+}
