@@ -42,16 +42,7 @@ fn scratch(name: &str) -> PathBuf {
 
 /// The default guest's images, copied into `dir` so that a test can delete them.
 fn copy_default_guest(dir: &Path) -> [PathBuf; 3] {
-    require_default_guest();
-    let guest = String::from_utf8(
-        Command::new("scripts/fetch-guest")
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let guest = Path::new(guest.trim());
+    let guest = common::default_guest_dir();
     ["fw_dynamic.bin", "Image", "initramfs.cpio.gz"].map(|name| {
         let copy = dir.join(name);
         std::fs::copy(guest.join(name), &copy).unwrap();

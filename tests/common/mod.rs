@@ -146,3 +146,13 @@ impl Console {
         }
     }
 }
+
+/// The folder holding the default guest's images (fetched first if needed).
+pub fn default_guest_dir() -> std::path::PathBuf {
+    require_default_guest();
+    let out = Command::new("scripts/fetch-guest")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run scripts/fetch-guest");
+    std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}

@@ -19,6 +19,8 @@ pub const MSTATUS_TW: u64 = 1 << 21;
 pub const MSTATUS_TSR: u64 = 1 << 22;
 /// UXL = SXL = 2 (64-bit), read-only.
 const MSTATUS_XLEN: u64 = 2 << 32 | 2 << 34;
+/// Bits that a stored mstatus may hold (SD is computed on reads).
+pub(crate) const MSTATUS_STORED: u64 = MSTATUS_WRITABLE | MSTATUS_XLEN | MSTATUS_SD;
 const MSTATUS_SD: u64 = 1 << 63;
 
 const MSTATUS_WRITABLE: u64 = MSTATUS_SIE
@@ -112,7 +114,7 @@ pub mod num {
 
 /// Every CSR value that is guest-visible state. Counters are stored as offsets from the
 /// instruction count so that they need no work per instruction.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CsrState {
     pub mstatus: u64,
     pub medeleg: u64,

@@ -8,8 +8,10 @@ mod fpu;
 pub mod hart;
 mod mmu;
 pub mod ram;
+mod state;
 pub mod trap;
 
 pub use hart::{Exit, Hart, Mmio, PRIV_M, PRIV_S, PRIV_U};
 pub use ram::Ram;
+pub use state::HartState;
 pub use trap::{Access, Trap};

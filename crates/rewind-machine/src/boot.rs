@@ -32,7 +32,7 @@ pub struct BootImages {
 }
 
 /// Where things went.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BootLayout {
     /// First instruction the hart runs (after the reset ROM's hand-over).
     pub entry: u64,

@@ -126,9 +126,8 @@ pub(crate) struct RamHashes {
 }
 
 impl RamHashes {
-    /// Rehashes the pages written since the last call and returns the region hashes with the region size.
-    pub(crate) fn update(&mut self, ram: &mut Ram) -> (u64, Vec<u64>) {
-        let dirty = ram.take_dirty_pages();
+    /// Rehashes the `dirty` pages (a bit per page) and returns the region hashes with the region size.
+    pub(crate) fn update(&mut self, ram: &Ram, dirty: &[u64]) -> (u64, Vec<u64>) {
         let data = ram.contents();
         let page_hash = |p: usize| {
             let start = p * PAGE_SIZE as usize;
@@ -139,9 +138,7 @@ impl RamHashes {
             let zero_page = xxh3_64(&[0u8; PAGE_SIZE as usize]);
             self.pages = vec![zero_page; ram.pages()];
         }
-        for p in dirty {
-            self.pages[p] = page_hash(p);
-        }
+        crate::snapshot::for_each_bit(dirty, |p| self.pages[p] = page_hash(p));
         let per_region = self.pages.len().div_ceil(RAM_REGIONS).max(1);
         let regions = self
             .pages
@@ -171,9 +168,10 @@ mod tests {
     /// Region hashes computed from scratch, for comparison with the incremental ones.
     fn full_regions(ram: &Ram) -> Vec<u64> {
         let mut fresh = RamHashes::default();
+        let all = vec![u64::MAX; ram.pages().div_ceil(64)];
         let mut copy = Ram::new(ram.base(), ram.size());
         copy.write(ram.base(), ram.contents()).unwrap();
-        fresh.update(&mut copy).1
+        fresh.update(&copy, &all).1
     }
 
     #[test]

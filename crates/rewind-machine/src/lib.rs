@@ -7,6 +7,7 @@ pub mod devices;
 pub mod digest;
 pub mod fdt;
 pub mod loader;
+pub mod snapshot;
 
 use rewind_cpu::{Exit, Hart, Mmio, Ram};
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,8 @@ use devices::uart::{self, Uart};
 use devices::virtio_mmio;
 pub use digest::StateDigest;
 use digest::{debug_hash, RamHashes};
+use snapshot::RamPages;
+pub use snapshot::{MachineState, Snapshot};
 
 pub const RAM_BASE: u64 = 0x8000_0000;
 /// The smallest RAM the board accepts.
@@ -71,6 +74,8 @@ pub enum MachineError {
     BadMemorySize { size: u64 },
     #[error("the host cannot give {size} bytes of guest RAM: give less --memory")]
     OutOfMemory { size: u64 },
+    #[error("the snapshot cannot be used: {0}")]
+    BadSnapshot(String),
     #[error("cannot build the device tree: {0}")]
     DeviceTree(String),
     #[error("the device tree ({size} bytes) does not fit in RAM; give more --memory")]
@@ -257,6 +262,12 @@ pub struct Machine {
     dtb_given: bool,
     /// Page hashes of RAM for [`Machine::digest`].
     ram_hashes: RamHashes,
+    /// RAM pages written since the last digest, and since the last snapshot or restore (one
+    /// bit per page; the RAM's own dirty set feeds both).
+    dirty_for_digest: Vec<u64>,
+    dirty_for_snapshot: Vec<u64>,
+    /// What RAM held at the last snapshot or restore (see `snapshot.rs`).
+    snapshot_base: RamPages,
     /// The hart executed WFI and sleeps until an interrupt is pending.
     sleeping: bool,
     /// Instruction counts skipped while the hart slept (virtual time without instructions).
@@ -299,6 +310,8 @@ impl Machine {
             })?;
         let mut hart = Hart::new(0, config.ram_base);
         hart.icount_shift = config.icount_shift;
+        let dirty_words = ram.pages().div_ceil(64);
+        let snapshot_base = RamPages::zeroed(ram.pages());
         let bus = Bus {
             icount_shift: config.icount_shift,
             rtc: Rtc::new(config.rtc_base_ns),
@@ -314,6 +327,9 @@ impl Machine {
             dtb_addr: 0,
             dtb_given: false,
             ram_hashes: RamHashes::default(),
+            dirty_for_digest: vec![0; dirty_words],
+            dirty_for_snapshot: vec![0; dirty_words],
+            snapshot_base,
             sleeping: false,
             idle_skipped: 0,
         })
@@ -496,9 +512,12 @@ impl Machine {
     /// A summary of all guest-visible state: the hart, every device, RAM, and whether the
     /// hart sleeps. It costs only the RAM pages written since the previous digest.
     pub fn digest(&mut self) -> StateDigest {
-        // Stores through cached translations would not mark their pages again.
-        self.hart.forget_store_translations();
-        let (ram_region_size, ram_regions) = self.ram_hashes.update(&mut self.ram);
+        self.collect_dirty();
+        let dirty = std::mem::replace(
+            &mut self.dirty_for_digest,
+            vec![0; self.ram.pages().div_ceil(64)],
+        );
+        let (ram_region_size, ram_regions) = self.ram_hashes.update(&self.ram, &dirty);
         let hart = &self.hart;
         let bus = &self.bus;
         let devices = [
@@ -527,6 +546,16 @@ impl Machine {
             ram_base: self.ram.base(),
             ram_region_size,
             ram_regions,
+        }
+    }
+
+    /// Moves the RAM's dirty pages into the machine's two dirty sets.
+    fn collect_dirty(&mut self) {
+        // Stores through cached translations would not mark their pages again.
+        self.hart.forget_store_translations();
+        for page in self.ram.take_dirty_pages() {
+            self.dirty_for_digest[page / 64] |= 1 << (page % 64);
+            self.dirty_for_snapshot[page / 64] |= 1 << (page % 64);
         }
     }
 

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::events::{decode_events, encode_events, get_varint, put_varint, Event};
-use crate::format::{compress, decompress, ChunkKind, ReadError, Reader, Writer};
+use crate::format::{compress, compress_at, decompress, ChunkKind, ReadError, Reader, Writer};
 
 /// Pending events are written out when they reach this many.
 const FLUSH_EVENTS: usize = 4096;
@@ -421,7 +421,7 @@ impl Recorder {
             for (r, (_, data)) in refs.iter().zip(&images) {
                 if written.insert(r.sha256.clone()) {
                     let mut payload = r.sha256.clone().into_bytes();
-                    payload.extend_from_slice(&compress(data));
+                    payload.extend_from_slice(&compress_at(data, 1));
                     out.chunk(ChunkKind::Image, &payload)?;
                 }
             }

@@ -11,7 +11,7 @@ const MTIMECMP: u64 = 0x4000;
 const MTIME: u64 = 0xbff8;
 
 /// Guest-visible state of a one-hart CLINT.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClintState {
     pub msip: bool,
     pub mtimecmp: u64,

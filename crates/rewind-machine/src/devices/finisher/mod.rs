@@ -8,7 +8,7 @@ const FINISHER_PASS: u32 = 0x5555;
 const FINISHER_RESET: u32 = 0x7777;
 
 /// What a guest asked the finisher to do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Finish {
     /// Power off with this exit status (0 for pass).
     Exit(u16),
@@ -22,6 +22,15 @@ pub struct Finisher {
 }
 
 impl Finisher {
+    /// What the guest asked for and the machine has not acted on yet.
+    pub fn pending(&self) -> Option<Finish> {
+        self.pending
+    }
+
+    pub fn set_pending(&mut self, pending: Option<Finish>) {
+        self.pending = pending;
+    }
+
     pub fn read(&mut self, _offset: u64, _size: u8) -> u64 {
         0
     }

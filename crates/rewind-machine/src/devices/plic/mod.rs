@@ -16,8 +16,9 @@ const CONTEXT_STRIDE: u64 = 0x1000;
 const WORDS: usize = NUM_SOURCES / 32;
 
 /// Guest-visible state.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PlicState {
+    #[serde(with = "serde_big_array::BigArray")]
     pub priority: [u32; NUM_SOURCES],
     /// Level of each source's input line.
     pub level: [u32; WORDS],
@@ -27,6 +28,21 @@ pub struct PlicState {
     pub in_service: [u32; WORDS],
     pub enable: [[u32; WORDS]; NUM_CONTEXTS],
     pub threshold: [u32; NUM_CONTEXTS],
+}
+
+impl PlicState {
+    /// Whether every priority and threshold is in range and only existing sources are set:
+    /// a restored state must be one the PLIC could have reached.
+    pub fn is_valid(&self) -> bool {
+        let in_range = |p: &u32| *p <= MAX_PRIORITY;
+        let no_source_zero = |words: &[u32; WORDS]| words[0] & 1 == 0;
+        self.priority.iter().all(in_range)
+            && self.threshold.iter().all(in_range)
+            && [&self.level, &self.pending, &self.in_service]
+                .into_iter()
+                .chain(self.enable.iter())
+                .all(no_source_zero)
+    }
 }
 
 impl Default for PlicState {

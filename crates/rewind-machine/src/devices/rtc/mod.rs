@@ -16,7 +16,7 @@ const ALARM_STATUS: u64 = 0x18;
 const CLEAR_INTERRUPT: u64 = 0x1c;
 
 /// Guest-visible state.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RtcState {
     /// Wall-clock nanoseconds at virtual time 0 (moved by guest writes to the time).
     pub base_ns: u64,

@@ -1,0 +1,131 @@
+//! A hart's guest-visible state as plain data, for snapshots: saved with [`Hart::save`] and
+//! rebuilt with [`Hart::restore`], which treats the state as untrusted and checks it first.
+
+use serde::{Deserialize, Serialize};
+
+use crate::csr::{self, CsrState};
+use crate::hart::{Hart, Reservation, PRIV_M, PRIV_S, PRIV_U};
+
+/// Everything about a hart that the guest can observe; caches (TLB, decoded blocks) excluded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HartState {
+    pub x: [u64; 32],
+    pub f: [u64; 32],
+    pub pc: u64,
+    pub privilege: u8,
+    pub icount: u64,
+    pub csr: CsrState,
+    pub hart_id: u64,
+    pub icount_shift: u32,
+    pub irq_lines: u64,
+    /// An LR reservation: address and the value loaded.
+    pub reservation: Option<(u64, u64)>,
+}
+
+impl Hart {
+    pub fn save(&self) -> HartState {
+        HartState {
+            x: self.x,
+            f: self.f,
+            pc: self.pc,
+            privilege: self.privilege,
+            icount: self.icount,
+            csr: self.csr.clone(),
+            hart_id: self.hart_id,
+            icount_shift: self.icount_shift,
+            irq_lines: self.irq_lines,
+            reservation: self.reservation.map(|r| (r.addr, r.value)),
+        }
+    }
+
+    /// A hart in exactly the saved state, with empty caches; an error says which invariant
+    /// the state breaks.
+    pub fn restore(state: &HartState) -> Result<Hart, String> {
+        check(state)?;
+        let mut hart = Hart::new(state.hart_id, state.pc);
+        hart.x = state.x;
+        hart.f = state.f;
+        hart.privilege = state.privilege;
+        hart.icount = state.icount;
+        hart.csr = state.csr.clone();
+        hart.icount_shift = state.icount_shift;
+        hart.irq_lines = state.irq_lines;
+        hart.reservation = state
+            .reservation
+            .map(|(addr, value)| Reservation { addr, value });
+        hart.context_changed();
+        Ok(hart)
+    }
+}
+
+fn check(s: &HartState) -> Result<(), String> {
+    let c = &s.csr;
+    let mode = c.satp >> 60;
+    let problems = [
+        (s.x[0] != 0, "x0 is not zero"),
+        (s.pc & 1 != 0, "pc is not 2-byte aligned"),
+        (
+            ![PRIV_U, PRIV_S, PRIV_M].contains(&s.privilege),
+            "the privilege level does not exist",
+        ),
+        (
+            c.frm > 7 || c.fflags > 0x1f,
+            "fcsr has bits that do not exist",
+        ),
+        (
+            ![
+                csr::SATP_MODE_BARE,
+                csr::SATP_MODE_SV39,
+                csr::SATP_MODE_SV48,
+            ]
+            .contains(&mode),
+            "satp names a translation mode this hart lacks",
+        ),
+        (
+            c.mstatus & !csr::MSTATUS_STORED != 0,
+            "mstatus has bits that cannot be set",
+        ),
+        (s.icount_shift > 63, "the clock shift is out of range"),
+    ];
+    match problems.iter().find(|(bad, _)| *bad) {
+        Some((_, what)) => Err(format!("the hart state is not valid: {what}")),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_saved_state_restores_to_the_same_state_and_bad_ones_are_refused() {
+        let mut hart = Hart::new(0, 0x8000_0000);
+        hart.x[5] = 7;
+        hart.csr.satp = 8 << 60 | 0x1234;
+        hart.privilege = PRIV_S;
+        let state = hart.save();
+        assert_eq!(Hart::restore(&state).unwrap().save(), state);
+        for broken in [
+            HartState {
+                privilege: 2,
+                ..state.clone()
+            },
+            HartState {
+                pc: 0x8000_0001,
+                ..state.clone()
+            },
+            {
+                let mut s = state.clone();
+                s.x[0] = 1;
+                s
+            },
+            {
+                let mut s = state.clone();
+                s.csr.satp = 5 << 60;
+                s
+            },
+        ] {
+            assert!(Hart::restore(&broken).is_err());
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Snapshots of the whole machine: the hart's and every device's `…State`, the clock, and RAM
+//! as pages shared between snapshots, so that a snapshot costs only the pages written since
+//! the one before it (DESIGN.md, "State and snapshots").
+//!
+//! RAM pages are tracked twice over: the machine's `snapshot_base` is what RAM held at the last
+//! snapshot or restore, and the dirty set says which pages may differ from it since. Restoring
+//! another snapshot rewrites only those pages and the pages in which the two snapshots differ
+//! (found by pointer comparison, chunk by chunk).
+
+use std::sync::Arc;
+
+use rewind_cpu::ram::PAGE_SIZE;
+use rewind_cpu::{Hart, HartState};
+use serde::{Deserialize, Serialize};
+
+use crate::boot::BootLayout;
+use crate::devices::clint::ClintState;
+use crate::devices::finisher::Finish;
+use crate::devices::plic::PlicState;
+use crate::devices::rtc::RtcState;
+use crate::devices::uart::{UartState, FIFO_SIZE};
+use crate::{Machine, MachineConfig, MachineError};
+
+/// Pages per shared chunk of a [`RamPages`].
+const CHUNK_PAGES: usize = 512;
+
+/// One page of RAM, or `None` for a page of zeros.
+type Page = Option<Arc<[u8]>>;
+
+/// RAM contents as pages, in chunks that snapshots share until one of them changes.
+#[derive(Clone, Default)]
+pub struct RamPages {
+    chunks: Vec<Arc<Vec<Page>>>,
+    pages: usize,
+}
+
+impl RamPages {
+    /// `pages` pages of zeros.
+    pub fn zeroed(pages: usize) -> RamPages {
+        let zero = Arc::new(vec![None; CHUNK_PAGES]);
+        RamPages {
+            chunks: vec![zero; pages.div_ceil(CHUNK_PAGES)],
+            pages,
+        }
+    }
+
+    pub fn pages(&self) -> usize {
+        self.pages
+    }
+
+    fn get(&self, page: usize) -> &Page {
+        &self.chunks[page / CHUNK_PAGES][page % CHUNK_PAGES]
+    }
+
+    fn set(&mut self, page: usize, data: Page) {
+        Arc::make_mut(&mut self.chunks[page / CHUNK_PAGES])[page % CHUNK_PAGES] = data;
+    }
+
+    /// Calls `f` with each page that may differ between `self` and `other` (same size).
+    fn for_each_difference(&self, other: &RamPages, mut f: impl FnMut(usize)) {
+        for (c, (a, b)) in self.chunks.iter().zip(&other.chunks).enumerate() {
+            if Arc::ptr_eq(a, b) {
+                continue;
+            }
+            for (i, (pa, pb)) in a.iter().zip(b.iter()).enumerate() {
+                let same = match (pa, pb) {
+                    (None, None) => true,
+                    (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+                    _ => false,
+                };
+                if !same {
+                    f(c * CHUNK_PAGES + i);
+                }
+            }
+        }
+    }
+}
+
+/// Everything guest-visible except RAM, as plain data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineState {
+    pub config: MachineConfig,
+    /// Host values given through input events (the configuration does not serialise them).
+    pub rtc_base_ns: u64,
+    pub rng_seed: Vec<u8>,
+    pub hart: HartState,
+    pub uart: UartState,
+    pub clint: ClintState,
+    pub plic: PlicState,
+    pub rtc: RtcState,
+    pub finisher: Option<Finish>,
+    pub sleeping: bool,
+    pub idle_skipped: u64,
+    pub layout: BootLayout,
+    pub dtb: Vec<u8>,
+    pub dtb_addr: u64,
+    pub dtb_given: bool,
+    pub rom: Vec<u8>,
+}
+
+/// A machine at one instant.
+#[derive(Clone)]
+pub struct Snapshot {
+    pub state: MachineState,
+    pub ram: RamPages,
+    /// Pages this snapshot copied (the ones written since the snapshot before it): what it
+    /// costs in memory beyond what it shares.
+    pub new_pages: usize,
+}
+
+impl Snapshot {
+    /// The instruction count it was taken at.
+    pub fn icount(&self) -> u64 {
+        self.state.hart.icount
+    }
+
+    /// Bytes of RAM this snapshot alone holds.
+    pub fn cost_bytes(&self) -> u64 {
+        self.new_pages as u64 * PAGE_SIZE
+    }
+}
+
+impl Machine {
+    fn save_state(&self) -> MachineState {
+        MachineState {
+            config: self.config.clone(),
+            rtc_base_ns: self.config.rtc_base_ns,
+            rng_seed: self.config.rng_seed.clone(),
+            hart: self.hart.save(),
+            uart: self.bus.uart.state.clone(),
+            clint: self.bus.clint.state.clone(),
+            plic: self.bus.plic.state.clone(),
+            rtc: self.bus.rtc.state.clone(),
+            finisher: self.bus.finisher.pending(),
+            sleeping: self.sleeping,
+            idle_skipped: self.idle_skipped,
+            layout: self.layout,
+            dtb: self.dtb.clone(),
+            dtb_addr: self.dtb_addr,
+            dtb_given: self.dtb_given,
+            rom: self.bus.rom.clone(),
+        }
+    }
+
+    /// Takes a snapshot, copying only the pages written since the last snapshot or restore.
+    pub fn snapshot(&mut self) -> Snapshot {
+        self.collect_dirty();
+        let data = self.ram.contents();
+        let mut new_pages = 0;
+        let dirty = std::mem::take(&mut self.dirty_for_snapshot);
+        for_each_bit(&dirty, |page| {
+            let bytes = &data[page * PAGE_SIZE as usize..(page + 1) * PAGE_SIZE as usize];
+            let copy: Page = if bytes.iter().all(|&b| b == 0) {
+                None
+            } else {
+                new_pages += 1;
+                Some(Arc::from(bytes))
+            };
+            self.snapshot_base.set(page, copy);
+        });
+        self.dirty_for_snapshot = vec![0; dirty.len()];
+        Snapshot {
+            state: self.save_state(),
+            ram: self.snapshot_base.clone(),
+            new_pages,
+        }
+    }
+
+    /// Puts the machine in the state of `snapshot`, after checking that the snapshot is one
+    /// this machine can take (same RAM, valid hart and device states). On error the machine
+    /// is unchanged.
+    pub fn restore(&mut self, snapshot: &Snapshot) -> Result<(), MachineError> {
+        let s = &snapshot.state;
+        let invalid = |what: String| MachineError::BadSnapshot(what);
+        if snapshot.ram.pages() != self.ram.pages()
+            || s.config.ram_base != self.config.ram_base
+            || s.config.ram_size != self.config.ram_size
+        {
+            return Err(invalid("it is of a machine with other RAM".into()));
+        }
+        let hart = Hart::restore(&s.hart).map_err(invalid)?;
+        if s.hart.icount_shift != s.config.icount_shift {
+            return Err(invalid("its clock disagrees with its configuration".into()));
+        }
+        if s.uart.rx_fifo.len() > FIFO_SIZE {
+            return Err(invalid("the UART holds more bytes than its FIFO".into()));
+        }
+        if !s.plic.is_valid() {
+            return Err(invalid("the PLIC state is out of range".into()));
+        }
+        if s.rom.len() as u64 > rewind_cpu::ram::MAX_ROM_LEN
+            || (!s.dtb.is_empty() && !self.ram.contains(s.dtb_addr, s.dtb.len() as u64))
+        {
+            return Err(invalid("its ROM or device tree does not fit".into()));
+        }
+
+        // RAM: the pages written since the base, and those where the base and the snapshot
+        // differ.
+        self.collect_dirty();
+        let mut to_write = std::mem::take(&mut self.dirty_for_snapshot);
+        self.snapshot_base
+            .for_each_difference(&snapshot.ram, |page| {
+                to_write[page / 64] |= 1 << (page % 64)
+            });
+        let zeros = [0u8; PAGE_SIZE as usize];
+        for_each_bit(&to_write, |page| {
+            let addr = self.ram.base() + page as u64 * PAGE_SIZE;
+            let bytes = snapshot.ram.get(page).as_deref().unwrap_or(&zeros);
+            // In range: the snapshot has as many pages as RAM.
+            let _ = self.ram.write(addr, bytes);
+        });
+        // Those writes made RAM equal to the snapshot's pages: not dirty for the next one.
+        self.dirty_for_snapshot = vec![0; to_write.len()];
+        self.collect_dirty();
+        self.dirty_for_snapshot.fill(0);
+        self.snapshot_base = snapshot.ram.clone();
+
+        if s.rom != self.bus.rom {
+            self.ram
+                .set_rom(crate::boot::ROM_BASE, crate::boot::ROM_SIZE, &s.rom);
+            self.bus.rom = s.rom.clone();
+        }
+        self.config = MachineConfig {
+            rtc_base_ns: s.rtc_base_ns,
+            rng_seed: s.rng_seed.clone(),
+            ..s.config.clone()
+        };
+        self.hart = hart;
+        self.bus.uart.state = s.uart.clone();
+        self.bus.clint.state = s.clint.clone();
+        self.bus.plic.state = s.plic.clone();
+        self.bus.rtc.state = s.rtc.clone();
+        self.bus.finisher.set_pending(s.finisher);
+        self.bus.icount_shift = s.config.icount_shift;
+        self.sleeping = s.sleeping;
+        self.idle_skipped = s.idle_skipped;
+        self.layout = s.layout;
+        self.dtb = s.dtb.clone();
+        self.dtb_addr = s.dtb_addr;
+        self.dtb_given = s.dtb_given;
+        // Console output not yet taken belongs to the abandoned timeline.
+        let _ = self.bus.uart.take_output();
+        Ok(())
+    }
+}
+
+/// Calls `f` with the index of every set bit.
+pub(crate) fn for_each_bit(bits: &[u64], mut f: impl FnMut(usize)) {
+    for (i, &word) in bits.iter().enumerate() {
+        let mut w = word;
+        while w != 0 {
+            f(i * 64 + w.trailing_zeros() as usize);
+            w &= w - 1;
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Machine snapshots on the default Debian guest: save → restore → continue is
+//! indistinguishable from never stopping, in any order of restores, and bad snapshots are
+//! refused.
+
+mod common;
+
+use rewind_machine::{BootImages, InputEvent, Machine, MachineConfig, Snapshot, Stop};
+
+const APPEND: &str = "console=ttyS0 rdinit=/init quiet cryptomgr.notests rewind.poweroff";
+
+fn debian_machine() -> Machine {
+    let dir = common::default_guest_dir();
+    let read = |name: &str| std::fs::read(dir.join(name)).expect("the default guest's images");
+    let images = BootImages {
+        bios: Some(read("fw_dynamic.bin")),
+        kernel: Some(read("Image")),
+        initrd: Some(read("initramfs.cpio.gz")),
+        dtb: None,
+    };
+    let config = MachineConfig {
+        ram_size: 512 << 20,
+        bootargs: Some(APPEND.into()),
+        ..MachineConfig::default()
+    };
+    let mut machine = Machine::new(config, &images).unwrap();
+    machine.inject(&InputEvent::RtcBase(1_795_894_200_000_000_000));
+    machine.inject(&InputEvent::Entropy(vec![7; 32]));
+    machine
+}
+
+/// Runs to instruction count `target` with nobody at the console; returns the console output.
+fn run_to(machine: &mut Machine, target: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let stop = machine.run(Some(target), u64::MAX);
+        out.extend(machine.take_console_output());
+        match stop {
+            Stop::Limit => return out,
+            Stop::Idle { until } => machine.skip_idle(until.map_or(target, |u| u.min(target))),
+            Stop::Slice => {}
+            other => panic!("the guest stopped early: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn save_restore_continue_is_indistinguishable_from_never_stopping() {
+    const A: u64 = 150_000_000;
+    const B: u64 = 300_000_000;
+    const END: u64 = 450_000_000;
+
+    // The reference: one run straight through.
+    let mut reference = debian_machine();
+    let reference_out = run_to(&mut reference, END);
+    let reference_digest = reference.digest();
+
+    // Stop at A and B to take snapshots, go on to the end.
+    let mut machine = debian_machine();
+    let mut out = run_to(&mut machine, A);
+    let at_a: Snapshot = machine.snapshot();
+    out.extend(run_to(&mut machine, B));
+    let at_b = machine.snapshot();
+    out.extend(run_to(&mut machine, END));
+    assert_eq!(
+        machine.digest(),
+        reference_digest,
+        "taking snapshots changed the run"
+    );
+    assert_eq!(out, reference_out);
+    assert!(
+        at_b.new_pages < at_b.ram.pages() / 2,
+        "the second snapshot copied {} pages, not only those written since the first",
+        at_b.new_pages
+    );
+
+    // Back to A (from the end), then B (forward past nothing), then A again: each continues
+    // exactly as the first time.
+    for (snapshot, name) in [(&at_a, "A"), (&at_b, "B"), (&at_a, "A again")] {
+        machine.restore(snapshot).unwrap();
+        assert_eq!(machine.hart.icount, snapshot.icount());
+        let _ = run_to(&mut machine, END);
+        assert_eq!(
+            machine.digest(),
+            reference_digest,
+            "restoring {name} and running on ended elsewhere"
+        );
+    }
+    // A fresh machine restored from a snapshot continues the same way.
+    let mut fresh = debian_machine();
+    fresh.restore(&at_b).unwrap();
+    run_to(&mut fresh, END);
+    assert_eq!(fresh.digest(), reference_digest);
+}
+
+#[test]
+fn snapshots_that_break_invariants_are_refused_and_leave_the_machine_alone() {
+    let mut machine = debian_machine();
+    run_to(&mut machine, 20_000_000);
+    let good = machine.snapshot();
+    let before = machine.digest();
+    let mut bad_privilege = good.clone();
+    bad_privilege.state.hart.privilege = 2;
+    let mut bad_fifo = good.clone();
+    bad_fifo.state.uart.rx_fifo = vec![0; 100].into();
+    let mut bad_plic = good.clone();
+    bad_plic.state.plic.priority[3] = 99;
+    let mut other_ram = good.clone();
+    other_ram.state.config.ram_size = 256 << 20;
+    for (bad, what) in [
+        (bad_privilege, "privilege"),
+        (bad_fifo, "FIFO"),
+        (bad_plic, "PLIC"),
+        (other_ram, "RAM"),
+    ] {
+        let err = machine.restore(&bad).expect_err(what);
+        assert!(err.to_string().contains("snapshot"), "{what}: {err}");
+        assert_eq!(
+            machine.digest(),
+            before,
+            "a refused {what} snapshot changed the machine"
+        );
+    }
+}
