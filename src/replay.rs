@@ -5,15 +5,15 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use rewind_machine::{BootImages, Machine, Stop};
-use rewind_replay::{EndReason, Item, Recording};
+use rewind_machine::Machine;
+use rewind_replay::{EndReason, PlayError, Player, Recording};
 use serde_json::json;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::{InspectArgs, ReplayArgs, EXIT_CUT, EXIT_DIVERGED};
 
-/// Instructions run between writes of console output.
-const SLICE: u64 = 1 << 22;
+/// Instructions replayed between writes of console output.
+const PRINT_EVERY: u64 = 1 << 24;
 
 /// A change to the replayed state, for testing divergence detection.
 enum Perturbation {
@@ -44,112 +44,60 @@ fn parse_perturbation(text: &str) -> Result<(u64, Perturbation), String> {
     Ok((icount, what))
 }
 
-/// Why a replay could not go on.
-enum Failure {
-    /// The replayed machine stopped matching the recording.
-    Diverged(String),
-    /// The machine could not be rebuilt (a reset with bad images).
-    Error(String),
+fn perturb(machine: &mut Machine, what: &Perturbation) {
+    let hart = &mut machine.hart;
+    match *what {
+        Perturbation::Register(n) => hart.x[n] ^= 1,
+        Perturbation::Pc => hart.pc = hart.pc.wrapping_add(4),
+        Perturbation::Ram(addr) => {
+            let mut byte = [0u8];
+            if machine.ram.read(addr, &mut byte).is_some() {
+                let _ = machine.ram.write(addr, &[byte[0] ^ 1]);
+            }
+        }
+    }
+    eprintln!(
+        "rewind: testing: perturbed the replay at instruction {}",
+        machine.hart.icount
+    );
 }
 
-/// The replayed machine and its console.
-struct Replayer {
-    machine: Machine,
-    images: BootImages,
-    console_hash: Xxh3,
-    console_bytes: u64,
+/// Writes the guest's console output to standard output, keeping count and hash.
+struct ConsoleOut {
+    hash: Xxh3,
+    bytes: u64,
 }
 
-impl Replayer {
-    fn forward_output(&mut self) {
-        let out = self.machine.take_console_output();
+impl ConsoleOut {
+    fn write(&mut self, out: &[u8]) {
         if out.is_empty() {
             return;
         }
-        self.console_hash.update(&out);
-        self.console_bytes += out.len() as u64;
+        self.hash.update(out);
+        self.bytes += out.len() as u64;
         let stdout = std::io::stdout();
         let mut lock = stdout.lock();
-        let _ = lock.write_all(&out).and_then(|_| lock.flush());
-    }
-
-    /// Runs to instruction count `target` exactly, as the recorded run did: idle time is
-    /// skipped, resets rebuild the board. Returns the guest's power-off status if it powered
-    /// off on the way (only legitimate exactly at `target`).
-    fn advance(&mut self, target: u64) -> Result<Option<u16>, Failure> {
-        loop {
-            let stop = self.machine.run(Some(target), SLICE);
-            self.forward_output();
-            match stop {
-                Stop::Limit => return Ok(None),
-                Stop::Slice => {}
-                Stop::Idle { until } => {
-                    let t = until.map_or(target, |u| u.min(target));
-                    self.machine.skip_idle(t);
-                }
-                Stop::Reset => self
-                    .machine
-                    .reset(&self.images)
-                    .map_err(|e| Failure::Error(e.to_string()))?,
-                Stop::PowerOff(code) => {
-                    if self.machine.hart.icount != target {
-                        return Err(Failure::Diverged(format!(
-                            "the guest powered off at instruction {}, but the recording goes on to {target}",
-                            self.machine.hart.icount
-                        )));
-                    }
-                    return Ok(Some(code));
-                }
-            }
-        }
-    }
-
-    fn perturb(&mut self, what: &Perturbation) {
-        let hart = &mut self.machine.hart;
-        match *what {
-            Perturbation::Register(n) => hart.x[n] ^= 1,
-            Perturbation::Pc => hart.pc = hart.pc.wrapping_add(4),
-            Perturbation::Ram(addr) => {
-                let mut byte = [0u8];
-                if self.machine.ram.read(addr, &mut byte).is_some() {
-                    let _ = self.machine.ram.write(addr, &[byte[0] ^ 1]);
-                }
-            }
-        }
-        eprintln!(
-            "rewind: testing: perturbed the replay at instruction {}",
-            self.machine.hart.icount
-        );
+        let _ = lock.write_all(out).and_then(|_| lock.flush());
     }
 }
 
 /// `rewind replay FILE`.
 pub fn replay(args: &ReplayArgs) -> Result<ExitCode, String> {
-    let mut perturbation = args
+    let perturbation = args
         .perturb
         .as_deref()
         .map(parse_perturbation)
         .transpose()?;
     // Everything is read and checked before the first instruction: a bad file prints nothing.
     let recording = Recording::open(&args.file).map_err(|e| e.to_string())?;
-    let image = |name| recording.image(name).map_err(|e| e.to_string());
-    let images = BootImages {
-        bios: image("bios")?,
-        kernel: image("kernel")?,
-        initrd: image("initrd")?,
-        dtb: image("dtb")?,
-    };
-    let machine = Machine::new(recording.manifest.machine.clone(), &images)
-        .map_err(|e| format!("the recorded machine cannot be rebuilt: {e}"))?;
-    let mut replayer = Replayer {
-        machine,
-        images,
-        console_hash: Xxh3::new(),
-        console_bytes: 0,
+    let mut player = Player::new(&recording)?;
+    let mut console = ConsoleOut {
+        hash: Xxh3::new(),
+        bytes: 0,
     };
     let started = Instant::now();
-    let result = replay_timeline(&recording, &mut replayer, &mut perturbation);
-    let machine = &mut replayer.machine;
+    let result = play_all(&mut player, &mut console, perturbation.as_ref(), &recording);
+    let machine = &mut player.machine;
     if args.stats {
         crate::live::print_stats(machine, started.elapsed());
     }
@@ -158,14 +106,14 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode, String> {
     }
     match result {
         Ok(()) => {}
-        Err(Failure::Diverged(what)) => {
+        Err(PlayError::Diverged(what)) => {
             eprintln!("rewind: {what}");
             return Ok(ExitCode::from(EXIT_DIVERGED));
         }
-        Err(Failure::Error(message)) => return Err(message),
+        Err(PlayError::Machine(message)) => return Err(message),
     }
-    match (&recording.end, recording.cut_at) {
-        (Some(end), _) => {
+    match &recording.end {
+        Some(end) => {
             eprintln!(
                 "rewind: replay complete: {} instructions, {} sync points matched; {}",
                 end.icount,
@@ -174,11 +122,11 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode, String> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        (None, cut_at) => {
+        None => {
             eprintln!(
                 "rewind: the recording was cut at byte {} (its recorder was killed?): \
                  replayed up to instruction {}, its last whole chunk",
-                cut_at.unwrap_or(recording.file_bytes),
+                recording.cut_at.unwrap_or(recording.file_bytes),
                 recording.known_until
             );
             Ok(ExitCode::from(EXIT_CUT))
@@ -186,87 +134,43 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode, String> {
     }
 }
 
-fn replay_timeline(
+/// Plays the whole recording in slices, printing the console as it comes, and checks the end.
+fn play_all(
+    player: &mut Player,
+    console: &mut ConsoleOut,
+    perturbation: Option<&(u64, Perturbation)>,
     recording: &Recording,
-    replayer: &mut Replayer,
-    perturbation: &mut Option<(u64, Perturbation)>,
-) -> Result<(), Failure> {
-    let powered_off = |icount: u64| {
-        Failure::Diverged(format!(
-            "the guest powered off at instruction {icount}, before the recording's end"
-        ))
-    };
-    let mut perturb_before = |replayer: &mut Replayer, icount: u64| -> Result<(), Failure> {
-        if let Some((at, what)) = perturbation.take_if(|(at, _)| *at <= icount) {
-            if replayer.advance(at)?.is_some() {
-                return Err(powered_off(at));
-            }
-            replayer.perturb(&what);
-        }
-        Ok(())
-    };
-    let mut off_at = None;
-    for entry in &recording.timeline {
-        perturb_before(replayer, entry.icount)?;
-        if off_at.is_none() {
-            off_at = replayer.advance(entry.icount)?.map(|_| entry.icount);
-        }
-        match &entry.item {
-            Item::Event(event) => {
-                if off_at.is_some() {
-                    return Err(powered_off(entry.icount));
-                }
-                replayer.machine.inject(event);
-            }
-            Item::Sync(expected) => {
-                let found = replayer.machine.digest();
-                if found != **expected {
-                    let mut report = format!(
-                        "the replay diverged from the recording: the state at the sync point at \
-                         instruction {} differs:",
-                        expected.icount
-                    );
-                    for line in expected.differences(&found) {
-                        report.push_str("\n  ");
-                        report.push_str(&line);
-                    }
-                    return Err(Failure::Diverged(report));
-                }
-            }
+) -> Result<(), PlayError> {
+    if let Some((at, what)) = perturbation.filter(|(at, _)| *at <= player.end) {
+        player.play_to_before(*at)?;
+        console.write(&player.take_output());
+        perturb(&mut player.machine, what);
+    }
+    // In steps, so that output appears as the replay goes.
+    while player.icount() < player.end {
+        let step = player.icount().saturating_add(PRINT_EVERY).min(player.end);
+        player.play_to(step)?;
+        console.write(&player.take_output());
+        if player.powered_off() {
+            break;
         }
     }
+    player.play_to(player.end)?;
+    console.write(&player.take_output());
     let Some(end) = &recording.end else {
-        perturb_before(replayer, recording.known_until)?;
-        if off_at.is_none() && replayer.advance(recording.known_until)?.is_some() {
-            return Err(powered_off(recording.known_until));
-        }
         return Ok(());
     };
-    perturb_before(replayer, end.icount)?;
-    let powered_off_at_end = off_at.is_some() || replayer.advance(end.icount)?.is_some();
-    match (end.reason, powered_off_at_end) {
-        (EndReason::PowerOff(_), false) => {
-            return Err(Failure::Diverged(format!(
-                "the recorded guest powered off at instruction {}, the replayed one did not",
-                end.icount
-            )))
-        }
-        (reason, true) if !matches!(reason, EndReason::PowerOff(_)) => {
-            return Err(Failure::Diverged(format!(
-                "the replayed guest powered off at instruction {}, where the recording ended \
-                 because {}",
-                end.icount,
-                reason.describe()
-            )))
-        }
-        _ => {}
+    let recorded_off = matches!(end.reason, EndReason::PowerOff(_));
+    if recorded_off && !player.powered_off() {
+        return Err(PlayError::Diverged(format!(
+            "the recorded guest powered off at instruction {}, the replayed one did not",
+            end.icount
+        )));
     }
-    if (replayer.console_bytes, replayer.console_hash.digest())
-        != (end.console_bytes, end.console_hash)
-    {
-        return Err(Failure::Diverged(format!(
+    if (console.bytes, console.hash.digest()) != (end.console_bytes, end.console_hash) {
+        return Err(PlayError::Diverged(format!(
             "the console output differs from the recording's ({} bytes replayed, {} recorded)",
-            replayer.console_bytes, end.console_bytes
+            console.bytes, end.console_bytes
         )));
     }
     Ok(())
