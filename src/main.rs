@@ -51,6 +51,25 @@ enum Command {
     Replay(ReplayArgs),
     /// Describe a recording: the machine, the images, the instruction count, the events.
     Inspect(InspectArgs),
+    /// Serve a recording to gdb (the GDB remote protocol), stopped at instruction 0, with
+    /// reverse execution: `target remote HOST:PORT` in gdb-multiarch, then stepi,
+    /// reverse-stepi, continue, reverse-continue, breakpoints, and `monitor help`.
+    Debug(DebugArgs),
+    /// Print a gdb command file defining `seek`, `icount` and `when` for use with
+    /// `rewind debug` (`rewind gdbinit > rewind.gdb`, then `source rewind.gdb` in gdb).
+    Gdbinit,
+}
+
+#[derive(Args)]
+struct DebugArgs {
+    /// A recording written by `rewind record`.
+    file: PathBuf,
+    /// Where to listen for gdb. Loopback unless told otherwise.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:1234")]
+    gdb: String,
+    /// Memory the automatic checkpoints may hold (RAM pages), with a K, M or G suffix.
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    checkpoint_mem: u64,
 }
 
 #[derive(Args)]
@@ -225,6 +244,11 @@ fn main() -> ExitCode {
         Command::Record(args) => live::run(&args.run, Some(args)),
         Command::Replay(args) => replay::replay(args),
         Command::Inspect(args) => replay::inspect(args),
+        Command::Debug(args) => replay::debug(args),
+        Command::Gdbinit => {
+            print!("{}", replay::GDBINIT);
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

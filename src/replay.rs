@@ -10,7 +10,7 @@ use rewind_replay::{EndReason, PlayError, Player, Recording};
 use serde_json::json;
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::{InspectArgs, ReplayArgs, EXIT_CUT, EXIT_DIVERGED};
+use crate::{DebugArgs, InspectArgs, ReplayArgs, EXIT_CUT, EXIT_DIVERGED};
 
 /// Instructions replayed between writes of console output.
 const PRINT_EVERY: u64 = 1 << 24;
@@ -265,3 +265,46 @@ pub fn inspect(args: &InspectArgs) -> Result<ExitCode, String> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `rewind debug FILE --gdb HOST:PORT`.
+pub fn debug(args: &DebugArgs) -> Result<ExitCode, String> {
+    let recording = Recording::open(&args.file).map_err(|e| e.to_string())?;
+    let player = Player::new(&recording)?;
+    let listener = std::net::TcpListener::bind(&args.gdb)
+        .map_err(|e| format!("cannot listen on {} for gdb: {e}", args.gdb))?;
+    eprintln!(
+        "rewind: serving {} ({} instructions) to gdb on {}: `target remote {}`",
+        args.file.display(),
+        player.end,
+        args.gdb,
+        args.gdb
+    );
+    let mut target = rewind_debug::DebugTarget::new(player, args.checkpoint_mem);
+    rewind_debug::serve(&mut target, &listener)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// gdb commands for `rewind debug`: monitor commands that move the target, followed by
+/// flushing gdb's caches (gdb cannot know a monitor command moved it).
+pub const GDBINIT: &str = r#"# gdb commands for Rewind (rewind gdbinit > rewind.gdb; source rewind.gdb)
+define icount
+  monitor icount
+end
+document icount
+Print the current instruction count of the recording.
+end
+define when
+  monitor icount
+end
+document when
+Print the current instruction count of the recording (as rr's `when`).
+end
+define seek
+  monitor seek $arg0
+  maintenance flush register-cache
+  maintenance flush dcache
+end
+document seek
+Move to instruction N of the recording: seek N
+end
+"#;

@@ -33,6 +33,8 @@ pub enum Exit {
     /// Something the machine must look at happened (an MMIO write, a CSR write that may unmask
     /// an interrupt, an xRET): the machine re-checks interrupts and deadlines.
     Yield,
+    /// The next instruction is at a breakpoint (see [`Hart::breakpoints`]).
+    Breakpoint,
 }
 
 /// What instruction fetch found at a pc.
@@ -113,6 +115,11 @@ pub struct Hart {
     /// Set by an instruction that must end the current run, with the reason.
     stop_requested: bool,
     stop_reason: Exit,
+    /// Virtual addresses where a run stops before executing the instruction (a debugger's
+    /// breakpoints), sorted. Empty, they cost nothing.
+    pub breakpoints: Vec<u64>,
+    /// A breakpoint at this instruction count is not reported: the debugger resumes from it.
+    pub resume_from_breakpoint: Option<u64>,
 }
 
 /// Virtual nanoseconds per `mtime` tick: `mtime` runs at 10 MHz, as on QEMU's `virt`.
@@ -140,6 +147,8 @@ impl Hart {
             fetch_ram_off: 0,
             stop_requested: false,
             stop_reason: Exit::Yield,
+            breakpoints: Vec::new(),
+            resume_from_breakpoint: None,
         };
         hart.context_changed();
         hart
@@ -334,6 +343,29 @@ impl Hart {
 
     /// Runs at most `budget` instructions; see [`Exit`] for why it may stop sooner.
     pub fn run<M: Mmio>(&mut self, ram: &mut Ram, mmio: &mut M, budget: u64) -> Exit {
+        if self.breakpoints.is_empty() {
+            self.run_checked::<false, M>(ram, mmio, budget)
+        } else {
+            if self.at_breakpoint(self.pc) && self.resume_from_breakpoint != Some(self.icount) {
+                return Exit::Breakpoint;
+            }
+            self.run_checked::<true, M>(ram, mmio, budget)
+        }
+    }
+
+    #[inline(always)]
+    fn at_breakpoint(&self, pc: u64) -> bool {
+        self.breakpoints.binary_search(&pc).is_ok()
+    }
+
+    /// The run loop; with `BREAKPOINTS`, it stops before any instruction at a breakpoint
+    /// (a separate instance, so runs without breakpoints pay nothing for them).
+    fn run_checked<const BREAKPOINTS: bool, M: Mmio>(
+        &mut self,
+        ram: &mut Ram,
+        mmio: &mut M,
+        budget: u64,
+    ) -> Exit {
         let end = self.icount.saturating_add(budget);
         self.stop_requested = false;
         // pc and icount live in registers; memory gets them on every way out, and icount
@@ -348,6 +380,9 @@ impl Hart {
                     let result = self.exec(op, pc, ram, mmio);
                     icount += 1;
                     pc = self.finish_insn(result, pc);
+                    if BREAKPOINTS && !self.stop_requested && self.at_breakpoint(pc) {
+                        self.request_stop(Exit::Breakpoint);
+                    }
                     if self.stop_requested {
                         break 'blocks;
                     }
@@ -356,6 +391,10 @@ impl Hart {
                 Err(trap) => {
                     icount += 1;
                     pc = self.finish_insn(Err(trap), pc);
+                    if BREAKPOINTS && !self.stop_requested && self.at_breakpoint(pc) {
+                        self.request_stop(Exit::Breakpoint);
+                        break 'blocks;
+                    }
                     continue;
                 }
             };
@@ -370,8 +409,15 @@ impl Hart {
                     Ok(next) => pc = next,
                     Err(trap) => {
                         pc = self.finish_insn(Err(trap), pc);
+                        if BREAKPOINTS && !self.stop_requested && self.at_breakpoint(pc) {
+                            self.request_stop(Exit::Breakpoint);
+                            break 'blocks;
+                        }
                         continue 'blocks;
                     }
+                }
+                if BREAKPOINTS && !self.stop_requested && self.at_breakpoint(pc) {
+                    self.request_stop(Exit::Breakpoint);
                 }
                 if self.stop_requested {
                     break 'blocks;

@@ -6,6 +6,7 @@ pub mod csr;
 pub mod decode;
 mod fpu;
 pub mod hart;
+mod inspect;
 mod mmu;
 pub mod ram;
 mod state;

@@ -181,6 +181,20 @@ impl Ram {
         Some(())
     }
 
+    /// Reads RAM or the read-only region (the reset ROM); `None` if any byte is outside both.
+    pub fn read_with_rom(&self, addr: u64, buf: &mut [u8]) -> Option<()> {
+        if self.read(addr, buf).is_some() {
+            return Some(());
+        }
+        let rom = addr.checked_sub(self.rom_base)?;
+        if rom.checked_add(buf.len() as u64)? > self.rom_len {
+            return None;
+        }
+        let off = (self.size + rom) as usize;
+        buf.copy_from_slice(&self.data[off..off + buf.len()]);
+        Some(())
+    }
+
     /// Writes guest memory, dropping any decoded instructions it overwrites; `None` if any byte
     /// is outside RAM (and then nothing is written).
     pub fn write(&mut self, addr: u64, buf: &[u8]) -> Option<()> {

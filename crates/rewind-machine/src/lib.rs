@@ -122,6 +122,8 @@ pub enum Stop {
     Idle { until: Option<u64> },
     /// The slice asked for ended; the machine can go on.
     Slice,
+    /// The next instruction is at one of the hart's breakpoints.
+    Breakpoint,
 }
 
 /// Devices behind the MMIO bus.
@@ -466,8 +468,10 @@ impl Machine {
                 end = end.min(d);
             }
             self.hart.take_pending_interrupt();
-            if self.hart.run(&mut self.ram, &mut self.bus, end - now) == Exit::Wfi {
-                self.sleeping = true;
+            match self.hart.run(&mut self.ram, &mut self.bus, end - now) {
+                Exit::Wfi => self.sleeping = true,
+                Exit::Breakpoint => return Stop::Breakpoint,
+                Exit::Budget | Exit::Yield => {}
             }
         }
     }

@@ -19,6 +19,15 @@ pub enum PlayError {
     Machine(String),
 }
 
+/// Where playing stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Played {
+    /// At the instruction count asked for.
+    Reached,
+    /// Earlier, before an instruction at a breakpoint of the hart.
+    Breakpoint,
+}
+
 /// A position in a recording that can be returned to.
 #[derive(Clone)]
 pub struct Checkpoint {
@@ -89,24 +98,26 @@ impl Player {
 
     /// Plays forward to instruction count `target` (at most the end), applying every event
     /// at or before it and checking every sync point on the way.
-    pub fn play_to(&mut self, target: u64) -> Result<(), PlayError> {
+    pub fn play_to(&mut self, target: u64) -> Result<Played, PlayError> {
         self.play(target, true)
     }
 
     /// Plays forward to instruction count `target`, stopping before the events and sync
     /// points recorded at `target` itself.
-    pub fn play_to_before(&mut self, target: u64) -> Result<(), PlayError> {
+    pub fn play_to_before(&mut self, target: u64) -> Result<Played, PlayError> {
         self.play(target, false)
     }
 
-    fn play(&mut self, target: u64, inclusive: bool) -> Result<(), PlayError> {
+    fn play(&mut self, target: u64, inclusive: bool) -> Result<Played, PlayError> {
         let target = target.min(self.end);
         while let Some(entry) = self.timeline.get(self.next) {
             if entry.icount > target || (!inclusive && entry.icount == target) {
                 break;
             }
             let at = entry.icount;
-            self.advance(at)?;
+            if self.advance(at)? == Played::Breakpoint {
+                return Ok(Played::Breakpoint);
+            }
             let entry = &self.timeline[self.next];
             match &entry.item {
                 Item::Event(event) => {
@@ -140,15 +151,16 @@ impl Player {
 
     /// Runs to instruction count `target` exactly, as the recorded run did: idle time is
     /// skipped, resets rebuild the board. A power-off is only legitimate at the end.
-    fn advance(&mut self, target: u64) -> Result<(), PlayError> {
+    fn advance(&mut self, target: u64) -> Result<Played, PlayError> {
         if self.powered_off {
-            return Ok(());
+            return Ok(Played::Reached);
         }
         loop {
             let stop = self.machine.run(Some(target), SLICE);
             self.output.extend(self.machine.take_console_output());
             match stop {
-                Stop::Limit => return Ok(()),
+                Stop::Limit => return Ok(Played::Reached),
+                Stop::Breakpoint => return Ok(Played::Breakpoint),
                 Stop::Slice => {}
                 Stop::Idle { until } => {
                     let t = until.map_or(target, |u| u.min(target));
@@ -171,7 +183,7 @@ impl Player {
                         )));
                     }
                     self.powered_off = true;
-                    return Ok(());
+                    return Ok(Played::Reached);
                 }
             }
         }

@@ -1,0 +1,219 @@
+//! Moving through a recording in both directions: a [`Player`] plus checkpoints taken as it
+//! goes, within a memory budget. Going back to instruction `n` restores the last checkpoint
+//! at or before `n` and plays forward; reverse-continue plays the segments before the present,
+//! newest first, noting breakpoint hits (DESIGN.md, "Reverse execution").
+
+use std::collections::BTreeMap;
+
+use rewind_replay::{Checkpoint, PlayError, Played, Player};
+
+/// Checkpoints are taken at multiples of this many instructions when first passing there:
+/// going back anywhere replays at most this far.
+pub const DEFAULT_SPACING: u64 = 1 << 24;
+
+/// Where a forward or backward run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// At the instruction count asked for.
+    Reached,
+    /// Before an instruction at a breakpoint.
+    Breakpoint,
+    /// At the beginning of the recording (going back) or its end (going forward).
+    Begin,
+    End,
+}
+
+pub struct Timeline {
+    pub player: Player,
+    checkpoints: BTreeMap<u64, Checkpoint>,
+    spacing: u64,
+    /// Bytes of RAM the checkpoints may hold.
+    budget: u64,
+    /// Breakpoints (virtual addresses), sorted.
+    breakpoints: Vec<u64>,
+}
+
+impl Timeline {
+    pub fn new(mut player: Player, budget: u64) -> Timeline {
+        let mut checkpoints = BTreeMap::new();
+        checkpoints.insert(0, player.save());
+        Timeline {
+            player,
+            checkpoints,
+            spacing: DEFAULT_SPACING,
+            budget,
+            breakpoints: Vec::new(),
+        }
+    }
+
+    pub fn icount(&self) -> u64 {
+        self.player.icount()
+    }
+
+    pub fn end(&self) -> u64 {
+        self.player.end
+    }
+
+    pub fn set_breakpoints(&mut self, breakpoints: Vec<u64>) {
+        let mut breakpoints = breakpoints;
+        breakpoints.sort_unstable();
+        breakpoints.dedup();
+        self.breakpoints = breakpoints;
+    }
+
+    /// Checkpoints as (instruction count, bytes of RAM it alone holds).
+    pub fn checkpoints(&self) -> Vec<(u64, u64)> {
+        self.checkpoints
+            .iter()
+            .map(|(&i, c)| (i, c.snapshot.cost_bytes()))
+            .collect()
+    }
+
+    fn checkpoint_bytes(&self) -> u64 {
+        self.checkpoints
+            .values()
+            .map(|c| c.snapshot.cost_bytes())
+            .sum()
+    }
+
+    /// Plays forward to `target`, with or without breakpoints, taking checkpoints on the way.
+    fn forward(&mut self, target: u64, breakpoints: bool) -> Result<Played, PlayError> {
+        let hart = &mut self.player.machine.hart;
+        hart.breakpoints = if breakpoints {
+            self.breakpoints.clone()
+        } else {
+            Vec::new()
+        };
+        // The instruction at the current position runs even if it is at a breakpoint.
+        hart.resume_from_breakpoint = Some(hart.icount);
+        let target = target.min(self.end());
+        loop {
+            let now = self.icount();
+            let next_checkpoint = (now / self.spacing + 1) * self.spacing;
+            let played = self.player.play_to(target.min(next_checkpoint))?;
+            if played == Played::Breakpoint {
+                return Ok(Played::Breakpoint);
+            }
+            let now = self.icount();
+            if now == next_checkpoint && !self.checkpoints.contains_key(&now) {
+                let checkpoint = self.player.save();
+                self.checkpoints.insert(now, checkpoint);
+                self.keep_within_budget();
+            }
+            if now >= target || self.player.powered_off() {
+                return Ok(Played::Reached);
+            }
+        }
+    }
+
+    /// Drops checkpoints far from the present until they fit the budget: every other one,
+    /// starting with the oldest, so they stay dense near the present and sparse far back.
+    fn keep_within_budget(&mut self) {
+        while self.checkpoint_bytes() > self.budget && self.checkpoints.len() > 2 {
+            let now = self.icount();
+            let keys: Vec<u64> = self.checkpoints.keys().copied().collect();
+            // The checkpoint whose neighbours are closest relative to its distance from now
+            // is the least useful: drop it.
+            let victim = keys
+                .windows(3)
+                .map(|w| (w[1], (w[2] - w[0]) as f64 / (now.abs_diff(w[1]) + 1) as f64))
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|(k, _)| k);
+            match victim {
+                Some(k) => {
+                    self.checkpoints.remove(&k);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// Goes to instruction count `target` (clamped to the recording).
+    pub fn seek(&mut self, target: u64) -> Result<(), PlayError> {
+        let target = target.min(self.end());
+        if target < self.icount() || self.closer_checkpoint(target) {
+            let (_, checkpoint) = self
+                .checkpoints
+                .range(..=target)
+                .next_back()
+                .expect("there is always a checkpoint at 0");
+            let checkpoint = checkpoint.clone();
+            self.player.restore(&checkpoint)?;
+        }
+        self.forward(target, false)?;
+        Ok(())
+    }
+
+    /// Whether a checkpoint lies between the present and `target`, so restoring it is quicker
+    /// than playing from here.
+    fn closer_checkpoint(&self, target: u64) -> bool {
+        self.checkpoints
+            .range(..=target)
+            .next_back()
+            .is_some_and(|(&k, _)| k > self.icount())
+    }
+
+    /// One instruction forward.
+    pub fn step(&mut self) -> Result<Stopped, PlayError> {
+        if self.icount() >= self.end() {
+            return Ok(Stopped::End);
+        }
+        self.forward(self.icount() + 1, false)?;
+        Ok(Stopped::Reached)
+    }
+
+    /// One instruction back.
+    pub fn reverse_step(&mut self) -> Result<Stopped, PlayError> {
+        if self.icount() == 0 {
+            return Ok(Stopped::Begin);
+        }
+        self.seek(self.icount() - 1)?;
+        Ok(Stopped::Reached)
+    }
+
+    /// Forward until a breakpoint or `limit` (an instruction count), whichever comes first.
+    pub fn resume(&mut self, limit: u64) -> Result<Stopped, PlayError> {
+        if self.icount() >= self.end() {
+            return Ok(Stopped::End);
+        }
+        match self.forward(limit, true)? {
+            Played::Breakpoint => Ok(Stopped::Breakpoint),
+            Played::Reached if self.icount() >= self.end() => Ok(Stopped::End),
+            Played::Reached => Ok(Stopped::Reached),
+        }
+    }
+
+    /// Back to the last breakpoint hit before the present, or the beginning.
+    pub fn reverse_resume(&mut self) -> Result<Stopped, PlayError> {
+        let mut segment_end = self.icount();
+        while segment_end > 0 {
+            let (&start, checkpoint) = self
+                .checkpoints
+                .range(..segment_end)
+                .next_back()
+                .expect("there is always a checkpoint at 0");
+            let checkpoint = checkpoint.clone();
+            self.player.restore(&checkpoint)?;
+            let mut last_hit = None;
+            let hart = &mut self.player.machine.hart;
+            hart.breakpoints = self.breakpoints.clone();
+            hart.resume_from_breakpoint = None;
+            loop {
+                let played = self.player.play_to(segment_end)?;
+                let now = self.icount();
+                if played != Played::Breakpoint || now >= segment_end {
+                    break;
+                }
+                last_hit = Some(now);
+                self.player.machine.hart.resume_from_breakpoint = Some(now);
+            }
+            if let Some(hit) = last_hit {
+                self.seek(hit)?;
+                return Ok(Stopped::Breakpoint);
+            }
+            segment_end = start;
+        }
+        self.seek(0)?;
+        Ok(Stopped::Begin)
+    }
+}
