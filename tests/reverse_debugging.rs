@@ -1,0 +1,199 @@
+//! QEMU's reverse-debugging procedure (tests/avocado/reverse_debugging.py), driven by Debian's
+//! `gdb-multiarch` against `rewind debug` on a recording of the default Debian boot.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server {
+    child: Child,
+    address: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `rewind debug` on a free loopback port and waits until it listens.
+fn serve(recording: &Path) -> Server {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_rewind"))
+        .args(["debug", recording.to_str().unwrap(), "--gdb", &address])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&address).is_err() {
+        assert!(Instant::now() < deadline, "rewind debug did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // That probe connection was a client too: the server waits for the next one.
+    std::thread::sleep(Duration::from_millis(200));
+    Server { child, address }
+}
+
+/// Runs gdb-multiarch on `commands` after `target remote`; `setup` comes before it.
+fn gdb(server: &Server, setup: &str, commands: &str) -> Output {
+    let script = format!(
+        "set pagination off\nset confirm off\nset architecture riscv:rv64\n{setup}\n\
+         target remote {}\n{commands}\nkill\n",
+        server.address
+    );
+    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "gdb-{}.gdb",
+        server.address.replace([':', '.'], "-")
+    ));
+    std::fs::write(&file, script).unwrap();
+    Command::new("gdb-multiarch")
+        .args(["-nx", "-batch", "-x", file.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("gdb-multiarch (Debian's package; scripts/install-deps)")
+}
+
+/// A recording of the default guest's first few million instructions (firmware and kernel).
+fn boot_recording(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("reverse-debugging");
+    std::fs::create_dir_all(&dir).unwrap();
+    let recording = dir.join(name);
+    common::require_default_guest();
+    let out = Command::new(env!("CARGO_BIN_EXE_rewind"))
+        .args(["record", "-o", recording.to_str().unwrap()])
+        .args(["--no-pacing", "--max-insns", "40000000"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(124),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    recording
+}
+
+/// Values printed by `printf "TAG %lx\n", ...` lines, in order.
+fn tagged(text: &str, tag: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(tag))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn qemu_reverse_debugging_procedure() {
+    let recording = boot_recording("procedure.rwd");
+    let server = serve(&recording);
+    let step = "stepi\nprintf \"PC %lx\\n\", $pc\n";
+    let reverse = "reverse-stepi\nprintf \"PC %lx\\n\", $pc\n";
+    let mut commands = String::from("printf \"PC %lx\\n\", $pc\nset debug remote 0\n");
+    commands += &step.repeat(10);
+    commands += &reverse.repeat(10);
+    commands += &step.repeat(10);
+    let out = gdb(&server, "set debug remote 1", &commands);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ReverseStep+") && stderr.contains("ReverseContinue+"),
+        "qSupported does not advertise reverse execution:\n{stderr}"
+    );
+    let pcs = tagged(&stdout, "PC ");
+    assert_eq!(pcs.len(), 31, "{stdout}\n{stderr}");
+    let forward = &pcs[..11];
+    let backward: Vec<u64> = pcs[10..21].to_vec();
+    let mut expected_backward = forward.to_vec();
+    expected_backward.reverse();
+    assert_eq!(backward, expected_backward, "reverse-stepi went elsewhere");
+    assert_eq!(
+        &pcs[20..31],
+        forward,
+        "stepping forward again went elsewhere"
+    );
+    assert_eq!(forward[0], 0x1000, "the hart starts at the reset ROM");
+
+    // Breakpoints on the ten pcs, far ahead, then back: the last hit is the tenth pc, at
+    // instruction 10.
+    let server = serve(&recording);
+    let mut commands = String::new();
+    for pc in &forward[1..] {
+        commands += &format!("break *{pc:#x}\n");
+    }
+    commands += "monitor seek 30000000\nmaintenance flush register-cache\n";
+    commands += "reverse-continue\nprintf \"PC %lx\\n\", $pc\nmonitor icount\n";
+    let out = gdb(&server, "", &commands);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let pcs = tagged(&stdout, "PC ");
+    assert_eq!(
+        pcs,
+        [forward[10]],
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // gdb prints what monitor commands answer on standard error.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.lines().any(|l| l.trim() == "10"),
+        "monitor icount after reverse-continue:\n{stderr}"
+    );
+}
+
+#[test]
+fn going_back_and_forth_shows_the_same_registers_and_memory() {
+    let recording = boot_recording("back-and-forth.rwd");
+    let server = serve(&recording);
+    // Deep into the kernel (Sv39/48 translation on), look, go back far and come back.
+    let look = "printf \"PC %lx\\n\", $pc\nprintf \"SP %lx\\n\", $sp\n\
+                printf \"SATP %lx\\n\", $satp\nprintf \"PRIV %lx\\n\", $priv\n\
+                printf \"MEM %lx\\n\", *(unsigned long *)$pc\n\
+                printf \"BEGIN\\n\"\ninfo all-registers\nprintf \"END\\n\"\n";
+    let commands = format!(
+        "monitor seek 35000000\nmaintenance flush register-cache\n{look}\
+         monitor seek 1000\nmaintenance flush register-cache\nmaintenance flush dcache\n\
+         monitor seek 35000000\nmaintenance flush register-cache\nmaintenance flush dcache\n\
+         {look}reverse-stepi\nstepi\n{look}"
+    );
+    let out = gdb(&server, "", &commands);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for tag in ["PC ", "SP ", "SATP ", "PRIV ", "MEM "] {
+        let values = tagged(&stdout, tag);
+        assert_eq!(values.len(), 3, "{tag}: {stdout}");
+        assert!(
+            values.iter().all(|v| *v == values[0]),
+            "{tag}differs between visits: {values:x?}"
+        );
+    }
+    assert_ne!(
+        tagged(&stdout, "SATP ")[0] >> 60,
+        0,
+        "the kernel has paging on by then"
+    );
+    // `info all-registers` lists the whole file, the same each time.
+    let dumps: Vec<&str> = stdout
+        .split("BEGIN\n")
+        .skip(1)
+        .map(|d| d.split("END\n").next().unwrap())
+        .collect();
+    assert_eq!(dumps.len(), 3, "{stdout}");
+    assert!(
+        dumps[0].contains("satp") && dumps[0].contains("ft0"),
+        "{}",
+        dumps[0]
+    );
+    assert!(
+        dumps.iter().all(|d| *d == dumps[0]),
+        "info all-registers differs"
+    );
+}
