@@ -197,3 +197,89 @@ fn going_back_and_forth_shows_the_same_registers_and_memory() {
         "info all-registers differs"
     );
 }
+
+/// Records our bare-metal program that writes `watched` ten times.
+fn watched_recording() -> (PathBuf, PathBuf) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let status = Command::new("make")
+        .args(["-s", "-C", "tests/guest", "build/watched.elf"])
+        .current_dir(root)
+        .status()
+        .expect("make (gcc-riscv64-unknown-elf: scripts/install-deps)");
+    assert!(status.success());
+    let elf = root.join("tests/guest/build/watched.elf");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("reverse-debugging");
+    std::fs::create_dir_all(&dir).unwrap();
+    let recording = dir.join("watched.rwd");
+    let out = Command::new(env!("CARGO_BIN_EXE_rewind"))
+        .args(["record", "-o", recording.to_str().unwrap()])
+        .args(["--bios", "none", "--kernel", elf.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (recording, elf)
+}
+
+#[test]
+fn reverse_watchpoints_stop_at_every_write_in_reverse() {
+    let (recording, elf) = watched_recording();
+    let server = serve(&recording);
+    let hit = "printf \"VALUE %lx\\n\", watched\nmonitor icount\n";
+    let mut commands = String::from("watch watched\n");
+    // Forward: every write, then the end of the recording.
+    commands += &format!("continue\n{hit}").repeat(11);
+    // Backward from the end: the same writes, newest first, then the beginning.
+    commands += &format!("reverse-continue\n{hit}").repeat(11);
+    let out = gdb(&server, &format!("file {}", elf.display()), &commands);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let values = tagged(&stdout, "VALUE ");
+    let writes: Vec<u64> = (0..10).map(|i| 3 * i + 1).collect();
+    assert_eq!(values.len(), 22, "{stdout}\n{stderr}");
+    assert_eq!(values[..10], writes[..], "forward hits:\n{stdout}");
+    assert!(
+        stdout.contains("Hardware watchpoint 1: watched"),
+        "gdb did not report watchpoint hits:\n{stdout}"
+    );
+    // Going back from the end, gdb stops at each write, newest first, just before it (it
+    // shows "Old value = 28, New value = 25"): the values before each write, in reverse.
+    let before_each: Vec<u64> = (0..10)
+        .rev()
+        .map(|i| if i == 0 { 0 } else { 3 * i - 2 })
+        .collect();
+    assert_eq!(
+        values[11..21],
+        before_each[..],
+        "reverse hits:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("Old value = 28\nNew value = 25"),
+        "gdb did not see the last write undone:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("No more reverse-execution history.\n0x0000000000001000"),
+        "the beginning was not reported:\n{stdout}"
+    );
+    // Each reverse stop lies before the write it undoes and after the write before that
+    // (gdb steps back over the writing instruction itself).
+    let counts: Vec<u64> = stderr
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert_eq!(counts.len(), 22, "{stderr}");
+    for (k, &at) in counts[11..21].iter().enumerate() {
+        let write = 9 - k;
+        let after_previous = if write == 0 { 0 } else { counts[write - 1] };
+        assert!(
+            after_previous <= at && at < counts[write],
+            "reverse stop {k} at {at} is not between writes: {counts:?}"
+        );
+    }
+    assert_eq!(counts[21], 0);
+}

@@ -35,6 +35,24 @@ pub enum Exit {
     Yield,
     /// The next instruction is at a breakpoint (see [`Hart::breakpoints`]).
     Breakpoint,
+    /// The last instruction accessed memory under a watchpoint (see [`Hart::watch_hit`]).
+    Watchpoint,
+}
+
+/// What a watchpoint watches for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchKind {
+    Read,
+    Write,
+    Access,
+}
+
+/// A debugger's watchpoint: `len` bytes at virtual address `addr`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Watchpoint {
+    pub addr: u64,
+    pub len: u64,
+    pub kind: WatchKind,
 }
 
 /// What instruction fetch found at a pc.
@@ -120,6 +138,11 @@ pub struct Hart {
     pub breakpoints: Vec<u64>,
     /// A breakpoint at this instruction count is not reported: the debugger resumes from it.
     pub resume_from_breakpoint: Option<u64>,
+    /// Watchpoints: loads and stores to their pages take the slow path, which checks them.
+    /// Call [`Hart::flush_translations`] after changing them.
+    pub watchpoints: Vec<Watchpoint>,
+    /// The access that ended the last run with [`Exit::Watchpoint`]: address and kind.
+    pub watch_hit: Option<(u64, WatchKind)>,
 }
 
 /// Virtual nanoseconds per `mtime` tick: `mtime` runs at 10 MHz, as on QEMU's `virt`.
@@ -149,6 +172,8 @@ impl Hart {
             stop_reason: Exit::Yield,
             breakpoints: Vec::new(),
             resume_from_breakpoint: None,
+            watchpoints: Vec::new(),
+            watch_hit: None,
         };
         hart.context_changed();
         hart
@@ -319,9 +344,13 @@ impl Hart {
         self.context_changed();
     }
 
-    fn request_stop(&mut self, reason: Exit) {
+    pub(crate) fn request_stop(&mut self, reason: Exit) {
+        // A plain yield never hides a more specific reason given by the same instruction
+        // (a watched store to a page that holds code, say).
+        if !(self.stop_requested && reason == Exit::Yield) {
+            self.stop_reason = reason;
+        }
         self.stop_requested = true;
-        self.stop_reason = reason;
     }
 
     #[inline(always)]

@@ -12,7 +12,7 @@ pub mod ram;
 mod state;
 pub mod trap;
 
-pub use hart::{Exit, Hart, Mmio, PRIV_M, PRIV_S, PRIV_U};
+pub use hart::{Exit, Hart, Mmio, WatchKind, Watchpoint, PRIV_M, PRIV_S, PRIV_U};
 pub use ram::Ram;
 pub use state::HartState;
 pub use trap::{Access, Trap};

@@ -179,8 +179,10 @@ impl Hart {
         if self.pmp_check(paddr, size as u64, access, privilege) != PmpVerdict::Allowed {
             return Err(access.access_fault(vaddr));
         }
+        let watched_page =
+            !self.watchpoints.is_empty() && self.check_watchpoints(vaddr, size, access);
         let page = paddr & !(PAGE_SIZE - 1);
-        if let Some(off) = ram.offset(page) {
+        if let Some(off) = ram.offset(page).filter(|_| !watched_page) {
             let whole_page_ok =
                 self.pmp_check(page, PAGE_SIZE, access, privilege) == PmpVerdict::Allowed;
             let fill = whole_page_ok
@@ -200,6 +202,32 @@ impl Hart {
             }
         }
         Ok(paddr)
+    }
+
+    /// Notes a watchpoint hit by this access (the instruction completes, then the run stops),
+    /// and tells whether the page holds a watchpoint (its accesses must stay on this path).
+    fn check_watchpoints(&mut self, vaddr: u64, size: u8, access: Access) -> bool {
+        use crate::hart::{Exit, WatchKind};
+        let end = vaddr.wrapping_add(size as u64);
+        let kind = match access {
+            Access::Load => WatchKind::Read,
+            Access::Store => WatchKind::Write,
+            Access::Exec => return false,
+        };
+        let hit = self.watchpoints.iter().find(|w| {
+            let overlaps = vaddr < w.addr.wrapping_add(w.len) && w.addr < end;
+            overlaps && (w.kind == kind || w.kind == WatchKind::Access)
+        });
+        if let Some(w) = hit {
+            self.watch_hit = Some((w.addr.max(vaddr), kind));
+            self.request_stop(Exit::Watchpoint);
+        }
+        let page = vaddr >> PAGE_SHIFT;
+        self.watchpoints.iter().any(|w| {
+            let first = w.addr >> PAGE_SHIFT;
+            let last = w.addr.wrapping_add(w.len.max(1) - 1) >> PAGE_SHIFT;
+            (first..=last).contains(&page)
+        })
     }
 
     /// Walks the page table. Returns the physical address and whether a store may hit the page

@@ -20,10 +20,12 @@ use gdbstub::target::ext::base::singlethread::{
 };
 use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::breakpoints::{
-    Breakpoints, BreakpointsOps, HwBreakpoint, HwBreakpointOps, SwBreakpoint, SwBreakpointOps,
+    Breakpoints, BreakpointsOps, HwBreakpoint, HwBreakpointOps, HwWatchpoint, HwWatchpointOps,
+    SwBreakpoint, SwBreakpointOps, WatchKind as GdbWatchKind,
 };
 use gdbstub::target::ext::monitor_cmd::{outputln, ConsoleOutput, MonitorCmd, MonitorCmdOps};
 use gdbstub::target::{Target, TargetError, TargetResult};
+use rewind_cpu::{WatchKind, Watchpoint};
 use rewind_replay::{PlayError, Player};
 
 use arch::{Regs, Rv64, CSRS};
@@ -45,6 +47,7 @@ enum Action {
 pub struct DebugTarget {
     timeline: Timeline,
     breakpoints: Vec<u64>,
+    watchpoints: Vec<Watchpoint>,
     action: Action,
 }
 
@@ -73,6 +76,7 @@ impl DebugTarget {
         DebugTarget {
             timeline: Timeline::new(player, checkpoint_mem),
             breakpoints: Vec::new(),
+            watchpoints: Vec::new(),
             action: Action::Continue,
         }
     }
@@ -83,6 +87,7 @@ impl DebugTarget {
 
     fn sync_breakpoints(&mut self) {
         self.timeline.set_breakpoints(self.breakpoints.clone());
+        self.timeline.set_watchpoints(self.watchpoints.clone());
     }
 
     /// Reads guest memory at a virtual address through the current translation, or as a
@@ -246,6 +251,57 @@ impl Breakpoints for DebugTarget {
     fn support_hw_breakpoint(&mut self) -> Option<HwBreakpointOps<'_, Self>> {
         Some(self)
     }
+
+    fn support_hw_watchpoint(&mut self) -> Option<HwWatchpointOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+fn watch_kind(kind: GdbWatchKind) -> WatchKind {
+    match kind {
+        GdbWatchKind::Write => WatchKind::Write,
+        GdbWatchKind::Read => WatchKind::Read,
+        GdbWatchKind::ReadWrite => WatchKind::Access,
+    }
+}
+
+impl HwWatchpoint for DebugTarget {
+    fn add_hw_watchpoint(
+        &mut self,
+        addr: u64,
+        len: u64,
+        kind: GdbWatchKind,
+    ) -> TargetResult<bool, Self> {
+        if len == 0 || len > 4096 {
+            return Ok(false);
+        }
+        self.watchpoints.push(Watchpoint {
+            addr,
+            len,
+            kind: watch_kind(kind),
+        });
+        self.sync_breakpoints();
+        Ok(true)
+    }
+
+    fn remove_hw_watchpoint(
+        &mut self,
+        addr: u64,
+        len: u64,
+        kind: GdbWatchKind,
+    ) -> TargetResult<bool, Self> {
+        let wanted = Watchpoint {
+            addr,
+            len,
+            kind: watch_kind(kind),
+        };
+        let Some(i) = self.watchpoints.iter().position(|w| *w == wanted) else {
+            return Ok(false);
+        };
+        self.watchpoints.swap_remove(i);
+        self.sync_breakpoints();
+        Ok(true)
+    }
 }
 
 impl SwBreakpoint for DebugTarget {
@@ -372,6 +428,15 @@ impl BlockingEventLoop for EventLoop {
                 _ => SingleThreadStopReason::Signal(Signal::SIGTRAP),
             },
             Stopped::Breakpoint => SingleThreadStopReason::SwBreak(()),
+            Stopped::Watchpoint(addr, kind) => SingleThreadStopReason::Watch {
+                tid: (),
+                kind: match kind {
+                    WatchKind::Write => GdbWatchKind::Write,
+                    WatchKind::Read => GdbWatchKind::Read,
+                    WatchKind::Access => GdbWatchKind::ReadWrite,
+                },
+                addr,
+            },
             Stopped::Begin => SingleThreadStopReason::ReplayLog {
                 tid: None,
                 pos: ReplayLogPosition::Begin,

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use rewind_cpu::{WatchKind, Watchpoint};
 use rewind_replay::{Checkpoint, PlayError, Played, Player};
 
 /// Checkpoints are taken at multiples of this many instructions when first passing there:
@@ -18,6 +19,8 @@ pub enum Stopped {
     Reached,
     /// Before an instruction at a breakpoint.
     Breakpoint,
+    /// After an instruction that touched watched memory: the address and the access.
+    Watchpoint(u64, WatchKind),
     /// At the beginning of the recording (going back) or its end (going forward).
     Begin,
     End,
@@ -31,6 +34,7 @@ pub struct Timeline {
     budget: u64,
     /// Breakpoints (virtual addresses), sorted.
     breakpoints: Vec<u64>,
+    watchpoints: Vec<Watchpoint>,
 }
 
 impl Timeline {
@@ -43,6 +47,7 @@ impl Timeline {
             spacing: DEFAULT_SPACING,
             budget,
             breakpoints: Vec::new(),
+            watchpoints: Vec::new(),
         }
     }
 
@@ -61,6 +66,35 @@ impl Timeline {
         self.breakpoints = breakpoints;
     }
 
+    pub fn set_watchpoints(&mut self, watchpoints: Vec<Watchpoint>) {
+        self.watchpoints = watchpoints;
+    }
+
+    /// Gives the hart the breakpoints and watchpoints (or none), after any restore.
+    fn arm(&mut self, stops: bool) {
+        let hart = &mut self.player.machine.hart;
+        let (breakpoints, watchpoints) = if stops {
+            (self.breakpoints.clone(), self.watchpoints.clone())
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        hart.breakpoints = breakpoints;
+        if hart.watchpoints != watchpoints {
+            hart.watchpoints = watchpoints;
+            hart.flush_translations();
+        }
+        hart.watch_hit = None;
+    }
+
+    /// What stopped the last run early.
+    fn stop_kind(&self, played: Played) -> Stopped {
+        match (played, self.player.machine.hart.watch_hit) {
+            (Played::Watchpoint, Some((addr, kind))) => Stopped::Watchpoint(addr, kind),
+            (Played::Reached, _) => Stopped::Reached,
+            _ => Stopped::Breakpoint,
+        }
+    }
+
     /// Checkpoints as (instruction count, bytes of RAM it alone holds).
     pub fn checkpoints(&self) -> Vec<(u64, u64)> {
         self.checkpoints
@@ -77,13 +111,9 @@ impl Timeline {
     }
 
     /// Plays forward to `target`, with or without breakpoints, taking checkpoints on the way.
-    fn forward(&mut self, target: u64, breakpoints: bool) -> Result<Played, PlayError> {
+    fn forward(&mut self, target: u64, stops: bool) -> Result<Played, PlayError> {
+        self.arm(stops);
         let hart = &mut self.player.machine.hart;
-        hart.breakpoints = if breakpoints {
-            self.breakpoints.clone()
-        } else {
-            Vec::new()
-        };
         // The instruction at the current position runs even if it is at a breakpoint.
         hart.resume_from_breakpoint = Some(hart.icount);
         let target = target.min(self.end());
@@ -91,8 +121,8 @@ impl Timeline {
             let now = self.icount();
             let next_checkpoint = (now / self.spacing + 1) * self.spacing;
             let played = self.player.play_to(target.min(next_checkpoint))?;
-            if played == Played::Breakpoint {
-                return Ok(Played::Breakpoint);
+            if played != Played::Reached {
+                return Ok(played);
             }
             let now = self.icount();
             if now == next_checkpoint && !self.checkpoints.contains_key(&now) {
@@ -177,15 +207,17 @@ impl Timeline {
             return Ok(Stopped::End);
         }
         match self.forward(limit, true)? {
-            Played::Breakpoint => Ok(Stopped::Breakpoint),
             Played::Reached if self.icount() >= self.end() => Ok(Stopped::End),
-            Played::Reached => Ok(Stopped::Reached),
+            played => Ok(self.stop_kind(played)),
         }
     }
 
-    /// Back to the last breakpoint hit before the present, or the beginning.
+    /// Back to the last breakpoint or watchpoint hit before the present, or the beginning.
+    /// A breakpoint hit is the moment before the instruction at it; a watchpoint hit is the
+    /// moment after the access, as going forward.
     pub fn reverse_resume(&mut self) -> Result<Stopped, PlayError> {
-        let mut segment_end = self.icount();
+        let present = self.icount();
+        let mut segment_end = present;
         while segment_end > 0 {
             let (&start, checkpoint) = self
                 .checkpoints
@@ -194,22 +226,33 @@ impl Timeline {
                 .expect("there is always a checkpoint at 0");
             let checkpoint = checkpoint.clone();
             self.player.restore(&checkpoint)?;
+            self.arm(true);
+            self.player.machine.hart.resume_from_breakpoint = None;
             let mut last_hit = None;
-            let hart = &mut self.player.machine.hart;
-            hart.breakpoints = self.breakpoints.clone();
-            hart.resume_from_breakpoint = None;
             loop {
                 let played = self.player.play_to(segment_end)?;
                 let now = self.icount();
-                if played != Played::Breakpoint || now >= segment_end {
+                let kind = self.stop_kind(played);
+                // A breakpoint at the segment's end belongs to the next segment; an access
+                // that ends there belongs to this one, unless it is the present.
+                let counts = match kind {
+                    Stopped::Breakpoint => now < segment_end,
+                    Stopped::Watchpoint(..) => now <= segment_end && now < present,
+                    _ => false,
+                };
+                if counts {
+                    last_hit = Some((now, kind));
+                }
+                if played == Played::Reached || now >= segment_end {
                     break;
                 }
-                last_hit = Some(now);
-                self.player.machine.hart.resume_from_breakpoint = Some(now);
+                let hart = &mut self.player.machine.hart;
+                hart.resume_from_breakpoint = Some(now);
+                hart.watch_hit = None;
             }
-            if let Some(hit) = last_hit {
+            if let Some((hit, kind)) = last_hit {
                 self.seek(hit)?;
-                return Ok(Stopped::Breakpoint);
+                return Ok(kind);
             }
             segment_end = start;
         }

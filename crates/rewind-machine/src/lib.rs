@@ -124,6 +124,8 @@ pub enum Stop {
     Slice,
     /// The next instruction is at one of the hart's breakpoints.
     Breakpoint,
+    /// The last instruction touched memory under one of the hart's watchpoints.
+    Watchpoint,
 }
 
 /// Devices behind the MMIO bus.
@@ -471,6 +473,7 @@ impl Machine {
             match self.hart.run(&mut self.ram, &mut self.bus, end - now) {
                 Exit::Wfi => self.sleeping = true,
                 Exit::Breakpoint => return Stop::Breakpoint,
+                Exit::Watchpoint => return Stop::Watchpoint,
                 Exit::Budget | Exit::Yield => {}
             }
         }

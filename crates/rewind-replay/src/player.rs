@@ -26,6 +26,8 @@ pub enum Played {
     Reached,
     /// Earlier, before an instruction at a breakpoint of the hart.
     Breakpoint,
+    /// Earlier, after an instruction that touched memory under a watchpoint of the hart.
+    Watchpoint,
 }
 
 /// A position in a recording that can be returned to.
@@ -115,8 +117,9 @@ impl Player {
                 break;
             }
             let at = entry.icount;
-            if self.advance(at)? == Played::Breakpoint {
-                return Ok(Played::Breakpoint);
+            match self.advance(at)? {
+                Played::Reached => {}
+                stopped => return Ok(stopped),
             }
             let entry = &self.timeline[self.next];
             match &entry.item {
@@ -161,6 +164,7 @@ impl Player {
             match stop {
                 Stop::Limit => return Ok(Played::Reached),
                 Stop::Breakpoint => return Ok(Played::Breakpoint),
+                Stop::Watchpoint => return Ok(Played::Watchpoint),
                 Stop::Slice => {}
                 Stop::Idle { until } => {
                     let t = until.map_or(target, |u| u.min(target));
