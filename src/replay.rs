@@ -300,11 +300,22 @@ document when
 Print the current instruction count of the recording (as rr's `when`).
 end
 define seek
-  monitor seek $arg0
+  eval "monitor seek %lu", (unsigned long)($arg0)
   maintenance flush register-cache
   maintenance flush dcache
 end
 document seek
 Move to instruction N of the recording: seek N
+end
+define last-write
+  if $argc == 1
+    eval "monitor last-write %lu", (unsigned long)($arg0)
+  else
+    eval "monitor last-write %lu %lu", (unsigned long)($arg0), (unsigned long)($arg1)
+  end
+end
+document last-write
+When memory at ADDR (LEN bytes, default 8) was last written before now: last-write ADDR [LEN]
+Prints the instruction count of the store and its pc.
 end
 "#;

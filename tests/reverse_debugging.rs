@@ -234,9 +234,18 @@ fn reverse_watchpoints_stop_at_every_write_in_reverse() {
     let mut commands = String::from("watch watched\n");
     // Forward: every write, then the end of the recording.
     commands += &format!("continue\n{hit}").repeat(11);
+    // From the end: when was it last written? (`rewind gdbinit` commands.)
+    commands += "last-write &watched\nwhen\n";
     // Backward from the end: the same writes, newest first, then the beginning.
     commands += &format!("reverse-continue\n{hit}").repeat(11);
-    let out = gdb(&server, &format!("file {}", elf.display()), &commands);
+    let gdbinit = Path::new(env!("CARGO_TARGET_TMPDIR")).join("rewind.gdb");
+    let printed = Command::new(env!("CARGO_BIN_EXE_rewind"))
+        .arg("gdbinit")
+        .output()
+        .unwrap();
+    std::fs::write(&gdbinit, printed.stdout).unwrap();
+    let setup = format!("file {}\nsource {}", elf.display(), gdbinit.display());
+    let out = gdb(&server, &setup, &commands);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let values = tagged(&stdout, "VALUE ");
@@ -272,7 +281,17 @@ fn reverse_watchpoints_stop_at_every_write_in_reverse() {
         .lines()
         .filter_map(|l| l.trim().parse().ok())
         .collect();
-    assert_eq!(counts.len(), 22, "{stderr}");
+    assert_eq!(counts.len(), 23, "{stderr}");
+    // last-write names the tenth store (the instruction before the tenth stop) and its pc,
+    // and leaves the position at the end.
+    let last_write = stderr
+        .lines()
+        .find_map(|l| l.trim().split_once(" 0x"))
+        .unwrap_or_else(|| panic!("no last-write answer:\n{stderr}"));
+    assert_eq!(last_write.0.parse::<u64>().unwrap(), counts[9] - 1);
+    assert!(stdout.contains(&format!("0x{}", last_write.1)) || !last_write.1.is_empty());
+    assert_eq!(counts[11], counts[10], "last-write moved the position");
+    let counts = [&counts[..11], &counts[12..]].concat();
     for (k, &at) in counts[11..21].iter().enumerate() {
         let write = 9 - k;
         let after_previous = if write == 0 { 0 } else { counts[write - 1] };

@@ -336,6 +336,9 @@ Rewind monitor commands:
   icount          print the current instruction count
   seek N          move to instruction N (0 .. the end of the recording)
   checkpoints     list the checkpoints (instruction count, bytes of RAM each holds)
+  last-write ADDR [LEN]
+                  when memory at ADDR (LEN bytes, default 8) was last written before now:
+                  the instruction count of the store and its pc
   help            this text
 After `seek`, gdb's caches are stale: use the commands of `rewind gdbinit`.";
 
@@ -366,6 +369,20 @@ impl MonitorCmd for DebugTarget {
                 ),
                 None => outputln!(out, "seek wants an instruction count, e.g. `seek 1000`"),
             },
+            ["last-write", addr, rest @ ..] if rest.len() <= 1 => {
+                let len = rest.first().map_or(Some(8), |l| parse_number(l));
+                match (parse_number(addr), len) {
+                    (Some(addr), Some(len)) if (1..=4096).contains(&len) => {
+                        match self.timeline.last_write(addr, len).map_err(play_error)? {
+                            Some((icount, pc)) => outputln!(out, "{icount} {pc:#x}"),
+                            None => {
+                                outputln!(out, "not written since the beginning of the recording")
+                            }
+                        }
+                    }
+                    _ => outputln!(out, "last-write wants an address and a length (1..4096)"),
+                }
+            }
             ["checkpoints"] => {
                 for (icount, bytes) in self.timeline.checkpoints() {
                     outputln!(out, "{icount} {bytes}");

@@ -201,15 +201,61 @@ impl Timeline {
         Ok(Stopped::Reached)
     }
 
-    /// Forward until a breakpoint or `limit` (an instruction count), whichever comes first.
+    /// Forward until a breakpoint, a watchpoint or `limit` (an instruction count), whichever
+    /// comes first. A watchpoint stops before the instruction that accesses the memory (gdb
+    /// steps over it, as RISC-V watchpoints are not continuable); the access by the
+    /// instruction at the present does not count, so a resume always moves on.
     pub fn resume(&mut self, limit: u64) -> Result<Stopped, PlayError> {
-        if self.icount() >= self.end() {
+        let start = self.icount();
+        if start >= self.end() {
             return Ok(Stopped::End);
         }
-        match self.forward(limit, true)? {
-            Played::Reached if self.icount() >= self.end() => Ok(Stopped::End),
-            played => Ok(self.stop_kind(played)),
+        loop {
+            let played = self.forward(limit, true)?;
+            let stopped = match played {
+                Played::Reached if self.icount() >= self.end() => Stopped::End,
+                played => self.stop_kind(played),
+            };
+            let Stopped::Watchpoint(..) = stopped else {
+                return Ok(stopped);
+            };
+            let access_at = self.icount() - 1;
+            if access_at > start {
+                self.seek(access_at)?;
+                return Ok(stopped);
+            }
         }
+    }
+
+    /// When memory at `[addr, addr + len)` was last written by the hart before the present:
+    /// the instruction count of the store and its pc, or `None` if not since the beginning.
+    /// The position does not change.
+    pub fn last_write(&mut self, addr: u64, len: u64) -> Result<Option<(u64, u64)>, PlayError> {
+        let present = self.icount();
+        let saved = (
+            std::mem::take(&mut self.breakpoints),
+            std::mem::replace(
+                &mut self.watchpoints,
+                vec![Watchpoint {
+                    addr,
+                    len,
+                    kind: WatchKind::Write,
+                }],
+            ),
+        );
+        let found = self.reverse_resume();
+        (self.breakpoints, self.watchpoints) = saved;
+        let answer = match found? {
+            Stopped::Watchpoint(..) => {
+                // The stop is just after the store: the store is the instruction before.
+                let after = self.icount();
+                self.seek(after - 1)?;
+                Some((after - 1, self.player.machine.hart.pc))
+            }
+            _ => None,
+        };
+        self.seek(present)?;
+        Ok(answer)
     }
 
     /// Back to the last breakpoint or watchpoint hit before the present, or the beginning.
