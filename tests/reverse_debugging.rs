@@ -302,3 +302,53 @@ fn reverse_watchpoints_stop_at_every_write_in_reverse() {
     }
     assert_eq!(counts[21], 0);
 }
+
+#[test]
+fn bad_clients_and_bad_requests_get_errors_and_the_server_keeps_serving() {
+    use std::io::Write;
+    let recording = boot_recording("bad-clients.rwd");
+    let server = serve(&recording);
+    // Garbage, then a client that vanishes in the middle of a packet.
+    for bytes in [
+        &b"\x00\xff garbage $qNonsense#00 $m1000,4#zz +++---"[..],
+        &b"$m1000,"[..],
+        &b"$qSupported:multiprocess+;swbreak+#"[..],
+    ] {
+        let mut stream = std::net::TcpStream::connect(&server.address).unwrap();
+        let _ = stream.write_all(bytes);
+        drop(stream);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Writes fail (a replay cannot be changed); Python keeps the script going after them.
+    let commands = "printf \"A0 %lx\\n\", $a0\n\
+                    python\n\
+                    for c in ['set $a0 = 5', 'set *(long *)0x80000000 = 1']:\n\
+                    \x20   try:\n\
+                    \x20       gdb.execute(c)\n\
+                    \x20   except gdb.error as e:\n\
+                    \x20       print('REFUSED', e)\n\
+                    end\n\
+                    printf \"A0 %lx\\n\", $a0\n\
+                    monitor seek 99999999999\n\
+                    monitor frobnicate\n\
+                    watch *(long *)0x7000000000\n\
+                    continue\n\
+                    monitor icount\n\
+                    printf \"PC %lx\\n\", $pc\n";
+    let out = gdb(&server, "", commands);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let a0 = tagged(&stdout, "A0 ");
+    assert_eq!(a0.len(), 2, "{stdout}\n{stderr}");
+    assert_eq!(a0[0], a0[1], "a register write changed the replay");
+    assert_eq!(stdout.matches("REFUSED").count(), 2, "{stdout}");
+    assert!(stderr.contains("past the end of the recording"), "{stderr}");
+    assert!(stderr.contains("unknown command"), "{stderr}");
+    // The watchpoint on unmapped memory never fires: the replay runs to its end.
+    assert!(
+        stdout.contains("No more reverse-execution history"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(stderr.lines().any(|l| l.trim() == "40000000"), "{stderr}");
+    assert_eq!(tagged(&stdout, "PC ").len(), 1);
+}

@@ -183,8 +183,7 @@ impl SingleThreadBase for DebugTarget {
     }
 
     fn write_registers(&mut self, _regs: &Regs) -> TargetResult<(), Self> {
-        // A replay must stay faithful to its recording.
-        Err(TargetError::NonFatal)
+        refuse_change("registers")
     }
 
     fn read_addrs(&mut self, start_addr: u64, data: &mut [u8]) -> TargetResult<usize, Self> {
@@ -195,12 +194,22 @@ impl SingleThreadBase for DebugTarget {
     }
 
     fn write_addrs(&mut self, _start_addr: u64, _data: &[u8]) -> TargetResult<(), Self> {
-        Err(TargetError::NonFatal)
+        refuse_change("memory")
     }
 
     fn support_resume(&mut self) -> Option<SingleThreadResumeOps<'_, Self>> {
         Some(self)
     }
+}
+
+/// A replay must stay faithful to its recording: writes are refused, and the server says why
+/// (gdb itself only shows an error code).
+fn refuse_change(what: &str) -> TargetResult<(), DebugTarget> {
+    eprintln!(
+        "rewind: gdb tried to change {what}; a replay follows its recording and cannot be \
+         changed: refused"
+    );
+    Err(TargetError::NonFatal)
 }
 
 impl SingleThreadResume for DebugTarget {
