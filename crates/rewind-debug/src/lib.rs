@@ -34,6 +34,69 @@ use timeline::{Stopped, Timeline};
 /// Instructions run between looks at the connection during a long `continue`.
 const POLL_EVERY: u64 = 1 << 22;
 
+/// Progress of a long seek or scan: a bar on the server's terminal once it takes a while,
+/// and (for monitor commands) a line to gdb every second, which also keeps gdb from timing
+/// out while it waits for the answer.
+struct Progress<'a, 'b> {
+    what: &'static str,
+    from: u64,
+    to: u64,
+    started: std::time::Instant,
+    bar: Option<indicatif::ProgressBar>,
+    gdb: Option<&'a mut ConsoleOutput<'b>>,
+    last_line: std::time::Instant,
+}
+
+impl<'a, 'b> Progress<'a, 'b> {
+    fn new(what: &'static str, from: u64, to: u64, gdb: Option<&'a mut ConsoleOutput<'b>>) -> Self {
+        let now = std::time::Instant::now();
+        Progress {
+            what,
+            from,
+            to,
+            started: now,
+            bar: None,
+            gdb,
+            last_line: now,
+        }
+    }
+
+    fn update(&mut self, icount: u64) {
+        let span = self.to.abs_diff(self.from).max(1);
+        let done = icount.abs_diff(self.from).min(span);
+        if self.bar.is_none() && self.started.elapsed() > std::time::Duration::from_millis(500) {
+            let bar = indicatif::ProgressBar::new(span);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "rewind: {msg} [{bar:40}] {percent}% ({elapsed}, about {eta} left)",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.set_message(self.what);
+            self.bar = Some(bar);
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_position(done);
+        }
+        if self.last_line.elapsed() >= std::time::Duration::from_secs(1) {
+            self.last_line = std::time::Instant::now();
+            if let Some(out) = self.gdb.as_deref_mut() {
+                outputln!(out, "{}: {}%", self.what, done * 100 / span);
+                out.flush();
+            }
+        }
+    }
+}
+
+impl Drop for Progress<'_, '_> {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 /// What gdb asked the target to do next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Action {
@@ -363,7 +426,12 @@ impl MonitorCmd for DebugTarget {
             ["icount"] => outputln!(out, "{}", self.timeline.icount()),
             ["seek", n] => match parse_number(n) {
                 Some(n) if n <= self.timeline.end() => {
-                    self.timeline.seek(n).map_err(play_error)?;
+                    let from = self.timeline.icount();
+                    let mut progress = Progress::new("seeking", from, n, Some(&mut out));
+                    self.timeline
+                        .seek_reporting(n, &mut |at| progress.update(at))
+                        .map_err(play_error)?;
+                    drop(progress);
                     outputln!(
                         out,
                         "at instruction {} (pc {:#x})",
@@ -382,7 +450,15 @@ impl MonitorCmd for DebugTarget {
                 let len = rest.first().map_or(Some(8), |l| parse_number(l));
                 match (parse_number(addr), len) {
                     (Some(addr), Some(len)) if (1..=4096).contains(&len) => {
-                        match self.timeline.last_write(addr, len).map_err(play_error)? {
+                        let present = self.timeline.icount();
+                        let mut progress =
+                            Progress::new("scanning back", present, 0, Some(&mut out));
+                        let found = self
+                            .timeline
+                            .last_write(addr, len, &mut |at| progress.update(at))
+                            .map_err(play_error)?;
+                        drop(progress);
+                        match found {
                             Some((icount, pc)) => outputln!(out, "{icount} {pc:#x}"),
                             None => {
                                 outputln!(out, "not written since the beginning of the recording")
@@ -430,10 +506,14 @@ impl BlockingEventLoop for EventLoop {
         let stopped = match target.action {
             Action::Step => timeline.step().map_err(play_error).map_err(error)?,
             Action::ReverseStep => timeline.reverse_step().map_err(play_error).map_err(error)?,
-            Action::ReverseContinue => timeline
-                .reverse_resume()
-                .map_err(play_error)
-                .map_err(error)?,
+            Action::ReverseContinue => {
+                let present = timeline.icount();
+                let mut progress = Progress::new("reverse-continue", present, 0, None);
+                timeline
+                    .reverse_resume(&mut |at| progress.update(at))
+                    .map_err(play_error)
+                    .map_err(error)?
+            }
             Action::Continue => loop {
                 let limit = timeline.icount().saturating_add(POLL_EVERY);
                 let stopped = timeline.resume(limit).map_err(play_error).map_err(error)?;

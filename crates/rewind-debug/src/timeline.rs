@@ -12,6 +12,9 @@ use rewind_replay::{Checkpoint, PlayError, Played, Player};
 /// going back anywhere replays at most this far.
 pub const DEFAULT_SPACING: u64 = 1 << 24;
 
+/// Told the instruction count reached, now and then during long operations.
+pub type Report<'a> = &'a mut dyn FnMut(u64);
+
 /// Where a forward or backward run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stopped {
@@ -112,6 +115,15 @@ impl Timeline {
 
     /// Plays forward to `target`, with or without breakpoints, taking checkpoints on the way.
     fn forward(&mut self, target: u64, stops: bool) -> Result<Played, PlayError> {
+        self.forward_reporting(target, stops, &mut |_| {})
+    }
+
+    fn forward_reporting(
+        &mut self,
+        target: u64,
+        stops: bool,
+        report: Report,
+    ) -> Result<Played, PlayError> {
         self.arm(stops);
         let hart = &mut self.player.machine.hart;
         // The instruction at the current position runs even if it is at a breakpoint.
@@ -125,6 +137,7 @@ impl Timeline {
                 return Ok(played);
             }
             let now = self.icount();
+            report(now);
             if now == next_checkpoint && !self.checkpoints.contains_key(&now) {
                 let checkpoint = self.player.save();
                 self.checkpoints.insert(now, checkpoint);
@@ -160,6 +173,11 @@ impl Timeline {
 
     /// Goes to instruction count `target` (clamped to the recording).
     pub fn seek(&mut self, target: u64) -> Result<(), PlayError> {
+        self.seek_reporting(target, &mut |_| {})
+    }
+
+    /// [`Timeline::seek`], telling `report` how far it got now and then.
+    pub fn seek_reporting(&mut self, target: u64, report: Report) -> Result<(), PlayError> {
         let target = target.min(self.end());
         if target < self.icount() || self.closer_checkpoint(target) {
             let (_, checkpoint) = self
@@ -170,7 +188,7 @@ impl Timeline {
             let checkpoint = checkpoint.clone();
             self.player.restore(&checkpoint)?;
         }
-        self.forward(target, false)?;
+        self.forward_reporting(target, false, report)?;
         Ok(())
     }
 
@@ -230,7 +248,12 @@ impl Timeline {
     /// When memory at `[addr, addr + len)` was last written by the hart before the present:
     /// the instruction count of the store and its pc, or `None` if not since the beginning.
     /// The position does not change.
-    pub fn last_write(&mut self, addr: u64, len: u64) -> Result<Option<(u64, u64)>, PlayError> {
+    pub fn last_write(
+        &mut self,
+        addr: u64,
+        len: u64,
+        report: Report,
+    ) -> Result<Option<(u64, u64)>, PlayError> {
         let present = self.icount();
         let saved = (
             std::mem::take(&mut self.breakpoints),
@@ -243,7 +266,7 @@ impl Timeline {
                 }],
             ),
         );
-        let found = self.reverse_resume();
+        let found = self.reverse_resume(report);
         (self.breakpoints, self.watchpoints) = saved;
         let answer = match found? {
             Stopped::Watchpoint(..) => {
@@ -261,7 +284,7 @@ impl Timeline {
     /// Back to the last breakpoint or watchpoint hit before the present, or the beginning.
     /// A breakpoint hit is the moment before the instruction at it; a watchpoint hit is the
     /// moment after the access, as going forward.
-    pub fn reverse_resume(&mut self) -> Result<Stopped, PlayError> {
+    pub fn reverse_resume(&mut self, report: Report) -> Result<Stopped, PlayError> {
         let present = self.icount();
         let mut segment_end = present;
         while segment_end > 0 {
@@ -270,6 +293,7 @@ impl Timeline {
                 .range(..segment_end)
                 .next_back()
                 .expect("there is always a checkpoint at 0");
+            report(start);
             let checkpoint = checkpoint.clone();
             self.player.restore(&checkpoint)?;
             self.arm(true);
