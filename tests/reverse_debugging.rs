@@ -352,3 +352,41 @@ fn bad_clients_and_bad_requests_get_errors_and_the_server_keeps_serving() {
     assert!(stderr.lines().any(|l| l.trim() == "40000000"), "{stderr}");
     assert_eq!(tagged(&stdout, "PC ").len(), 1);
 }
+
+/// Checkpoints stay within their memory budget, dense near the present and sparse far back,
+/// and going back still lands exactly.
+#[test]
+fn checkpoints_fit_their_budget_and_thin_out_far_from_the_present() {
+    use rewind_debug::timeline::Timeline;
+    use rewind_replay::{Player, Recording};
+    let recording = Recording::open(&boot_recording("budget.rwd")).unwrap();
+    let timeline = Timeline::new(Player::new(&recording).unwrap(), u64::MAX);
+    // The boot images alone, at instruction 0, plus room for a few checkpoints' pages.
+    let budget = timeline.checkpoint_bytes() + (6 << 20);
+    let mut timeline = Timeline::new(Player::new(&recording).unwrap(), budget);
+    timeline.set_spacing(1 << 20);
+    timeline.seek(39_000_000).unwrap();
+    let checkpoints = timeline.checkpoints();
+    let held: u64 = checkpoints.iter().map(|(_, bytes)| bytes).sum();
+    assert!(
+        held <= budget,
+        "{held} bytes held, budget {budget}: {checkpoints:?}"
+    );
+    assert!(checkpoints.len() >= 4, "{checkpoints:?}");
+    assert!(
+        checkpoints.len() < 39,
+        "nothing was dropped: {checkpoints:?}"
+    );
+    let gaps: Vec<u64> = checkpoints.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    assert!(
+        gaps.first() >= gaps.last(),
+        "checkpoints are not sparser far back: {checkpoints:?}"
+    );
+    // Back to a point between two sparse checkpoints: the same state as playing straight.
+    let target = 5_000_123;
+    timeline.seek(target).unwrap();
+    let back = timeline.player.machine.digest();
+    let mut straight = Player::new(&recording).unwrap();
+    straight.play_to(target).unwrap();
+    assert_eq!(back, straight.machine.digest());
+}

@@ -32,6 +32,9 @@ pub enum Stopped {
 pub struct Timeline {
     pub player: Player,
     checkpoints: BTreeMap<u64, Checkpoint>,
+    /// Bytes of RAM pages each checkpoint keeps alive: its own new pages, plus those of
+    /// dropped checkpoints before it that it still shares.
+    costs: BTreeMap<u64, u64>,
     spacing: u64,
     /// Bytes of RAM the checkpoints may hold.
     budget: u64,
@@ -43,10 +46,13 @@ pub struct Timeline {
 impl Timeline {
     pub fn new(mut player: Player, budget: u64) -> Timeline {
         let mut checkpoints = BTreeMap::new();
-        checkpoints.insert(0, player.save());
+        let first = player.save();
+        let costs = BTreeMap::from([(0, first.snapshot.cost_bytes())]);
+        checkpoints.insert(0, first);
         Timeline {
             player,
             checkpoints,
+            costs,
             spacing: DEFAULT_SPACING,
             budget,
             breakpoints: Vec::new(),
@@ -98,19 +104,19 @@ impl Timeline {
         }
     }
 
-    /// Checkpoints as (instruction count, bytes of RAM it alone holds).
-    pub fn checkpoints(&self) -> Vec<(u64, u64)> {
-        self.checkpoints
-            .iter()
-            .map(|(&i, c)| (i, c.snapshot.cost_bytes()))
-            .collect()
+    /// Takes checkpoints every `spacing` instructions from now on (tests, tuning).
+    pub fn set_spacing(&mut self, spacing: u64) {
+        self.spacing = spacing.max(1);
     }
 
-    fn checkpoint_bytes(&self) -> u64 {
-        self.checkpoints
-            .values()
-            .map(|c| c.snapshot.cost_bytes())
-            .sum()
+    /// Checkpoints as (instruction count, bytes of RAM pages it keeps alive).
+    pub fn checkpoints(&self) -> Vec<(u64, u64)> {
+        self.costs.iter().map(|(&i, &c)| (i, c)).collect()
+    }
+
+    /// Bytes of RAM pages all checkpoints keep alive (an upper bound).
+    pub fn checkpoint_bytes(&self) -> u64 {
+        self.costs.values().sum()
     }
 
     /// Plays forward to `target`, with or without breakpoints, taking checkpoints on the way.
@@ -140,6 +146,7 @@ impl Timeline {
             report(now);
             if now == next_checkpoint && !self.checkpoints.contains_key(&now) {
                 let checkpoint = self.player.save();
+                self.costs.insert(now, checkpoint.snapshot.cost_bytes());
                 self.checkpoints.insert(now, checkpoint);
                 self.keep_within_budget();
             }
@@ -162,11 +169,15 @@ impl Timeline {
                 .map(|w| (w[1], (w[2] - w[0]) as f64 / (now.abs_diff(w[1]) + 1) as f64))
                 .min_by(|a, b| a.1.total_cmp(&b.1))
                 .map(|(k, _)| k);
-            match victim {
-                Some(k) => {
-                    self.checkpoints.remove(&k);
-                }
-                None => break,
+            let Some(k) = victim else { break };
+            self.checkpoints.remove(&k);
+            self.costs.remove(&k);
+            // The next checkpoint now costs the pages it does not share with the one before.
+            let prev = self.checkpoints.range(..k).next_back();
+            let next = self.checkpoints.range(k..).next();
+            if let (Some((_, prev)), Some((&n, next))) = (prev, next) {
+                let pages = next.snapshot.ram.pages_beyond(&prev.snapshot.ram);
+                self.costs.insert(n, pages as u64 * 4096);
             }
         }
     }

@@ -56,6 +56,18 @@ impl RamPages {
         Arc::make_mut(&mut self.chunks[page / CHUNK_PAGES])[page % CHUNK_PAGES] = data;
     }
 
+    /// How many of this snapshot's non-zero pages `base` does not share: the memory these
+    /// pages cost beyond `base`'s.
+    pub fn pages_beyond(&self, base: &RamPages) -> usize {
+        let mut count = 0;
+        self.for_each_difference(base, |page| {
+            if self.get(page).is_some() {
+                count += 1;
+            }
+        });
+        count
+    }
+
     /// Calls `f` with each page that may differ between `self` and `other` (same size).
     fn for_each_difference(&self, other: &RamPages, mut f: impl FnMut(usize)) {
         for (c, (a, b)) in self.chunks.iter().zip(&other.chunks).enumerate() {
