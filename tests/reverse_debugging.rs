@@ -390,3 +390,31 @@ fn checkpoints_fit_their_budget_and_thin_out_far_from_the_present() {
     straight.play_to(target).unwrap();
     assert_eq!(back, straight.machine.digest());
 }
+
+/// gdb's reverse-finish and reverse-next, built on reverse-step and reverse-continue.
+#[test]
+fn reverse_finish_and_reverse_next_go_back_by_frames_and_lines() {
+    let (recording, elf) = watched_recording();
+    let server = serve(&recording);
+    let commands = "break puts_\ncontinue\ndelete\nstepi\nstepi\nstepi\n\
+                    reverse-finish\n\
+                    break watched.c:11\nreverse-continue\nreverse-continue\n\
+                    printf \"IVAL %lx\\n\", watched\n\
+                    reverse-next\nprintf \"IVAL %lx\\n\", watched\n\
+                    reverse-next\nprintf \"IVAL %lx\\n\", watched\n";
+    let out = gdb(&server, &format!("file {}", elf.display()), commands);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("in main () at special/watched.c:13"),
+        "reverse-finish did not return to the caller:\n{stdout}\n{stderr}"
+    );
+    // Two breakpoint hits back: line 11 with watched = 25 (i = 8). reverse-next: line 10,
+    // before that store (22); again: line 11 of the iteration before (still 22).
+    assert_eq!(tagged(&stdout, "IVAL "), [25, 22, 22], "{stdout}\n{stderr}");
+    let after = stdout.split("IVAL 19\n").nth(1).unwrap_or("");
+    assert!(
+        after.starts_with("10\t    watched = 3 * i + 1;"),
+        "{stdout}"
+    );
+}
