@@ -279,7 +279,7 @@ pub fn debug(args: &DebugArgs) -> Result<ExitCode, String> {
         args.gdb,
         args.gdb
     );
-    let mut target = rewind_debug::DebugTarget::new(player, args.checkpoint_mem);
+    let mut target = rewind_debug::DebugTarget::replay(player, args.checkpoint_mem);
     rewind_debug::serve(&mut target, &listener)?;
     Ok(ExitCode::SUCCESS)
 }

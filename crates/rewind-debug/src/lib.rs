@@ -26,6 +26,7 @@ use gdbstub::target::ext::breakpoints::{
 use gdbstub::target::ext::monitor_cmd::{outputln, ConsoleOutput, MonitorCmd, MonitorCmdOps};
 use gdbstub::target::{Target, TargetError, TargetResult};
 use rewind_cpu::{WatchKind, Watchpoint};
+use rewind_machine::Machine;
 use rewind_replay::{PlayError, Player};
 
 use arch::{Regs, Rv64, CSRS};
@@ -106,9 +107,49 @@ enum Action {
     ReverseStep,
 }
 
-/// A recording being debugged.
-pub struct DebugTarget {
-    timeline: Timeline,
+/// What the debugger drives: a replay (both ways, with monitor commands to move in it) or a
+/// live machine (forwards only).
+pub trait Engine {
+    fn machine(&self) -> &Machine;
+    fn set_stops(&mut self, breakpoints: Vec<u64>, watchpoints: Vec<Watchpoint>);
+    /// One instruction forward.
+    fn step(&mut self) -> Result<Stopped, DebugError>;
+    /// Forward until a stop, or for a while (then [`Stopped::Reached`]), so that the server
+    /// can look at the connection in between.
+    fn resume(&mut self) -> Result<Stopped, DebugError>;
+    /// The timeline of a replay, for going backwards; `None` for a live machine.
+    fn timeline(&mut self) -> Option<&mut Timeline> {
+        None
+    }
+}
+
+impl Engine for Timeline {
+    fn machine(&self) -> &Machine {
+        &self.player.machine
+    }
+
+    fn set_stops(&mut self, breakpoints: Vec<u64>, watchpoints: Vec<Watchpoint>) {
+        self.set_breakpoints(breakpoints);
+        self.set_watchpoints(watchpoints);
+    }
+
+    fn step(&mut self) -> Result<Stopped, DebugError> {
+        Timeline::step(self).map_err(play_error)
+    }
+
+    fn resume(&mut self) -> Result<Stopped, DebugError> {
+        let limit = self.icount().saturating_add(POLL_EVERY);
+        Timeline::resume(self, limit).map_err(play_error)
+    }
+
+    fn timeline(&mut self) -> Option<&mut Timeline> {
+        Some(self)
+    }
+}
+
+/// A machine being debugged.
+pub struct DebugTarget<E: Engine> {
+    engine: E,
     breakpoints: Vec<u64>,
     watchpoints: Vec<Watchpoint>,
     action: Action,
@@ -134,29 +175,40 @@ fn play_error(e: PlayError) -> DebugError {
     }
 }
 
-impl DebugTarget {
-    pub fn new(player: Player, checkpoint_mem: u64) -> DebugTarget {
+impl DebugTarget<Timeline> {
+    /// A recording to debug, from its first instruction.
+    pub fn replay(player: Player, checkpoint_mem: u64) -> DebugTarget<Timeline> {
+        DebugTarget::new(Timeline::new(player, checkpoint_mem))
+    }
+}
+
+impl<E: Engine> DebugTarget<E> {
+    pub fn new(engine: E) -> DebugTarget<E> {
         DebugTarget {
-            timeline: Timeline::new(player, checkpoint_mem),
+            engine,
             breakpoints: Vec::new(),
             watchpoints: Vec::new(),
             action: Action::Continue,
         }
     }
 
-    pub fn timeline(&mut self) -> &mut Timeline {
-        &mut self.timeline
+    pub fn engine(&mut self) -> &mut E {
+        &mut self.engine
+    }
+
+    pub fn into_engine(self) -> E {
+        self.engine
     }
 
     fn sync_breakpoints(&mut self) {
-        self.timeline.set_breakpoints(self.breakpoints.clone());
-        self.timeline.set_watchpoints(self.watchpoints.clone());
+        self.engine
+            .set_stops(self.breakpoints.clone(), self.watchpoints.clone());
     }
 
     /// Reads guest memory at a virtual address through the current translation, or as a
     /// physical address where that fails. RAM only: device registers are never touched.
     fn read_memory(&self, addr: u64, data: &mut [u8]) -> usize {
-        let machine = &self.timeline.player.machine;
+        let machine = self.engine.machine();
         let mut done = 0;
         while done < data.len() {
             let vaddr = addr.wrapping_add(done as u64);
@@ -174,7 +226,7 @@ impl DebugTarget {
     }
 }
 
-impl Target for DebugTarget {
+impl<E: Engine> Target for DebugTarget<E> {
     type Arch = Rv64;
     type Error = DebugError;
 
@@ -206,8 +258,8 @@ impl Target for DebugTarget {
     }
 }
 
-impl gdbstub::target::ext::target_description_xml_override::TargetDescriptionXmlOverride
-    for DebugTarget
+impl<E: Engine> gdbstub::target::ext::target_description_xml_override::TargetDescriptionXmlOverride
+    for DebugTarget<E>
 {
     fn target_description_xml(
         &self,
@@ -228,9 +280,9 @@ impl gdbstub::target::ext::target_description_xml_override::TargetDescriptionXml
     }
 }
 
-impl SingleThreadBase for DebugTarget {
+impl<E: Engine> SingleThreadBase for DebugTarget<E> {
     fn read_registers(&mut self, regs: &mut Regs) -> TargetResult<(), Self> {
-        let hart = &self.timeline.player.machine.hart;
+        let hart = &self.engine.machine().hart;
         regs.x = hart.x;
         regs.pc = hart.pc;
         regs.f = hart.f;
@@ -246,7 +298,7 @@ impl SingleThreadBase for DebugTarget {
     }
 
     fn write_registers(&mut self, _regs: &Regs) -> TargetResult<(), Self> {
-        refuse_change("registers")
+        refuse_change::<E>("registers")
     }
 
     fn read_addrs(&mut self, start_addr: u64, data: &mut [u8]) -> TargetResult<usize, Self> {
@@ -257,7 +309,7 @@ impl SingleThreadBase for DebugTarget {
     }
 
     fn write_addrs(&mut self, _start_addr: u64, _data: &[u8]) -> TargetResult<(), Self> {
-        refuse_change("memory")
+        refuse_change::<E>("memory")
     }
 
     fn support_resume(&mut self) -> Option<SingleThreadResumeOps<'_, Self>> {
@@ -267,7 +319,7 @@ impl SingleThreadBase for DebugTarget {
 
 /// A replay must stay faithful to its recording: writes are refused, and the server says why
 /// (gdb itself only shows an error code).
-fn refuse_change(what: &str) -> TargetResult<(), DebugTarget> {
+fn refuse_change<E: Engine>(what: &str) -> TargetResult<(), DebugTarget<E>> {
     eprintln!(
         "rewind: gdb tried to change {what}; a replay follows its recording and cannot be \
          changed: refused"
@@ -275,7 +327,7 @@ fn refuse_change(what: &str) -> TargetResult<(), DebugTarget> {
     Err(TargetError::NonFatal)
 }
 
-impl SingleThreadResume for DebugTarget {
+impl<E: Engine> SingleThreadResume for DebugTarget<E> {
     fn resume(&mut self, _signal: Option<Signal>) -> Result<(), Self::Error> {
         self.action = Action::Continue;
         Ok(())
@@ -286,36 +338,42 @@ impl SingleThreadResume for DebugTarget {
     }
 
     fn support_reverse_cont(&mut self) -> Option<ReverseContOps<'_, (), Self>> {
-        Some(self)
+        match self.engine.timeline() {
+            Some(_) => Some(self),
+            None => None,
+        }
     }
 
     fn support_reverse_step(&mut self) -> Option<ReverseStepOps<'_, (), Self>> {
-        Some(self)
+        match self.engine.timeline() {
+            Some(_) => Some(self),
+            None => None,
+        }
     }
 }
 
-impl SingleThreadSingleStep for DebugTarget {
+impl<E: Engine> SingleThreadSingleStep for DebugTarget<E> {
     fn step(&mut self, _signal: Option<Signal>) -> Result<(), Self::Error> {
         self.action = Action::Step;
         Ok(())
     }
 }
 
-impl ReverseCont<()> for DebugTarget {
+impl<E: Engine> ReverseCont<()> for DebugTarget<E> {
     fn reverse_cont(&mut self) -> Result<(), Self::Error> {
         self.action = Action::ReverseContinue;
         Ok(())
     }
 }
 
-impl ReverseStep<()> for DebugTarget {
+impl<E: Engine> ReverseStep<()> for DebugTarget<E> {
     fn reverse_step(&mut self, _tid: ()) -> Result<(), Self::Error> {
         self.action = Action::ReverseStep;
         Ok(())
     }
 }
 
-impl Breakpoints for DebugTarget {
+impl<E: Engine> Breakpoints for DebugTarget<E> {
     fn support_sw_breakpoint(&mut self) -> Option<SwBreakpointOps<'_, Self>> {
         Some(self)
     }
@@ -337,7 +395,7 @@ fn watch_kind(kind: GdbWatchKind) -> WatchKind {
     }
 }
 
-impl HwWatchpoint for DebugTarget {
+impl<E: Engine> HwWatchpoint for DebugTarget<E> {
     fn add_hw_watchpoint(
         &mut self,
         addr: u64,
@@ -376,7 +434,7 @@ impl HwWatchpoint for DebugTarget {
     }
 }
 
-impl SwBreakpoint for DebugTarget {
+impl<E: Engine> SwBreakpoint for DebugTarget<E> {
     fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
         self.breakpoints.push(addr);
         self.sync_breakpoints();
@@ -393,7 +451,7 @@ impl SwBreakpoint for DebugTarget {
     }
 }
 
-impl HwBreakpoint for DebugTarget {
+impl<E: Engine> HwBreakpoint for DebugTarget<E> {
     fn add_hw_breakpoint(&mut self, addr: u64, kind: usize) -> TargetResult<bool, Self> {
         self.add_sw_breakpoint(addr, kind)
     }
@@ -402,6 +460,12 @@ impl HwBreakpoint for DebugTarget {
         self.remove_sw_breakpoint(addr, kind)
     }
 }
+
+const LIVE_MONITOR_HELP: &str = "\
+Rewind monitor commands (live run):
+  icount          print the current instruction count
+  help            this text
+Record the run (rewind record) and debug the recording (rewind debug) to go backwards.";
 
 const MONITOR_HELP: &str = "\
 Rewind monitor commands:
@@ -414,7 +478,7 @@ Rewind monitor commands:
   help            this text
 After `seek`, gdb's caches are stale: use the commands of `rewind gdbinit`.";
 
-impl MonitorCmd for DebugTarget {
+impl<E: Engine> MonitorCmd for DebugTarget<E> {
     fn handle_monitor_cmd(
         &mut self,
         cmd: &[u8],
@@ -422,27 +486,40 @@ impl MonitorCmd for DebugTarget {
     ) -> Result<(), Self::Error> {
         let cmd = String::from_utf8_lossy(cmd);
         let words: Vec<&str> = cmd.split_whitespace().collect();
+        if let ["icount"] = words.as_slice() {
+            outputln!(out, "{}", self.engine.machine().hart.icount);
+            return Ok(());
+        }
+        let Some(timeline) = self.engine.timeline() else {
+            match words.as_slice() {
+                [] | ["help"] => outputln!(out, "{LIVE_MONITOR_HELP}"),
+                _ => outputln!(
+                    out,
+                    "`{cmd}` works on recordings (rewind debug); a live run has only `icount`"
+                ),
+            }
+            return Ok(());
+        };
         match words.as_slice() {
-            ["icount"] => outputln!(out, "{}", self.timeline.icount()),
             ["seek", n] => match parse_number(n) {
-                Some(n) if n <= self.timeline.end() => {
-                    let from = self.timeline.icount();
+                Some(n) if n <= timeline.end() => {
+                    let from = timeline.icount();
                     let mut progress = Progress::new("seeking", from, n, Some(&mut out));
-                    self.timeline
+                    timeline
                         .seek_reporting(n, &mut |at| progress.update(at))
                         .map_err(play_error)?;
                     drop(progress);
                     outputln!(
                         out,
                         "at instruction {} (pc {:#x})",
-                        self.timeline.icount(),
-                        self.timeline.player.machine.hart.pc
+                        timeline.icount(),
+                        timeline.player.machine.hart.pc
                     );
                 }
                 Some(n) => outputln!(
                     out,
                     "instruction {n} is past the end of the recording ({})",
-                    self.timeline.end()
+                    timeline.end()
                 ),
                 None => outputln!(out, "seek wants an instruction count, e.g. `seek 1000`"),
             },
@@ -450,11 +527,10 @@ impl MonitorCmd for DebugTarget {
                 let len = rest.first().map_or(Some(8), |l| parse_number(l));
                 match (parse_number(addr), len) {
                     (Some(addr), Some(len)) if (1..=4096).contains(&len) => {
-                        let present = self.timeline.icount();
+                        let present = timeline.icount();
                         let mut progress =
                             Progress::new("scanning back", present, 0, Some(&mut out));
-                        let found = self
-                            .timeline
+                        let found = timeline
                             .last_write(addr, len, &mut |at| progress.update(at))
                             .map_err(play_error)?;
                         drop(progress);
@@ -469,7 +545,7 @@ impl MonitorCmd for DebugTarget {
                 }
             }
             ["checkpoints"] => {
-                for (icount, bytes) in self.timeline.checkpoints() {
+                for (icount, bytes) in timeline.checkpoints() {
                     outputln!(out, "{icount} {bytes}");
                 }
             }
@@ -487,26 +563,28 @@ fn parse_number(text: &str) -> Option<u64> {
     }
 }
 
-enum EventLoop {}
+struct EventLoop<E>(std::marker::PhantomData<E>);
 
-impl BlockingEventLoop for EventLoop {
-    type Target = DebugTarget;
+impl<E: Engine> BlockingEventLoop for EventLoop<E> {
+    type Target = DebugTarget<E>;
     type Connection = TcpStream;
     type StopReason = SingleThreadStopReason<u64>;
 
     fn wait_for_stop_reason(
-        target: &mut DebugTarget,
+        target: &mut DebugTarget<E>,
         conn: &mut TcpStream,
     ) -> Result<
         run_blocking::Event<Self::StopReason>,
         run_blocking::WaitForStopReasonError<DebugError, std::io::Error>,
     > {
         let error = run_blocking::WaitForStopReasonError::Target;
-        let timeline = &mut target.timeline;
-        let stopped = match target.action {
-            Action::Step => timeline.step().map_err(play_error).map_err(error)?,
-            Action::ReverseStep => timeline.reverse_step().map_err(play_error).map_err(error)?,
-            Action::ReverseContinue => {
+        let engine = &mut target.engine;
+        let stopped = match (target.action, engine.timeline()) {
+            (Action::Step, _) => engine.step().map_err(error)?,
+            (Action::ReverseStep, Some(timeline)) => {
+                timeline.reverse_step().map_err(play_error).map_err(error)?
+            }
+            (Action::ReverseContinue, Some(timeline)) => {
                 let present = timeline.icount();
                 let mut progress = Progress::new("reverse-continue", present, 0, None);
                 timeline
@@ -514,9 +592,10 @@ impl BlockingEventLoop for EventLoop {
                     .map_err(play_error)
                     .map_err(error)?
             }
-            Action::Continue => loop {
-                let limit = timeline.icount().saturating_add(POLL_EVERY);
-                let stopped = timeline.resume(limit).map_err(play_error).map_err(error)?;
+            // gdb only goes backwards where reverse execution was advertised.
+            (Action::ReverseStep | Action::ReverseContinue, None) => Stopped::Begin,
+            (Action::Continue, _) => loop {
+                let stopped = engine.resume().map_err(error)?;
                 if stopped != Stopped::Reached {
                     break stopped;
                 }
@@ -551,36 +630,63 @@ impl BlockingEventLoop for EventLoop {
                 tid: None,
                 pos: ReplayLogPosition::End,
             },
+            Stopped::Exited(code) => SingleThreadStopReason::Exited(code),
         };
         Ok(run_blocking::Event::TargetStopped(reason))
     }
 
-    fn on_interrupt(_target: &mut DebugTarget) -> Result<Option<Self::StopReason>, DebugError> {
+    fn on_interrupt(_target: &mut DebugTarget<E>) -> Result<Option<Self::StopReason>, DebugError> {
         Ok(Some(SingleThreadStopReason::Signal(Signal::SIGINT)))
     }
 }
 
+/// How a gdb session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// gdb detached or the connection dropped.
+    Detached,
+    /// gdb asked to kill the target.
+    Killed,
+    /// The guest exited while gdb watched.
+    Exited,
+}
+
+/// Serves `target` to one gdb client on `listener`.
+pub fn serve_one<E: Engine>(
+    target: &mut DebugTarget<E>,
+    listener: &TcpListener,
+) -> Result<SessionEnd, String> {
+    let (stream, peer) = listener
+        .accept()
+        .map_err(|e| format!("cannot accept a gdb connection: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    eprintln!("rewind: gdb connected from {peer}");
+    let gdb = GdbStub::new(stream);
+    match gdb.run_blocking::<EventLoop<E>>(target) {
+        Ok(DisconnectReason::Kill) => Ok(SessionEnd::Killed),
+        Ok(DisconnectReason::TargetExited(_) | DisconnectReason::TargetTerminated(_)) => {
+            Ok(SessionEnd::Exited)
+        }
+        Ok(DisconnectReason::Disconnect) => Ok(SessionEnd::Detached),
+        Err(e) => match e.into_target_error() {
+            Some(error) => Err(error.to_string()),
+            None => {
+                eprintln!("rewind: the gdb connection failed");
+                Ok(SessionEnd::Detached)
+            }
+        },
+    }
+}
+
 /// Serves `target` to gdb clients on `listener`, one after the other, until one kills it.
-pub fn serve(target: &mut DebugTarget, listener: &TcpListener) -> Result<(), String> {
+pub fn serve<E: Engine>(target: &mut DebugTarget<E>, listener: &TcpListener) -> Result<(), String> {
     loop {
-        let (stream, peer) = listener
-            .accept()
-            .map_err(|e| format!("cannot accept a gdb connection: {e}"))?;
-        let _ = stream.set_nodelay(true);
-        eprintln!("rewind: gdb connected from {peer}");
-        let gdb = GdbStub::new(stream);
-        match gdb.run_blocking::<EventLoop>(target) {
-            Ok(DisconnectReason::Kill) => {
+        match serve_one(target, listener)? {
+            SessionEnd::Killed => {
                 eprintln!("rewind: gdb asked to kill the session; stopping");
                 return Ok(());
             }
-            Ok(reason) => eprintln!("rewind: gdb disconnected ({reason:?}); waiting for another"),
-            Err(e) => {
-                if let Some(error) = e.into_target_error() {
-                    return Err(error.to_string());
-                }
-                eprintln!("rewind: the gdb connection failed; waiting for another");
-            }
+            _ => eprintln!("rewind: gdb disconnected; waiting for another"),
         }
     }
 }

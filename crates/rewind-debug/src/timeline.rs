@@ -27,6 +27,8 @@ pub enum Stopped {
     /// At the beginning of the recording (going back) or its end (going forward).
     Begin,
     End,
+    /// A live guest exited (powered off) with this status.
+    Exited(u8),
 }
 
 pub struct Timeline {
