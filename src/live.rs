@@ -8,6 +8,9 @@ use std::process::ExitCode;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime};
 
+use rewind_cpu::Watchpoint;
+use rewind_debug::timeline::Stopped;
+use rewind_debug::{DebugError, DebugTarget, Engine, SessionEnd};
 use rewind_machine::{BootImages, InputEvent, Machine, MachineConfig, Stop};
 use rewind_replay::{End, EndReason, Recorder};
 use xxhash_rust::xxh3::Xxh3;
@@ -121,6 +124,8 @@ struct Live<'a> {
     session: Option<RecordSession>,
     console_hash: Xxh3,
     console_bytes: u64,
+    /// A debugger's pause: the run stops here with [`Outcome::Paused`].
+    pause_at: Option<u64>,
 }
 
 impl Live<'_> {
@@ -138,10 +143,10 @@ impl Live<'_> {
     /// Where the next run must stop: `--max-insns` or the next sync point.
     fn limit(&self) -> Option<u64> {
         let sync = self.session.as_ref().map(|s| s.next_sync);
-        match (self.args.max_insns, sync) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.args.max_insns, sync, self.pause_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Copies the guest's console output to standard output.
@@ -232,6 +237,7 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, Stri
         session,
         console_hash: Xxh3::new(),
         console_bytes: 0,
+        pause_at: None,
     };
     if let Some(s) = &mut live.session {
         for event in &boot_inputs {
@@ -243,7 +249,14 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, Stri
     let raw = console::RawTerminal::enable();
     let input = console::spawn_reader(raw.is_some());
     let started = Instant::now();
+    let debugged = match &args.gdb {
+        Some(address) => debug_live(&mut live, &input, address)?,
+        None => None,
+    };
     let outcome = loop {
+        if let Some(outcome) = debugged {
+            break outcome;
+        }
         match drive(&mut live, &input) {
             // A reboot starts the board afresh from the same images, as QEMU's reset does.
             Outcome::Stopped(Stop::Reset) => {
@@ -265,6 +278,8 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, Stri
     }
     let (code, reason) = match outcome {
         Outcome::Error(message) => return Err(message),
+        // Only a debugger pauses, and it always resumes; count it as a quit if not.
+        Outcome::Paused => (ExitCode::SUCCESS, EndReason::Quit),
         Outcome::Stopped(Stop::PowerOff(code)) => {
             (ExitCode::from(code as u8), EndReason::PowerOff(code))
         }
@@ -351,6 +366,119 @@ enum Outcome {
     Signal,
     Deadlock,
     Error(String),
+    /// A debugger's pause was reached.
+    Paused,
+}
+
+/// A live machine driven by gdb: forwards only, console and recording as usual.
+struct LiveEngine<'a, 'b> {
+    live: &'b mut Live<'a>,
+    input: &'b Receiver<ConsoleEvent>,
+    /// How the run ended while gdb drove it.
+    finished: Option<Outcome>,
+}
+
+impl LiveEngine<'_, '_> {
+    /// Runs to instruction count `pause` (or a stop), rebuilding the board on resets.
+    fn run_to(&mut self, pause: u64) -> Result<Stopped, DebugError> {
+        if self.finished.is_some() {
+            return Ok(Stopped::Exited(0));
+        }
+        let hart = &mut self.live.machine.hart;
+        hart.resume_from_breakpoint = Some(hart.icount);
+        hart.watch_hit = None;
+        self.live.pause_at = Some(pause);
+        let outcome = loop {
+            match drive(self.live, self.input) {
+                Outcome::Stopped(Stop::Reset) => {
+                    if let Err(e) = self.live.machine.reset(&self.live.images) {
+                        break Outcome::Error(e.to_string());
+                    }
+                }
+                outcome => break outcome,
+            }
+        };
+        self.live.pause_at = None;
+        Ok(match outcome {
+            Outcome::Paused => Stopped::Reached,
+            Outcome::Stopped(Stop::Breakpoint) => Stopped::Breakpoint,
+            Outcome::Stopped(Stop::Watchpoint) => match self.live.machine.hart.watch_hit {
+                Some((addr, kind)) => Stopped::Watchpoint(addr, kind),
+                None => Stopped::Breakpoint,
+            },
+            other => {
+                let code = match &other {
+                    Outcome::Stopped(Stop::PowerOff(code)) => *code as u8,
+                    Outcome::Stopped(Stop::Limit) => EXIT_LIMIT,
+                    Outcome::Deadlock => EXIT_DEADLOCK,
+                    _ => 0,
+                };
+                self.finished = Some(other);
+                Stopped::Exited(code)
+            }
+        })
+    }
+}
+
+impl Engine for LiveEngine<'_, '_> {
+    fn machine(&self) -> &Machine {
+        &self.live.machine
+    }
+
+    fn set_stops(&mut self, breakpoints: Vec<u64>, watchpoints: Vec<Watchpoint>) {
+        let hart = &mut self.live.machine.hart;
+        let mut breakpoints = breakpoints;
+        breakpoints.sort_unstable();
+        hart.breakpoints = breakpoints;
+        if hart.watchpoints != watchpoints {
+            hart.watchpoints = watchpoints;
+            hart.flush_translations();
+        }
+    }
+
+    fn step(&mut self) -> Result<Stopped, DebugError> {
+        let next = self.live.machine.hart.icount + 1;
+        let saved = std::mem::take(&mut self.live.machine.hart.breakpoints);
+        let stopped = self.run_to(next);
+        self.live.machine.hart.breakpoints = saved;
+        stopped
+    }
+
+    fn resume(&mut self) -> Result<Stopped, DebugError> {
+        let pause = self.live.machine.hart.icount.saturating_add(1 << 22);
+        self.run_to(pause)
+    }
+}
+
+/// `--gdb`: waits for gdb before the first instruction and lets it drive the run. Returns how
+/// the run ended, or `None` if gdb detached and the run goes on by itself.
+fn debug_live(
+    live: &mut Live,
+    input: &Receiver<ConsoleEvent>,
+    address: &str,
+) -> Result<Option<Outcome>, String> {
+    let listener = std::net::TcpListener::bind(address)
+        .map_err(|e| format!("cannot listen on {address} for gdb: {e}"))?;
+    eprintln!("rewind: waiting for gdb on {address} (`target remote {address}`)");
+    let engine = LiveEngine {
+        live,
+        input,
+        finished: None,
+    };
+    let mut target = DebugTarget::new(engine);
+    let end = rewind_debug::serve_one(&mut target, &listener)?;
+    let engine = target.into_engine();
+    let hart = &mut engine.live.machine.hart;
+    hart.breakpoints.clear();
+    if !hart.watchpoints.is_empty() {
+        hart.watchpoints.clear();
+        hart.flush_translations();
+    }
+    Ok(match (end, engine.finished) {
+        (_, Some(outcome)) => Some(outcome),
+        (SessionEnd::Killed, None) => Some(Outcome::Quit),
+        _ => None,
+    })
 }
 
 /// Runs the machine live: console output to stdout, input from the reader thread, and idle
@@ -388,6 +516,9 @@ fn drive_inner(live: &mut Live, input: &Receiver<ConsoleEvent>) -> Result<Outcom
         let until = match stop {
             Stop::Slice => continue,
             Stop::Limit if live.sync_if_due()? => continue,
+            Stop::Limit if live.pause_at == Some(live.machine.hart.icount) => {
+                return Ok(Outcome::Paused);
+            }
             Stop::Idle { until } => until,
             other => return Ok(Outcome::Stopped(other)),
         };

@@ -162,6 +162,11 @@ struct RunArgs {
     /// Print instructions executed, wall time and MIPS on standard error at exit.
     #[arg(long)]
     stats: bool,
+    /// Wait for gdb on HOST:PORT before the first instruction and let it drive the run
+    /// (forwards: breakpoints, watchpoints, stepi, continue; record and debug the recording
+    /// to go backwards).
+    #[arg(long, value_name = "HOST:PORT")]
+    gdb: Option<String>,
 }
 
 /// Parses `512M`, `1G`, `65536`, `64K` into bytes.

@@ -418,3 +418,68 @@ fn reverse_finish_and_reverse_next_go_back_by_frames_and_lines() {
         "{stdout}"
     );
 }
+
+/// `--gdb` on a live run that is also recorded: gdb drives it forwards (breakpoint, stepi,
+/// watchpoint, continue to the end), and the recording replays.
+#[test]
+fn gdb_drives_a_live_recorded_run() {
+    use std::io::BufRead;
+    let (_, elf) = watched_recording();
+    let recording = Path::new(env!("CARGO_TARGET_TMPDIR")).join("reverse-debugging/live.rwd");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rewind"))
+        .args(["record", "-o", recording.to_str().unwrap()])
+        .args(["--bios", "none", "--kernel", elf.to_str().unwrap()])
+        .args(["--gdb", &address])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The machine waits for gdb, and says so.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("waiting for gdb") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "rewind ended early"
+        );
+    }
+    let server = Server { child, address };
+    let commands = "break main\ncontinue\nprintf \"PC %lx\\n\", $pc\nstepi\nstepi\n\
+                    watch watched\ncontinue\nprintf \"VALUE %lx\\n\", watched\n\
+                    monitor seek 5\ndelete\ncontinue\n";
+    let out = gdb(&server, &format!("file {}", elf.display()), commands);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let gdb_stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("Breakpoint 1, main ()"),
+        "{stdout}\n{gdb_stderr}"
+    );
+    assert_eq!(tagged(&stdout, "VALUE "), [1], "{stdout}\n{gdb_stderr}");
+    assert!(gdb_stderr.contains("works on recordings"), "{gdb_stderr}");
+    assert!(stdout.contains("exited normally"), "{stdout}\n{gdb_stderr}");
+    let mut server = server;
+    let status = server.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let mut console = String::new();
+    std::io::Read::read_to_string(server.child.stdout.as_mut().unwrap(), &mut console).unwrap();
+    assert!(console.contains("watched done"), "{console}");
+    let replay = Command::new(env!("CARGO_BIN_EXE_rewind"))
+        .args(["replay", recording.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        replay.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&replay.stdout), console);
+}
