@@ -19,6 +19,7 @@ QEMU=0 skips it.
 import json
 import os
 import random
+import shutil
 import socket
 import statistics
 import subprocess
@@ -201,7 +202,9 @@ def main():
     total = sum(b for _, b in cps)
     print(f"checkpoints: {len(cps)}, holding {total / 2**20:.1f} MiB of RAM pages "
           f"(budget {CHECKPOINT_MEM})")
-    if os.environ.get("QEMU", "1") == "1":
+    if os.environ.get("QEMU", "1") == "1" and not shutil.which("qemu-img"):
+        print("QEMU: skipped (its snapshot needs qemu-img: apt install qemu-utils)")
+    elif os.environ.get("QEMU", "1") == "1":
         answers, limit = qemu_procedure(guest, work, end)
         print(f"QEMU 7.2 (rr=replay, rrsnapshot=init), same procedure, {limit:.0f} s allowed:")
         for label in ["stepi", "reverse-stepi", "seek_90", "reverse-stepi_at_90",
