@@ -5,4 +5,5 @@ pub mod finisher;
 pub mod plic;
 pub mod rtc;
 pub mod uart;
+pub mod virtio;
 pub mod virtio_mmio;

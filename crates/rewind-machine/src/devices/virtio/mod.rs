@@ -1,0 +1,4 @@
+//! Virtio devices (virtio 1.x), apart from their transport (`virtio_mmio`): the split
+//! virtqueue walker shared by every device.
+
+pub mod queue;
