@@ -149,6 +149,21 @@ impl Live<'_> {
             .min()
     }
 
+    /// Gives virtio-rng devices the host entropy they wait for; says whether it gave any.
+    fn feed_entropy(&mut self) -> Result<bool, String> {
+        let wanted = self.machine.entropy_wanted().min(4096);
+        if wanted == 0 {
+            return Ok(false);
+        }
+        let mut bytes = vec![0u8; wanted];
+        use std::io::Read;
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .map_err(|e| format!("cannot read host entropy from /dev/urandom: {e}"))?;
+        self.inject(InputEvent::Rng(bytes))?;
+        Ok(true)
+    }
+
     /// Copies the guest's console output to standard output.
     fn forward_output(&mut self) {
         let out = self.machine.take_console_output();
@@ -213,6 +228,7 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, Stri
         ram_size: args.memory,
         bootargs: append,
         icount_shift: args.icount_shift,
+        devices: args.devices.clone(),
         ..MachineConfig::default()
     };
     let mut machine = Machine::new(config, &images).map_err(|e| e.to_string())?;
@@ -513,8 +529,11 @@ fn drive_inner(live: &mut Live, input: &Receiver<ConsoleEvent>) -> Result<Outcom
         let stop = live.machine.run(limit, SLICE);
         live.forward_output();
         live.flush_if_due()?;
+        let fed = live.feed_entropy()?;
         let until = match stop {
             Stop::Slice => continue,
+            // Entropy may wake the guest: run it before waiting.
+            Stop::Idle { .. } if fed => continue,
             Stop::Limit if live.sync_if_due()? => continue,
             Stop::Limit if live.pause_at == Some(live.machine.hart.icount) => {
                 return Ok(Outcome::Paused);

@@ -126,6 +126,10 @@ struct RunArgs {
     /// Kernel command line, placed in the device tree's /chosen/bootargs.
     #[arg(long, value_name = "STRING")]
     append: Option<String>,
+    /// Add a device in a virtio-mmio slot (repeatable): `virtio-rng` (entropy from the
+    /// host, recorded like every input).
+    #[arg(long = "device", value_name = "NAME", value_parser = parse_device)]
+    devices: Vec<rewind_machine::DeviceKind>,
     /// Guest RAM size, in bytes or with a K, M or G suffix (as `-m` of QEMU).
     #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = parse_size)]
     memory: u64,
@@ -167,6 +171,16 @@ struct RunArgs {
     /// to go backwards).
     #[arg(long, value_name = "HOST:PORT")]
     gdb: Option<String>,
+}
+
+/// Parses a `--device` name.
+fn parse_device(text: &str) -> Result<rewind_machine::DeviceKind, String> {
+    match text {
+        "virtio-rng" | "virtio-rng-device" => Ok(rewind_machine::DeviceKind::VirtioRng),
+        _ => Err(format!(
+            "unknown device `{text}`: this Rewind has virtio-rng"
+        )),
+    }
 }
 
 /// Parses `512M`, `1G`, `65536`, `64K` into bytes.

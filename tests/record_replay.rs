@@ -76,6 +76,8 @@ fn a_typed_debian_session_replays_byte_for_byte_without_its_images() {
         recording.to_str().unwrap(),
         "--append",
         "console=ttyS0 rdinit=/init quiet cryptomgr.notests",
+        "--device",
+        "virtio-rng",
     ];
     let image_args = image_args(&images);
     args.extend(image_args.iter().map(String::as_str));
@@ -83,6 +85,9 @@ fn a_typed_debian_session_replays_byte_for_byte_without_its_images() {
     console.wait_for(0, PROMPT, Duration::from_secs(180));
     let random = console.command("head -c 32 /dev/urandom | od -x");
     assert_eq!(random.lines().count(), 3, "od printed:\n{random}");
+    // virtio-rng: bytes from the host's entropy, through the recorded input boundary.
+    let hwrng = console.command("head -c 32 /dev/hwrng | od -x");
+    assert_eq!(hwrng.lines().count(), 3, "od printed:\n{hwrng}");
     console.command("date");
     let interrupts = console.command("cat /proc/interrupts");
     assert!(interrupts.contains("ttyS0"), "{interrupts}");
@@ -127,13 +132,15 @@ fn a_typed_debian_session_replays_byte_for_byte_without_its_images() {
     );
     assert_eq!(info["events"]["rtc_base"], 1);
     assert_eq!(info["events"]["entropy"], 1);
-    let typed_lines = 6;
+    assert!(info["events"]["rng"].as_u64().unwrap() >= 1, "{info}");
+    assert_eq!(info["machine"]["devices"][0], "VirtioRng");
+    let typed_lines = 7;
     assert!(
         info["events"]["console"].as_u64().unwrap() >= typed_lines,
         "{info}"
     );
     let event_bytes = info["event_bytes"].as_u64().unwrap();
-    assert!(event_bytes > 0 && event_bytes < 20_000, "{info}");
+    assert!(event_bytes > 0 && event_bytes < 40_000, "{info}");
     let names: Vec<&str> = info["images"]
         .as_array()
         .unwrap()

@@ -19,7 +19,7 @@ use devices::finisher::{self, Finish, Finisher};
 use devices::plic::{self, Plic};
 use devices::rtc::{self, Rtc};
 use devices::uart::{self, Uart};
-use devices::virtio_mmio;
+use devices::virtio_mmio::{self, transport::Transport};
 pub use digest::StateDigest;
 use digest::{debug_hash, RamHashes};
 use snapshot::RamPages;
@@ -31,6 +31,13 @@ pub const MIN_RAM: u64 = 2 << 20;
 /// The largest RAM the board accepts (as far as the `virt` map leaves room for).
 pub const MAX_RAM: u64 = 64 << 30;
 
+/// A device in a virtio-mmio slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeviceKind {
+    /// virtio-rng: entropy from the host, recorded.
+    VirtioRng,
+}
+
 /// How the machine is put together, and the host values it starts from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MachineConfig {
@@ -39,6 +46,9 @@ pub struct MachineConfig {
     pub bootargs: Option<String>,
     /// Virtual nanoseconds per instruction = 2^icount_shift.
     pub icount_shift: u32,
+    /// Devices in the virtio-mmio slots, from the last slot down (as QEMU fills them).
+    #[serde(default)]
+    pub devices: Vec<DeviceKind>,
     /// Wall-clock nanoseconds since the epoch that the RTC shows at virtual time 0. A host
     /// value: [`InputEvent::RtcBase`] sets it.
     #[serde(skip)]
@@ -56,6 +66,7 @@ impl Default for MachineConfig {
             ram_size: 128 << 20,
             bootargs: None,
             icount_shift: 0,
+            devices: Vec::new(),
             rtc_base_ns: 0,
             rng_seed: Vec::new(),
         }
@@ -95,6 +106,8 @@ pub enum InputEvent {
     /// Host entropy for the device tree's `/chosen/rng-seed`. Before the first instruction it
     /// rewrites the device tree in RAM; later, it is used when the board resets.
     Entropy(Vec<u8>),
+    /// Host entropy for virtio-rng, no more than [`Machine::entropy_wanted`] bytes.
+    Rng(Vec<u8>),
 }
 
 impl InputEvent {
@@ -104,6 +117,7 @@ impl InputEvent {
             InputEvent::Console(_) => "console",
             InputEvent::RtcBase(_) => "rtc_base",
             InputEvent::Entropy(_) => "entropy",
+            InputEvent::Rng(_) => "rng",
         }
     }
 }
@@ -136,6 +150,8 @@ pub struct Bus {
     pub plic: Plic,
     pub rtc: Rtc,
     pub finisher: Finisher,
+    /// The virtio-mmio slots' transports (`None`: an empty slot).
+    pub virtio: Vec<Option<Transport>>,
     rom: Vec<u8>,
     /// Log every MMIO access on standard error (`--trace-mmio`).
     pub trace: bool,
@@ -219,7 +235,11 @@ impl Bus {
             virtio_mmio::SLOT_SIZE * virtio_mmio::SLOTS,
         ) {
             let offset = (addr - virtio_mmio::BASE) % virtio_mmio::SLOT_SIZE;
-            return Some(virtio_mmio::read_empty(offset) as u64);
+            let slot = ((addr - virtio_mmio::BASE) / virtio_mmio::SLOT_SIZE) as usize;
+            return Some(match self.virtio.get_mut(slot).and_then(Option::as_mut) {
+                Some(t) => t.read(offset) as u64,
+                None => virtio_mmio::read_empty(offset) as u64,
+            });
         }
         if in_region(addr, finisher::BASE, finisher::SIZE) {
             return Some(self.finisher.read(addr - finisher::BASE, size));
@@ -243,9 +263,15 @@ impl Bus {
             addr,
             virtio_mmio::BASE,
             virtio_mmio::SLOT_SIZE * virtio_mmio::SLOTS,
-        ) || in_region(addr, boot::ROM_BASE, boot::ROM_SIZE)
-        {
-            // Empty slots and the ROM ignore writes, as on QEMU.
+        ) {
+            let offset = (addr - virtio_mmio::BASE) % virtio_mmio::SLOT_SIZE;
+            let slot = ((addr - virtio_mmio::BASE) / virtio_mmio::SLOT_SIZE) as usize;
+            // Empty slots ignore writes, as on QEMU.
+            if let Some(t) = self.virtio.get_mut(slot).and_then(Option::as_mut) {
+                t.write(offset, value as u32);
+            }
+        } else if in_region(addr, boot::ROM_BASE, boot::ROM_SIZE) {
+            // The ROM ignores writes.
         } else {
             return false;
         }
@@ -316,9 +342,17 @@ impl Machine {
         hart.icount_shift = config.icount_shift;
         let dirty_words = ram.pages().div_ceil(64);
         let snapshot_base = RamPages::zeroed(ram.pages());
+        let mut virtio: Vec<Option<Transport>> = (0..virtio_mmio::SLOTS).map(|_| None).collect();
+        for (i, kind) in config.devices.iter().enumerate().take(virtio.len()) {
+            let slot = virtio.len() - 1 - i;
+            virtio[slot] = Some(match kind {
+                DeviceKind::VirtioRng => Transport::rng(),
+            });
+        }
         let bus = Bus {
             icount_shift: config.icount_shift,
             rtc: Rtc::new(config.rtc_base_ns),
+            virtio,
             ..Bus::default()
         };
         Ok(Machine {
@@ -402,6 +436,10 @@ impl Machine {
         bus.rtc.update(ns);
         bus.plic.set_level(uart::IRQ, bus.uart.irq_level());
         bus.plic.set_level(rtc::IRQ, bus.rtc.irq_level());
+        for (slot, t) in bus.virtio.iter().enumerate() {
+            let level = t.as_ref().is_some_and(Transport::irq_level);
+            bus.plic.set_level(virtio_mmio::FIRST_IRQ + slot, level);
+        }
         let mut lines = 0;
         if bus.clint.state.msip {
             lines |= 1 << 3;
@@ -446,6 +484,10 @@ impl Machine {
                     Finish::Exit(code) => Stop::PowerOff(code),
                     Finish::Reset => Stop::Reset,
                 };
+            }
+            // Devices look at the queues the driver notified (a notify ends the hart's run).
+            for t in self.bus.virtio.iter_mut().flatten() {
+                t.service(&mut self.ram);
             }
             let now = self.hart.icount;
             if limit.is_some_and(|l| now >= l) {
@@ -538,6 +580,7 @@ impl Machine {
             ("plic", debug_hash(&bus.plic.state)),
             ("rtc", debug_hash(&bus.rtc.state)),
             ("finisher", debug_hash(&bus.finisher)),
+            ("virtio", debug_hash(&bus.virtio)),
         ];
         StateDigest {
             icount: hart.icount,
@@ -589,6 +632,16 @@ impl Machine {
         self.bus.uart.take_output()
     }
 
+    /// How many bytes of host entropy virtio-rng devices wait for.
+    pub fn entropy_wanted(&self) -> usize {
+        self.bus
+            .virtio
+            .iter()
+            .flatten()
+            .map(Transport::entropy_wanted)
+            .sum()
+    }
+
     /// How many console bytes UART0 can take now (room in its receive FIFO).
     pub fn console_room(&self) -> usize {
         self.bus.uart.rx_space()
@@ -609,6 +662,16 @@ impl Machine {
             InputEvent::RtcBase(ns) => {
                 self.config.rtc_base_ns = *ns;
                 self.bus.rtc.state.base_ns = *ns;
+            }
+            InputEvent::Rng(bytes) => {
+                let mut rest = &bytes[..];
+                for t in self.bus.virtio.iter_mut().flatten() {
+                    let n = t.entropy_wanted().min(rest.len());
+                    if n > 0 {
+                        t.give_entropy(&mut self.ram, &rest[..n]);
+                        rest = &rest[n..];
+                    }
+                }
             }
             InputEvent::Entropy(bytes) => {
                 self.config.rng_seed = bytes.clone();

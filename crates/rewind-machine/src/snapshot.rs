@@ -19,6 +19,9 @@ use crate::devices::finisher::Finish;
 use crate::devices::plic::PlicState;
 use crate::devices::rtc::RtcState;
 use crate::devices::uart::{UartState, FIFO_SIZE};
+use crate::devices::virtio::queue::MAX_QUEUE_SIZE;
+use crate::devices::virtio::rng::RngState;
+use crate::devices::virtio_mmio::transport::{Device, TransportState};
 use crate::{Machine, MachineConfig, MachineError};
 
 /// Pages per shared chunk of a [`RamPages`].
@@ -101,6 +104,8 @@ pub struct MachineState {
     pub plic: PlicState,
     pub rtc: RtcState,
     pub finisher: Option<Finish>,
+    /// Each virtio-mmio slot: its transport's and device's state, or `None` when empty.
+    pub virtio: Vec<Option<(TransportState, RngState)>>,
     pub sleeping: bool,
     pub idle_skipped: u64,
     pub layout: BootLayout,
@@ -144,6 +149,17 @@ impl Machine {
             plic: self.bus.plic.state.clone(),
             rtc: self.bus.rtc.state.clone(),
             finisher: self.bus.finisher.pending(),
+            virtio: self
+                .bus
+                .virtio
+                .iter()
+                .map(|t| {
+                    t.as_ref().map(|t| {
+                        let Device::Rng(rng) = &t.device;
+                        (t.state.clone(), rng.state.clone())
+                    })
+                })
+                .collect(),
             sleeping: self.sleeping,
             idle_skipped: self.idle_skipped,
             layout: self.layout,
@@ -197,6 +213,18 @@ impl Machine {
         if s.uart.rx_fifo.len() > FIFO_SIZE {
             return Err(invalid("the UART holds more bytes than its FIFO".into()));
         }
+        let shapes_match = s.virtio.len() == self.bus.virtio.len()
+            && s.virtio
+                .iter()
+                .zip(&self.bus.virtio)
+                .all(|(a, b)| a.is_some() == b.is_some());
+        let queues_valid =
+            s.virtio.iter().flatten().all(|(t, _)| {
+                t.queues.len() == 1 && t.queues.iter().all(|q| q.size <= MAX_QUEUE_SIZE)
+            });
+        if !shapes_match || !queues_valid {
+            return Err(invalid("its virtio devices are not this machine's".into()));
+        }
         if !s.plic.is_valid() {
             return Err(invalid("the PLIC state is out of range".into()));
         }
@@ -243,6 +271,13 @@ impl Machine {
         self.bus.plic.state = s.plic.clone();
         self.bus.rtc.state = s.rtc.clone();
         self.bus.finisher.set_pending(s.finisher);
+        for (slot, saved) in self.bus.virtio.iter_mut().zip(&s.virtio) {
+            if let (Some(t), Some((transport, rng))) = (slot.as_mut(), saved) {
+                t.state = transport.clone();
+                let Device::Rng(r) = &mut t.device;
+                r.state = rng.clone();
+            }
+        }
         self.bus.icount_shift = s.config.icount_shift;
         self.sleeping = s.sleeping;
         self.idle_skipped = s.idle_skipped;

@@ -14,6 +14,7 @@ pub struct Event {
 const KIND_CONSOLE: u8 = 1;
 const KIND_RTC_BASE: u8 = 2;
 const KIND_ENTROPY: u8 = 3;
+const KIND_RNG: u8 = 4;
 /// The most bytes one event may carry (a console event holds at most a FIFO's worth).
 const MAX_EVENT_BYTES: u64 = 1 << 16;
 
@@ -62,6 +63,10 @@ pub fn encode_events(events: &[Event], base: u64) -> Vec<u8> {
                 out.push(KIND_ENTROPY);
                 bytes
             }
+            InputEvent::Rng(bytes) => {
+                out.push(KIND_RNG);
+                bytes
+            }
             InputEvent::RtcBase(ns) => {
                 out.push(KIND_RTC_BASE);
                 put_varint(&mut out, *ns);
@@ -100,6 +105,7 @@ pub fn decode_events(data: &[u8], base: u64) -> Result<Vec<Event>, ReadError> {
         let input = match kind {
             KIND_CONSOLE => InputEvent::Console(take_bytes(&mut pos)?),
             KIND_ENTROPY => InputEvent::Entropy(take_bytes(&mut pos)?),
+            KIND_RNG => InputEvent::Rng(take_bytes(&mut pos)?),
             KIND_RTC_BASE => InputEvent::RtcBase(get_varint(data, &mut pos)?),
             other => {
                 return Err(ReadError::BadPayload(format!("unknown event kind {other}")));
@@ -124,6 +130,10 @@ mod tests {
             Event {
                 icount: 50,
                 input: InputEvent::Entropy(vec![7; 32]),
+            },
+            Event {
+                icount: 60,
+                input: InputEvent::Rng(vec![9; 64]),
             },
             Event {
                 icount: 100,

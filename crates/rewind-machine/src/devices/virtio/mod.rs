@@ -2,3 +2,4 @@
 //! virtqueue walker shared by every device.
 
 pub mod queue;
+pub mod rng;

@@ -2,6 +2,8 @@
 //! device behind them they probe as QEMU's empty slots do: the magic value, version 2, and
 //! device id 0, which drivers skip.
 
+pub mod transport;
+
 pub const BASE: u64 = 0x1000_1000;
 pub const SLOT_SIZE: u64 = 0x1000;
 pub const SLOTS: u64 = 8;

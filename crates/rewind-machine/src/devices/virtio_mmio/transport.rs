@@ -1,0 +1,297 @@
+//! The virtio-mmio version 2 transport (virtio 1.x, section 4.2): register decode by
+//! offset, feature negotiation, queue setup and the interrupt status, apart from the device
+//! behind it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::devices::virtio::queue::{GuestMemory, Queue, MAX_QUEUE_SIZE};
+use crate::devices::virtio::rng::{self, Rng};
+
+const MAGIC: u32 = 0x7472_6976; // "virt"
+const QEMU_VENDOR: u32 = 0x554d_4551; // "QEMU"
+
+pub const F_INDIRECT_DESC: u64 = 1 << 28;
+pub const F_EVENT_IDX: u64 = 1 << 29;
+pub const F_VERSION_1: u64 = 1 << 32;
+
+const STATUS_FEATURES_OK: u32 = 8;
+const STATUS_NEEDS_RESET: u32 = 64;
+/// InterruptStatus bit: a used buffer.
+const INT_USED: u32 = 1;
+
+/// The device behind a transport.
+#[derive(Debug)]
+pub enum Device {
+    Rng(Rng),
+}
+
+/// Guest-visible transport state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransportState {
+    pub device_features_sel: u32,
+    pub driver_features_sel: u32,
+    pub driver_features: u64,
+    pub queue_sel: u32,
+    pub queues: Vec<Queue>,
+    pub interrupt_status: u32,
+    pub status: u32,
+    /// Queues notified and not yet serviced (a bit per queue).
+    pub notified: u32,
+}
+
+#[derive(Debug)]
+pub struct Transport {
+    pub state: TransportState,
+    pub device: Device,
+}
+
+impl Transport {
+    pub fn rng() -> Transport {
+        Transport {
+            state: TransportState {
+                queues: vec![Queue::default()],
+                ..TransportState::default()
+            },
+            device: Device::Rng(Rng::default()),
+        }
+    }
+
+    fn device_id(&self) -> u32 {
+        match self.device {
+            Device::Rng(_) => rng::DEVICE_ID,
+        }
+    }
+
+    fn device_features(&self) -> u64 {
+        F_VERSION_1 | F_INDIRECT_DESC | F_EVENT_IDX
+    }
+
+    fn queue(&mut self) -> Option<&mut Queue> {
+        let sel = self.state.queue_sel as usize;
+        self.state.queues.get_mut(sel)
+    }
+
+    /// Back to the state after power-on, as a write of 0 to Status asks.
+    fn reset(&mut self) {
+        let queues = self.state.queues.len();
+        self.state = TransportState {
+            queues: vec![Queue::default(); queues],
+            ..TransportState::default()
+        };
+        match &mut self.device {
+            Device::Rng(r) => *r = Rng::default(),
+        }
+    }
+
+    pub fn read(&mut self, offset: u64) -> u32 {
+        let s = &self.state;
+        let sel_queue = s.queues.get(s.queue_sel as usize);
+        match offset {
+            0x000 => MAGIC,
+            0x004 => 2,
+            0x008 => self.device_id(),
+            0x00c => QEMU_VENDOR,
+            0x010 => match s.device_features_sel {
+                0 => self.device_features() as u32,
+                1 => (self.device_features() >> 32) as u32,
+                _ => 0,
+            },
+            0x034 => sel_queue.map_or(0, |_| MAX_QUEUE_SIZE as u32),
+            0x044 => sel_queue.is_some_and(|q| q.ready) as u32,
+            0x060 => s.interrupt_status,
+            0x070 => s.status,
+            0x0fc => 0,
+            _ => 0,
+        }
+    }
+
+    pub fn write(&mut self, offset: u64, value: u32) {
+        let features_ok = self.state.status & STATUS_FEATURES_OK != 0;
+        match offset {
+            0x014 => self.state.device_features_sel = value,
+            0x020 if !features_ok => {
+                let shift = match self.state.driver_features_sel {
+                    0 => 0,
+                    1 => 32,
+                    _ => return,
+                };
+                let mask = 0xffff_ffffu64 << shift;
+                let offered = self.device_features();
+                self.state.driver_features =
+                    (self.state.driver_features & !mask) | (((value as u64) << shift) & offered);
+            }
+            0x024 => self.state.driver_features_sel = value,
+            0x030 => self.state.queue_sel = value,
+            0x038 => {
+                if let Some(q) = self.queue() {
+                    // Sizes are powers of two up to the maximum (split rings, 2.7).
+                    if value.is_power_of_two() && value <= MAX_QUEUE_SIZE as u32 {
+                        q.size = value as u16;
+                    }
+                }
+            }
+            0x044 => {
+                let event_idx = self.state.driver_features & F_EVENT_IDX != 0;
+                if let Some(q) = self.queue() {
+                    q.ready = value & 1 != 0;
+                    q.event_idx = event_idx;
+                }
+            }
+            0x050 if (value as usize) < self.state.queues.len() => {
+                self.state.notified |= 1 << value;
+            }
+            0x064 => self.state.interrupt_status &= !value,
+            0x070 => {
+                if value == 0 {
+                    self.reset();
+                } else {
+                    self.state.status = value;
+                }
+            }
+            0x080 | 0x084 | 0x090 | 0x094 | 0x0a0 | 0x0a4 => {
+                let high = offset & 4 != 0;
+                if let Some(q) = self.queue() {
+                    let field = match offset & !4 {
+                        0x080 => &mut q.desc,
+                        0x090 => &mut q.avail,
+                        _ => &mut q.used,
+                    };
+                    *field = if high {
+                        (*field & 0xffff_ffff) | (value as u64) << 32
+                    } else {
+                        (*field & !0xffff_ffff) | value as u64
+                    };
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the interrupt line is raised.
+    pub fn irq_level(&self) -> bool {
+        self.state.interrupt_status != 0
+    }
+
+    /// Looks at the queues the driver notified. A queue the driver broke puts the device in
+    /// DEVICE_NEEDS_RESET, as the spec asks, instead of touching memory further.
+    pub fn service(&mut self, mem: &mut dyn GuestMemory) {
+        let notified = std::mem::take(&mut self.state.notified);
+        if notified == 0 || self.state.status & STATUS_NEEDS_RESET != 0 {
+            return;
+        }
+        let result = match &mut self.device {
+            Device::Rng(r) => match self.state.queues.first_mut() {
+                Some(q) if notified & 1 != 0 => r.notify(q, mem),
+                _ => Ok(()),
+            },
+        };
+        if result.is_err() {
+            self.state.status |= STATUS_NEEDS_RESET;
+        }
+    }
+
+    /// Entropy bytes the device waits for.
+    pub fn entropy_wanted(&self) -> usize {
+        match &self.device {
+            Device::Rng(r) => r.wanted(),
+        }
+    }
+
+    /// Host entropy for the device.
+    pub fn give_entropy(&mut self, mem: &mut dyn GuestMemory, bytes: &[u8]) {
+        let Device::Rng(r) = &mut self.device;
+        let Some(q) = self.state.queues.first_mut() else {
+            return;
+        };
+        match r.fill(q, mem, bytes) {
+            Ok(true) => self.state.interrupt_status |= INT_USED,
+            Ok(false) => {}
+            Err(_) => self.state.status |= STATUS_NEEDS_RESET,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rewind_cpu::Ram;
+
+    const RAM: u64 = 0x8000_0000;
+    const DESC: u64 = RAM + 0x1000;
+    const AVAIL: u64 = RAM + 0x2000;
+    const USED: u64 = RAM + 0x3000;
+    const BUF: u64 = RAM + 0x4000;
+
+    fn set_queue(t: &mut Transport, desc: u64) {
+        t.write(0x030, 0);
+        t.write(0x038, 8);
+        for (offset, addr) in [(0x080, desc), (0x090, AVAIL), (0x0a0, USED)] {
+            t.write(offset, addr as u32);
+            t.write(offset + 4, (addr >> 32) as u32);
+        }
+        t.write(0x044, 1);
+    }
+
+    #[test]
+    fn a_driver_sets_up_virtio_rng_and_gets_entropy() {
+        let mut ram = Ram::new(RAM, 1 << 20);
+        let mut t = Transport::rng();
+        assert_eq!(t.read(0x000), 0x7472_6976);
+        assert_eq!(t.read(0x004), 2);
+        assert_eq!(t.read(0x008), 4);
+        t.write(0x014, 1);
+        assert_eq!(t.read(0x010), 1, "VERSION_1 (feature bit 32)");
+        // The driver accepts VERSION_1 and asks for a feature not offered: it is dropped.
+        t.write(0x024, 1);
+        t.write(0x020, 1 | 2);
+        assert_eq!(t.state.driver_features, F_VERSION_1);
+        t.write(0x070, 1 | 2 | 8);
+        set_queue(&mut t, DESC);
+        assert_eq!(t.read(0x044), 1);
+        // One 16-byte writable buffer, made available and notified.
+        let mut desc = [0u8; 16];
+        desc[..8].copy_from_slice(&BUF.to_le_bytes());
+        desc[8..12].copy_from_slice(&16u32.to_le_bytes());
+        desc[12..14].copy_from_slice(&2u16.to_le_bytes());
+        ram.write(DESC, &desc).unwrap();
+        ram.write(AVAIL + 2, &1u16.to_le_bytes()).unwrap();
+        t.write(0x050, 0);
+        assert_eq!(
+            t.entropy_wanted(),
+            0,
+            "nothing happens before the machine services it"
+        );
+        t.service(&mut ram);
+        assert_eq!(t.entropy_wanted(), 16);
+        t.give_entropy(&mut ram, &[0x5a; 16]);
+        let mut got = [0u8; 16];
+        ram.read(BUF, &mut got).unwrap();
+        assert_eq!(got, [0x5a; 16]);
+        assert_eq!(t.entropy_wanted(), 0);
+        assert!(t.irq_level());
+        assert_eq!(t.read(0x060), 1);
+        t.write(0x064, 1);
+        assert!(!t.irq_level());
+        // A reset forgets the queue.
+        t.write(0x070, 0);
+        assert_eq!(t.read(0x044), 0);
+        assert_eq!(t.read(0x070), 0);
+    }
+
+    #[test]
+    fn a_queue_outside_ram_sets_needs_reset_and_nothing_else() {
+        let mut ram = Ram::new(RAM, 1 << 20);
+        let mut t = Transport::rng();
+        t.write(0x070, 1 | 2 | 8);
+        set_queue(&mut t, 0x10);
+        t.write(0x050, 0);
+        t.service(&mut ram);
+        // The avail ring is in RAM (index 0: nothing available); make one available.
+        ram.write(AVAIL + 2, &1u16.to_le_bytes()).unwrap();
+        t.write(0x050, 0);
+        t.service(&mut ram);
+        assert_ne!(t.read(0x070) & STATUS_NEEDS_RESET, 0);
+        assert_eq!(t.entropy_wanted(), 0);
+        assert!(!t.irq_level());
+    }
+}
