@@ -11,8 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 use rewind_cpu::Watchpoint;
 use rewind_debug::timeline::Stopped;
 use rewind_debug::{DebugError, DebugTarget, Engine, SessionEnd};
-use rewind_machine::{BootImages, InputEvent, Machine, MachineConfig, Stop};
-use rewind_replay::{End, EndReason, Recorder};
+use rewind_machine::devices::virtio::blk::DiskImage;
+use rewind_machine::{BootImages, DeviceKind, InputEvent, Machine, MachineConfig, Stop};
+use rewind_replay::{DriveRef, End, EndReason, Recorder};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::console::{self, ConsoleEvent};
@@ -25,6 +26,32 @@ const POLL: Duration = Duration::from_millis(100);
 
 fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
+}
+
+/// Opens the `--drive` images: for writing on a plain run (unless read-only), read-only when
+/// recording (writes go to an overlay).
+fn open_drives(args: &RunArgs, recording: bool) -> Result<Vec<DiskImage>, String> {
+    args.drives
+        .iter()
+        .map(|d| {
+            let writable = !recording && !d.readonly;
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(writable)
+                .open(&d.path)
+                .map_err(|e| format!("cannot open disk image {}: {e}", d.path.display()))?;
+            let size = file
+                .metadata()
+                .map_err(|e| format!("cannot read {}: {e}", d.path.display()))?
+                .len();
+            Ok(DiskImage {
+                file: std::sync::Arc::new(file),
+                size,
+                readonly: d.readonly,
+                write_through: writable,
+            })
+        })
+        .collect()
 }
 
 /// The images and command line to boot, from the options or the default guest.
@@ -45,6 +72,7 @@ fn boot_images(args: &RunArgs) -> Result<(BootImages, Option<String>), String> {
                 None => read_file(&guest.initrd, "initrd")?,
             }),
             dtb,
+            disks: Vec::new(),
         };
         let append = args
             .append
@@ -76,6 +104,7 @@ fn boot_images(args: &RunArgs) -> Result<(BootImages, Option<String>), String> {
             kernel,
             initrd,
             dtb,
+            disks: Vec::new(),
         },
         args.append.clone(),
     ))
@@ -223,12 +252,19 @@ impl Live<'_> {
 
 /// `rewind run` (no recording) and `rewind record`.
 pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, String> {
-    let (images, append) = boot_images(args)?;
+    let (mut images, append) = boot_images(args)?;
+    images.disks = open_drives(args, record.is_some())?;
+    let devices = args
+        .drives
+        .iter()
+        .map(|_| DeviceKind::VirtioBlk)
+        .chain(args.devices.iter().copied())
+        .collect();
     let config = MachineConfig {
         ram_size: args.memory,
         bootargs: append,
         icount_shift: args.icount_shift,
-        devices: args.devices.clone(),
+        devices,
         ..MachineConfig::default()
     };
     let mut machine = Machine::new(config, &images).map_err(|e| e.to_string())?;
@@ -349,12 +385,30 @@ fn start_recording(
     .into_iter()
     .filter_map(|(name, data)| Some((name.to_string(), data?.clone())))
     .collect();
+    let drives = record
+        .run
+        .drives
+        .iter()
+        .zip(&images.disks)
+        .map(|(spec, disk)| {
+            let sha256 = rewind_replay::recording::sha256_file(&disk.file)
+                .map_err(|e| format!("cannot read {}: {e}", spec.path.display()))?;
+            let path = std::fs::canonicalize(&spec.path).unwrap_or_else(|_| spec.path.clone());
+            Ok(DriveRef {
+                path: path.display().to_string(),
+                size: disk.size,
+                sha256,
+                readonly: spec.readonly,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
     let recorder = Recorder::create(
         &record.output,
         format!("rewind {}", env!("CARGO_PKG_VERSION")),
         machine.config.clone(),
         record.sync_every,
         named,
+        drives,
     )
     .map_err(|e| e.to_string())?;
     Ok(RecordSession {

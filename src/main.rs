@@ -64,6 +64,9 @@ enum Command {
 struct DebugArgs {
     /// A recording written by `rewind record`.
     file: PathBuf,
+    /// Where the recorded disk images are, in order, if not at their recorded paths.
+    #[arg(long = "drive", value_name = "FILE")]
+    drives: Vec<PathBuf>,
     /// Where to listen for gdb. Loopback unless told otherwise.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:1234")]
     gdb: String,
@@ -88,6 +91,9 @@ struct RecordArgs {
 struct ReplayArgs {
     /// A recording written by `rewind record`.
     file: PathBuf,
+    /// Where the recorded disk images are, in order, if not at their recorded paths.
+    #[arg(long = "drive", value_name = "FILE")]
+    drives: Vec<PathBuf>,
     /// Print a hash of the final guest state on standard error (as `run --state-hash`).
     #[arg(long)]
     state_hash: bool,
@@ -126,6 +132,11 @@ struct RunArgs {
     /// Kernel command line, placed in the device tree's /chosen/bootargs.
     #[arg(long, value_name = "STRING")]
     append: Option<String>,
+    /// A disk on virtio-blk (repeatable): a raw image. A plain run writes to it unless
+    /// `readonly=on`; a recording never does (writes go to an overlay, so the recording
+    /// replays on the same image).
+    #[arg(long = "drive", value_name = "FILE[,format=raw][,readonly=on]", value_parser = parse_drive)]
+    drives: Vec<DriveSpec>,
     /// Add a device in a virtio-mmio slot (repeatable): `virtio-rng` (entropy from the
     /// host, recorded like every input).
     #[arg(long = "device", value_name = "NAME", value_parser = parse_device)]
@@ -171,6 +182,42 @@ struct RunArgs {
     /// to go backwards).
     #[arg(long, value_name = "HOST:PORT")]
     gdb: Option<String>,
+}
+
+/// A `--drive` option.
+#[derive(Clone, Debug)]
+struct DriveSpec {
+    path: PathBuf,
+    readonly: bool,
+}
+
+fn parse_drive(text: &str) -> Result<DriveSpec, String> {
+    let mut parts = text.split(',');
+    let path = PathBuf::from(parts.next().unwrap_or_default());
+    let mut readonly = false;
+    for option in parts {
+        match option.split_once('=') {
+            Some(("file", p)) => return parse_drive(&text.replacen(&format!("file={p}"), p, 1)),
+            Some(("format", "raw")) => {}
+            Some(("format", other)) => {
+                return Err(format!(
+                    "format={other} is not supported: give a raw image \
+                     (qemu-img convert -O raw IMAGE IMAGE.raw)"
+                ))
+            }
+            Some(("readonly", "on" | "true" | "yes")) => readonly = true,
+            Some(("readonly", "off" | "false" | "no")) => readonly = false,
+            _ => {
+                return Err(format!(
+                    "unknown drive option `{option}`: use format=raw, readonly=on"
+                ))
+            }
+        }
+    }
+    if path.as_os_str().is_empty() {
+        return Err("--drive needs a file".into());
+    }
+    Ok(DriveSpec { path, readonly })
 }
 
 /// Parses a `--device` name.

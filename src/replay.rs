@@ -90,7 +90,7 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode, String> {
         .transpose()?;
     // Everything is read and checked before the first instruction: a bad file prints nothing.
     let recording = Recording::open(&args.file).map_err(|e| e.to_string())?;
-    let mut player = Player::new(&recording)?;
+    let mut player = Player::new(&recording, &args.drives)?;
     let mut console = ConsoleOut {
         hash: Xxh3::new(),
         bytes: 0,
@@ -269,7 +269,7 @@ pub fn inspect(args: &InspectArgs) -> Result<ExitCode, String> {
 /// `rewind debug FILE --gdb HOST:PORT`.
 pub fn debug(args: &DebugArgs) -> Result<ExitCode, String> {
     let recording = Recording::open(&args.file).map_err(|e| e.to_string())?;
-    let player = Player::new(&recording)?;
+    let player = Player::new(&recording, &args.drives)?;
     let listener = std::net::TcpListener::bind(&args.gdb)
         .map_err(|e| format!("cannot listen on {} for gdb: {e}", args.gdb))?;
     eprintln!(

@@ -360,10 +360,10 @@ fn checkpoints_fit_their_budget_and_thin_out_far_from_the_present() {
     use rewind_debug::timeline::Timeline;
     use rewind_replay::{Player, Recording};
     let recording = Recording::open(&boot_recording("budget.rwd")).unwrap();
-    let timeline = Timeline::new(Player::new(&recording).unwrap(), u64::MAX);
+    let timeline = Timeline::new(Player::new(&recording, &[]).unwrap(), u64::MAX);
     // The boot images alone, at instruction 0, plus room for a few checkpoints' pages.
     let budget = timeline.checkpoint_bytes() + (6 << 20);
-    let mut timeline = Timeline::new(Player::new(&recording).unwrap(), budget);
+    let mut timeline = Timeline::new(Player::new(&recording, &[]).unwrap(), budget);
     timeline.set_spacing(1 << 20);
     timeline.seek(39_000_000).unwrap();
     let checkpoints = timeline.checkpoints();
@@ -386,7 +386,7 @@ fn checkpoints_fit_their_budget_and_thin_out_far_from_the_present() {
     let target = 5_000_123;
     timeline.seek(target).unwrap();
     let back = timeline.player.machine.digest();
-    let mut straight = Player::new(&recording).unwrap();
+    let mut straight = Player::new(&recording, &[]).unwrap();
     straight.play_to(target).unwrap();
     assert_eq!(back, straight.machine.digest());
 }

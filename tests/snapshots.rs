@@ -16,6 +16,7 @@ fn debian_machine() -> Machine {
         kernel: Some(read("Image")),
         initrd: Some(read("initramfs.cpio.gz")),
         dtb: None,
+        disks: Vec::new(),
     };
     let config = MachineConfig {
         ram_size: 512 << 20,

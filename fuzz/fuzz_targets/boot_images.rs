@@ -18,12 +18,14 @@ fuzz_target!(|data: &[u8]| {
         kernel: Some(data.to_vec()),
         initrd: None,
         dtb: None,
+        disks: Vec::new(),
     };
     let as_firmware = BootImages {
         bios: Some(data.to_vec()),
         kernel: Some(data.to_vec()),
         initrd: Some(data.to_vec()),
         dtb: None,
+        disks: Vec::new(),
     };
     for images in [as_kernel, as_firmware] {
         if let Ok(mut machine) = Machine::new(config.clone(), &images) {

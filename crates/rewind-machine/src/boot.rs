@@ -29,6 +29,8 @@ pub struct BootImages {
     /// A device tree to hand over instead of the one the board describes (QEMU's `-dtb`);
     /// replays use the recorded one.
     pub dtb: Option<Vec<u8>>,
+    /// Disk images, one per [`crate::DeviceKind::VirtioBlk`] in the configuration, in order.
+    pub disks: Vec<crate::devices::virtio::blk::DiskImage>,
 }
 
 /// Where things went.
@@ -200,6 +202,7 @@ mod tests {
                 kernel: Some(kernel),
                 initrd: Some(vec![1; 1000]),
                 dtb: None,
+                disks: Vec::new(),
             },
         )
         .unwrap();
@@ -218,6 +221,7 @@ mod tests {
                 kernel: Some(b"MZ not a kernel".to_vec()),
                 initrd: None,
                 dtb: None,
+                disks: Vec::new(),
             },
         )
         .unwrap_err();
@@ -229,6 +233,7 @@ mod tests {
                 kernel: None,
                 initrd: Some(vec![0; 10]),
                 dtb: None,
+                disks: Vec::new(),
             },
         )
         .unwrap_err();
@@ -247,6 +252,7 @@ mod tests {
                 kernel: Some(kernel),
                 initrd: Some(vec![0; 8 << 20]),
                 dtb: None,
+                disks: Vec::new(),
             },
         )
         .unwrap_err();
@@ -271,6 +277,7 @@ mod hand_over_tests {
                 kernel: None,
                 initrd: None,
                 dtb: None,
+                disks: Vec::new(),
             },
         )
         .unwrap();

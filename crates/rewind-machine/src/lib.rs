@@ -19,7 +19,10 @@ use devices::finisher::{self, Finish, Finisher};
 use devices::plic::{self, Plic};
 use devices::rtc::{self, Rtc};
 use devices::uart::{self, Uart};
-use devices::virtio_mmio::{self, transport::Transport};
+use devices::virtio_mmio::{
+    self,
+    transport::{DeviceState, Transport},
+};
 pub use digest::StateDigest;
 use digest::{debug_hash, RamHashes};
 use snapshot::RamPages;
@@ -36,6 +39,8 @@ pub const MAX_RAM: u64 = 64 << 30;
 pub enum DeviceKind {
     /// virtio-rng: entropy from the host, recorded.
     VirtioRng,
+    /// virtio-blk on the next disk image of [`BootImages::disks`].
+    VirtioBlk,
 }
 
 /// How the machine is put together, and the host values it starts from.
@@ -313,6 +318,17 @@ impl Machine {
     /// `a1` = device tree, `a2` = `fw_dynamic` information.
     pub fn new(config: MachineConfig, images: &BootImages) -> Result<Machine, MachineError> {
         let mut machine = Machine::bare(config)?;
+        let mut disks = images.disks.iter();
+        let slots = machine.bus.virtio.len();
+        for (i, kind) in machine.config.devices.iter().enumerate().take(slots) {
+            if *kind == DeviceKind::VirtioBlk {
+                let disk = disks.next().ok_or_else(|| MachineError::BadImage {
+                    what: "the disk".into(),
+                    reason: "a virtio-blk device has no disk image".into(),
+                })?;
+                machine.bus.virtio[slots - 1 - i] = Some(Transport::blk(disk.clone()));
+            }
+        }
         machine.layout = boot::load(&mut machine.ram, images)?;
         machine.dtb_given = images.dtb.is_some();
         machine.place_dtb(images.dtb.clone())?;
@@ -345,9 +361,10 @@ impl Machine {
         let mut virtio: Vec<Option<Transport>> = (0..virtio_mmio::SLOTS).map(|_| None).collect();
         for (i, kind) in config.devices.iter().enumerate().take(virtio.len()) {
             let slot = virtio.len() - 1 - i;
-            virtio[slot] = Some(match kind {
-                DeviceKind::VirtioRng => Transport::rng(),
-            });
+            // Disks come with the images: see `Machine::new`.
+            if *kind == DeviceKind::VirtioRng {
+                virtio[slot] = Some(Transport::rng());
+            }
         }
         let bus = Bus {
             icount_shift: config.icount_shift,
@@ -580,7 +597,16 @@ impl Machine {
             ("plic", debug_hash(&bus.plic.state)),
             ("rtc", debug_hash(&bus.rtc.state)),
             ("finisher", debug_hash(&bus.finisher)),
-            ("virtio", debug_hash(&bus.virtio)),
+            // Guest-visible state only: the host's disk files are not part of it.
+            (
+                "virtio",
+                debug_hash(
+                    &bus.virtio
+                        .iter()
+                        .map(|t| t.as_ref().map(|t| (&t.state, t.device_state())))
+                        .collect::<Vec<_>>(),
+                ),
+            ),
         ];
         StateDigest {
             icount: hart.icount,
@@ -619,6 +645,14 @@ impl Machine {
     /// devices start afresh, while virtual time goes on and the RTC keeps its time.
     pub fn reset(&mut self, images: &BootImages) -> Result<(), MachineError> {
         let mut fresh = Machine::new(self.config.clone(), images)?;
+        // What was written to disks stays written across the reset.
+        for (new, old) in fresh.bus.virtio.iter_mut().zip(&self.bus.virtio) {
+            if let (Some(new), Some(old)) = (new, old) {
+                if let state @ DeviceState::Blk(_) = old.device_state() {
+                    new.set_device_state(&state);
+                }
+            }
+        }
         fresh.hart.icount = self.hart.icount;
         fresh.idle_skipped = self.idle_skipped;
         fresh.bus.rtc.state.base_ns = self.bus.rtc.state.base_ns;

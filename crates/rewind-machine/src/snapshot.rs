@@ -20,8 +20,7 @@ use crate::devices::plic::PlicState;
 use crate::devices::rtc::RtcState;
 use crate::devices::uart::{UartState, FIFO_SIZE};
 use crate::devices::virtio::queue::MAX_QUEUE_SIZE;
-use crate::devices::virtio::rng::RngState;
-use crate::devices::virtio_mmio::transport::{Device, TransportState};
+use crate::devices::virtio_mmio::transport::{DeviceState, TransportState};
 use crate::{Machine, MachineConfig, MachineError};
 
 /// Pages per shared chunk of a [`RamPages`].
@@ -105,7 +104,7 @@ pub struct MachineState {
     pub rtc: RtcState,
     pub finisher: Option<Finish>,
     /// Each virtio-mmio slot: its transport's and device's state, or `None` when empty.
-    pub virtio: Vec<Option<(TransportState, RngState)>>,
+    pub virtio: Vec<Option<(TransportState, DeviceState)>>,
     pub sleeping: bool,
     pub idle_skipped: u64,
     pub layout: BootLayout,
@@ -153,12 +152,7 @@ impl Machine {
                 .bus
                 .virtio
                 .iter()
-                .map(|t| {
-                    t.as_ref().map(|t| {
-                        let Device::Rng(rng) = &t.device;
-                        (t.state.clone(), rng.state.clone())
-                    })
-                })
+                .map(|t| t.as_ref().map(|t| (t.state.clone(), t.device_state())))
                 .collect(),
             sleeping: self.sleeping,
             idle_skipped: self.idle_skipped,
@@ -217,7 +211,13 @@ impl Machine {
             && s.virtio
                 .iter()
                 .zip(&self.bus.virtio)
-                .all(|(a, b)| a.is_some() == b.is_some());
+                .all(|(a, b)| match (a, b) {
+                    (None, None) => true,
+                    (Some((_, state)), Some(t)) => {
+                        std::mem::discriminant(state) == std::mem::discriminant(&t.device_state())
+                    }
+                    _ => false,
+                });
         let queues_valid =
             s.virtio.iter().flatten().all(|(t, _)| {
                 t.queues.len() == 1 && t.queues.iter().all(|q| q.size <= MAX_QUEUE_SIZE)
@@ -272,10 +272,9 @@ impl Machine {
         self.bus.rtc.state = s.rtc.clone();
         self.bus.finisher.set_pending(s.finisher);
         for (slot, saved) in self.bus.virtio.iter_mut().zip(&s.virtio) {
-            if let (Some(t), Some((transport, rng))) = (slot.as_mut(), saved) {
+            if let (Some(t), Some((transport, device))) = (slot.as_mut(), saved) {
                 t.state = transport.clone();
-                let Device::Rng(r) = &mut t.device;
-                r.state = rng.clone();
+                t.set_device_state(device);
             }
         }
         self.bus.icount_shift = s.config.icount_shift;

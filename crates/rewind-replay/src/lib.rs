@@ -14,6 +14,6 @@ pub use events::{decode_events, encode_events, Event};
 pub use format::{Chunk, ChunkKind, ReadError, Reader, Writer, FORMAT_VERSION};
 pub use player::{Checkpoint, PlayError, Played, Player};
 pub use recording::{
-    End, EndReason, ImageRef, Item, Manifest, RecordError, Recorder, Recording, RecordingError,
-    TimelineEntry,
+    DriveRef, End, EndReason, ImageRef, Item, Manifest, RecordError, Recorder, Recording,
+    RecordingError, TimelineEntry,
 };

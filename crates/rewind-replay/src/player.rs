@@ -3,9 +3,13 @@
 //! points checked. Used by `rewind replay` and by the debugger, which also moves backwards
 //! by restoring snapshots ([`Player::save`], [`Player::restore`]).
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rewind_machine::devices::virtio::blk::DiskImage;
 use rewind_machine::{BootImages, Machine, Snapshot, Stop};
 
-use crate::recording::{EndReason, Item, Recording, TimelineEntry};
+use crate::recording::{sha256_file, DriveRef, EndReason, Item, Recording, TimelineEntry};
 
 /// Instructions run between looks at the console.
 const SLICE: u64 = 1 << 22;
@@ -17,6 +21,50 @@ pub enum PlayError {
     Diverged(String),
     /// The machine could not be rebuilt (a reset with bad images).
     Machine(String),
+}
+
+/// Opens the recorded disk images read-only and checks they are the recorded ones; writes
+/// during the replay go to an overlay.
+fn open_drives(drives: &[DriveRef], paths: &[PathBuf]) -> Result<Vec<DiskImage>, String> {
+    drives
+        .iter()
+        .enumerate()
+        .map(|(i, drive)| {
+            let path = paths
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| PathBuf::from(&drive.path));
+            let file = std::fs::File::open(&path).map_err(|e| {
+                format!(
+                    "cannot open disk image {} that the recording needs: {e} \
+                     (give it with --drive PATH)",
+                    path.display()
+                )
+            })?;
+            let size = file
+                .metadata()
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                .len();
+            let hash =
+                sha256_file(&file).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            if size != drive.size || hash != drive.sha256 {
+                return Err(format!(
+                    "the disk image {} is not the one recorded (size {size}, sha256 {hash}; \
+                     the recording needs size {}, sha256 {}): give the original with \
+                     --drive PATH",
+                    path.display(),
+                    drive.size,
+                    drive.sha256
+                ));
+            }
+            Ok(DiskImage {
+                file: Arc::new(file),
+                size,
+                readonly: drive.readonly,
+                write_through: false,
+            })
+        })
+        .collect()
 }
 
 /// Where playing stopped.
@@ -62,14 +110,17 @@ pub struct Player {
 }
 
 impl Player {
-    /// The recorded machine at instruction 0, before anything ran or was injected.
-    pub fn new(recording: &Recording) -> Result<Player, String> {
+    /// The recorded machine at instruction 0, before anything ran or was injected. Disk
+    /// images are found at their recorded paths, or at `drive_paths` (in order) when given,
+    /// and must be the ones recorded.
+    pub fn new(recording: &Recording, drive_paths: &[PathBuf]) -> Result<Player, String> {
         let image = |name| recording.image(name).map_err(|e| e.to_string());
         let images = BootImages {
             bios: image("bios")?,
             kernel: image("kernel")?,
             initrd: image("initrd")?,
             dtb: image("dtb")?,
+            disks: open_drives(&recording.manifest.drives, drive_paths)?,
         };
         let machine = Machine::new(recording.manifest.machine.clone(), &images)
             .map_err(|e| format!("the recorded machine cannot be rebuilt: {e}"))?;

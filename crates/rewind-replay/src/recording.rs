@@ -38,6 +38,37 @@ pub struct ImageRef {
     pub sha256: String,
 }
 
+/// A disk image a recording needs, by reference: replay finds it at `path` (or where the
+/// user says) and refuses one whose size or hash differs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriveRef {
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+    pub readonly: bool,
+}
+
+/// SHA-256 of a whole file, in hex.
+pub fn sha256_file(file: &File) -> std::io::Result<String> {
+    use std::os::unix::fs::FileExt;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0;
+    loop {
+        let n = file.read_at(&mut buf, offset)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        offset += n as u64;
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
 /// What a recording starts with: enough to rebuild the machine.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -47,6 +78,9 @@ pub struct Manifest {
     pub images: Vec<ImageRef>,
     /// Instructions between sync points.
     pub sync_interval: u64,
+    /// Disk images, in the order of the machine's virtio-blk devices.
+    #[serde(default)]
+    pub drives: Vec<DriveRef>,
 }
 
 /// Why a recorded run ended.
@@ -393,6 +427,7 @@ impl Recorder {
         machine: MachineConfig,
         sync_interval: u64,
         images: Vec<(String, Vec<u8>)>,
+        drives: Vec<DriveRef>,
     ) -> Result<Recorder, RecordError> {
         let error = |source| RecordError {
             path: path.display().to_string(),
@@ -414,6 +449,7 @@ impl Recorder {
                 machine,
                 images: refs.clone(),
                 sync_interval,
+                drives,
             };
             let json = serde_json::to_vec_pretty(&manifest).expect("a manifest always serialises");
             out.chunk(ChunkKind::Config, &json)?;
@@ -535,8 +571,15 @@ mod tests {
             ("initrd".to_string(), kernel),
             ("dtb".to_string(), b"dtb".to_vec()),
         ];
-        let mut r =
-            Recorder::create(path, "test".into(), MachineConfig::default(), 100, images).unwrap();
+        let mut r = Recorder::create(
+            path,
+            "test".into(),
+            MachineConfig::default(),
+            100,
+            images,
+            vec![],
+        )
+        .unwrap();
         r.event(0, &InputEvent::RtcBase(5)).unwrap();
         r.event(0, &InputEvent::Entropy(vec![1; 32])).unwrap();
         r.event(40, &InputEvent::Console(b"ls\n".to_vec())).unwrap();
@@ -634,6 +677,7 @@ mod tests {
             machine: MachineConfig::default(),
             images: vec![],
             sync_interval: 10,
+            drives: vec![],
         };
         w.chunk(ChunkKind::Config, &serde_json::to_vec(&manifest).unwrap())
             .unwrap();

@@ -4,8 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::devices::virtio::blk::{self, Blk, BlkState, DiskImage};
 use crate::devices::virtio::queue::{GuestMemory, Queue, MAX_QUEUE_SIZE};
-use crate::devices::virtio::rng::{self, Rng};
+use crate::devices::virtio::rng::{self, Rng, RngState};
 
 const MAGIC: u32 = 0x7472_6976; // "virt"
 const QEMU_VENDOR: u32 = 0x554d_4551; // "QEMU"
@@ -23,6 +24,14 @@ const INT_USED: u32 = 1;
 #[derive(Debug)]
 pub enum Device {
     Rng(Rng),
+    Blk(Blk),
+}
+
+/// A device's guest-visible state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeviceState {
+    Rng(RngState),
+    Blk(BlkState),
 }
 
 /// Guest-visible transport state.
@@ -56,14 +65,47 @@ impl Transport {
         }
     }
 
+    pub fn blk(image: DiskImage) -> Transport {
+        Transport {
+            state: TransportState {
+                queues: vec![Queue::default()],
+                ..TransportState::default()
+            },
+            device: Device::Blk(Blk::new(image)),
+        }
+    }
+
     fn device_id(&self) -> u32 {
         match self.device {
             Device::Rng(_) => rng::DEVICE_ID,
+            Device::Blk(_) => blk::DEVICE_ID,
         }
     }
 
     fn device_features(&self) -> u64 {
-        F_VERSION_1 | F_INDIRECT_DESC | F_EVENT_IDX
+        let own = match &self.device {
+            Device::Rng(_) => 0,
+            Device::Blk(b) => b.features(),
+        };
+        F_VERSION_1 | F_INDIRECT_DESC | F_EVENT_IDX | own
+    }
+
+    /// The device's state, for snapshots.
+    pub fn device_state(&self) -> DeviceState {
+        match &self.device {
+            Device::Rng(r) => DeviceState::Rng(r.state.clone()),
+            Device::Blk(b) => DeviceState::Blk(b.state.clone()),
+        }
+    }
+
+    /// Puts back a device state of the same kind; `false` if the kinds differ.
+    pub fn set_device_state(&mut self, state: &DeviceState) -> bool {
+        match (&mut self.device, state) {
+            (Device::Rng(r), DeviceState::Rng(s)) => r.state = s.clone(),
+            (Device::Blk(b), DeviceState::Blk(s)) => b.state = s.clone(),
+            _ => return false,
+        }
+        true
     }
 
     fn queue(&mut self) -> Option<&mut Queue> {
@@ -80,6 +122,8 @@ impl Transport {
         };
         match &mut self.device {
             Device::Rng(r) => *r = Rng::default(),
+            // What was written to the disk stays written.
+            Device::Blk(_) => {}
         }
     }
 
@@ -101,6 +145,18 @@ impl Transport {
             0x060 => s.interrupt_status,
             0x070 => s.status,
             0x0fc => 0,
+            0x100.. => {
+                let config = match &self.device {
+                    Device::Blk(b) => b.config(),
+                    Device::Rng(_) => Vec::new(),
+                };
+                let at = (offset - 0x100) as usize;
+                let mut word = [0u8; 4];
+                for (i, b) in word.iter_mut().enumerate() {
+                    *b = config.get(at + i).copied().unwrap_or(0);
+                }
+                u32::from_le_bytes(word)
+            }
             _ => 0,
         }
     }
@@ -179,14 +235,17 @@ impl Transport {
         if notified == 0 || self.state.status & STATUS_NEEDS_RESET != 0 {
             return;
         }
-        let result = match &mut self.device {
-            Device::Rng(r) => match self.state.queues.first_mut() {
-                Some(q) if notified & 1 != 0 => r.notify(q, mem),
-                _ => Ok(()),
-            },
+        let Some(q) = self.state.queues.first_mut().filter(|_| notified & 1 != 0) else {
+            return;
         };
-        if result.is_err() {
-            self.state.status |= STATUS_NEEDS_RESET;
+        let result = match &mut self.device {
+            Device::Rng(r) => r.notify(q, mem).map(|()| false),
+            Device::Blk(b) => b.notify(q, mem),
+        };
+        match result {
+            Ok(true) => self.state.interrupt_status |= INT_USED,
+            Ok(false) => {}
+            Err(_) => self.state.status |= STATUS_NEEDS_RESET,
         }
     }
 
@@ -194,13 +253,13 @@ impl Transport {
     pub fn entropy_wanted(&self) -> usize {
         match &self.device {
             Device::Rng(r) => r.wanted(),
+            Device::Blk(_) => 0,
         }
     }
 
     /// Host entropy for the device.
     pub fn give_entropy(&mut self, mem: &mut dyn GuestMemory, bytes: &[u8]) {
-        let Device::Rng(r) = &mut self.device;
-        let Some(q) = self.state.queues.first_mut() else {
+        let (Device::Rng(r), Some(q)) = (&mut self.device, self.state.queues.first_mut()) else {
             return;
         };
         match r.fill(q, mem, bytes) {
