@@ -17,6 +17,20 @@ use rewind_replay::{DriveRef, End, EndReason, Recorder};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::console::{self, ConsoleEvent};
+use crate::qmp;
+use serde_json::{json, Value};
+
+/// The QMP commands a live run answers.
+const QMP_COMMANDS: [&str; 8] = [
+    "qmp_capabilities",
+    "query-status",
+    "stop",
+    "cont",
+    "quit",
+    "query-replay",
+    "query-version",
+    "query-commands",
+];
 use crate::{entropy_from_seed, guest, RecordArgs, RunArgs, EXIT_DEADLOCK, EXIT_LIMIT};
 
 /// Instructions run between looks at the console.
@@ -155,6 +169,10 @@ struct Live<'a> {
     console_bytes: u64,
     /// A debugger's pause: the run stops here with [`Outcome::Paused`].
     pause_at: Option<u64>,
+    /// QMP commands, if `--qmp`.
+    qmp: Option<Receiver<qmp::Request>>,
+    /// Stopped by QMP `stop` (until `cont`): the guest's time stands still.
+    stopped: bool,
 }
 
 impl Live<'_> {
@@ -176,6 +194,71 @@ impl Live<'_> {
             .into_iter()
             .flatten()
             .min()
+    }
+
+    /// Answers the QMP commands that arrived; returns an outcome if one ends the run.
+    fn handle_qmp(&mut self) -> Option<Outcome> {
+        let requests: Vec<qmp::Request> = match &self.qmp {
+            Some(rx) => rx.try_iter().collect(),
+            None => return None,
+        };
+        let mut outcome = None;
+        for request in requests {
+            let ok = json!({"return": {}});
+            // None of these commands takes arguments, as in QEMU.
+            let unexpected = request
+                .arguments
+                .as_object()
+                .and_then(|args| args.keys().next().cloned());
+            if let Some(name) = unexpected {
+                let known = QMP_COMMANDS.contains(&request.command.as_str());
+                let answer = if known {
+                    qmp::error("GenericError", format!("Parameter '{name}' is unexpected"))
+                } else {
+                    qmp::error(
+                        "CommandNotFound",
+                        format!("The command {} has not been found", request.command),
+                    )
+                };
+                let _ = request.reply.send(answer);
+                continue;
+            }
+            let answer = match request.command.as_str() {
+                "query-status" => json!({"return": {
+                    "status": if self.stopped { "paused" } else { "running" },
+                    "running": !self.stopped,
+                    "singlestep": false}}),
+                "stop" => {
+                    self.stopped = true;
+                    ok
+                }
+                "cont" => {
+                    self.stopped = false;
+                    ok
+                }
+                "quit" => {
+                    outcome = Some(Outcome::Quit);
+                    ok
+                }
+                "query-replay" => json!({"return": {
+                    "mode": if self.session.is_some() { "record" } else { "none" },
+                    "icount": self.machine.hart.icount}}),
+                "query-version" => json!({"return": {
+                    "qemu": {"major": 7, "minor": 2, "micro": 0},
+                    "package": concat!("rewind ", env!("CARGO_PKG_VERSION"))}}),
+                "query-commands" => {
+                    let names: Vec<Value> =
+                        QMP_COMMANDS.iter().map(|n| json!({ "name": n })).collect();
+                    json!({ "return": names })
+                }
+                other => qmp::error(
+                    "CommandNotFound",
+                    format!("The command {other} has not been found"),
+                ),
+            };
+            let _ = request.reply.send(answer);
+        }
+        outcome
     }
 
     /// Gives virtio-rng devices the host entropy they wait for; says whether it gave any.
@@ -290,6 +373,8 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, Stri
         console_hash: Xxh3::new(),
         console_bytes: 0,
         pause_at: None,
+        qmp: args.qmp.as_deref().map(qmp::listen).transpose()?,
+        stopped: false,
     };
     if let Some(s) = &mut live.session {
         for event in &boot_inputs {
@@ -567,6 +652,18 @@ fn drive_inner(live: &mut Live, input: &Receiver<ConsoleEvent>) -> Result<Outcom
     loop {
         if console::signalled() {
             return Ok(Outcome::Signal);
+        }
+        if let Some(outcome) = live.handle_qmp() {
+            return Ok(outcome);
+        }
+        if live.stopped {
+            // Stopped by QMP: nothing runs and guest time stands still until `cont`.
+            match input.recv_timeout(Duration::from_millis(10)) {
+                Ok(ConsoleEvent::Input(bytes)) => pending.extend(bytes),
+                Ok(ConsoleEvent::Quit) => return Ok(Outcome::Quit),
+                Err(_) => {}
+            }
+            continue;
         }
         // Take what has been typed; the UART accepts what fits in its FIFO.
         while let Ok(event) = input.try_recv() {

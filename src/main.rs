@@ -4,6 +4,7 @@
 mod console;
 mod guest;
 mod live;
+mod qmp;
 mod replay;
 
 use std::path::PathBuf;
@@ -177,6 +178,10 @@ struct RunArgs {
     /// Print instructions executed, wall time and MIPS on standard error at exit.
     #[arg(long)]
     stats: bool,
+    /// Serve QMP, QEMU's machine protocol, on `unix:PATH` or `tcp:HOST:PORT` (loopback):
+    /// qmp_capabilities, query-status, stop, cont, quit, query-replay, query-version.
+    #[arg(long, value_name = "unix:PATH|tcp:HOST:PORT")]
+    qmp: Option<String>,
     /// Wait for gdb on HOST:PORT before the first instruction and let it drive the run
     /// (forwards: breakpoints, watchpoints, stepi, continue; record and debug the recording
     /// to go backwards).

@@ -1,0 +1,138 @@
+//! QMP, QEMU's machine protocol, on a socket (`--qmp unix:PATH` or `tcp:HOST:PORT` on
+//! loopback): one JSON object per line each way. Connections are served on threads; every
+//! command is carried to the live loop, which answers it between two runs of the machine, so
+//! whatever a command does to the guest happens at an exact instruction count.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::os::unix::net::UnixListener;
+use std::sync::mpsc::{self, Receiver, Sender};
+
+use serde_json::{json, Value};
+
+/// A command for the live loop, and where its answer goes.
+pub struct Request {
+    pub command: String,
+    pub arguments: Value,
+    pub reply: Sender<Value>,
+}
+
+/// An error answer, in QMP's form.
+pub fn error(class: &str, desc: impl Into<String>) -> Value {
+    json!({"error": {"class": class, "desc": desc.into()}})
+}
+
+/// Starts listening on `spec` (`unix:PATH` or `tcp:HOST:PORT`, loopback only); commands
+/// arrive on the returned channel.
+pub fn listen(spec: &str) -> Result<Receiver<Request>, String> {
+    let (tx, rx) = mpsc::channel();
+    if let Some(path) = spec.strip_prefix("unix:") {
+        let path = path.split(',').next().unwrap_or(path);
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path)
+            .map_err(|e| format!("cannot listen on {path} for QMP: {e}"))?;
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let tx = tx.clone();
+                let writer = stream.try_clone();
+                std::thread::spawn(move || {
+                    if let Ok(writer) = writer {
+                        serve(BufReader::new(stream), writer, tx);
+                    }
+                });
+            }
+        });
+    } else if let Some(address) = spec.strip_prefix("tcp:") {
+        let address = address.split(',').next().unwrap_or(address);
+        let listener = TcpListener::bind(address)
+            .map_err(|e| format!("cannot listen on {address} for QMP: {e}"))?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        if !local.ip().is_loopback() {
+            return Err(format!(
+                "QMP listens on loopback only; {address} is not (use 127.0.0.1)"
+            ));
+        }
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let tx = tx.clone();
+                let writer = stream.try_clone();
+                std::thread::spawn(move || {
+                    if let Ok(writer) = writer {
+                        serve(BufReader::new(stream), writer, tx);
+                    }
+                });
+            }
+        });
+    } else {
+        return Err(format!(
+            "--qmp {spec}: give unix:PATH or tcp:HOST:PORT (on loopback)"
+        ));
+    }
+    Ok(rx)
+}
+
+/// One client: the greeting, capabilities negotiation, then commands.
+fn serve(reader: impl BufRead, mut writer: impl Write, tx: Sender<Request>) {
+    let greeting = json!({"QMP": {
+        "version": {"qemu": {"major": 7, "minor": 2, "micro": 0},
+                    "package": concat!("rewind ", env!("CARGO_PKG_VERSION"))},
+        "capabilities": []}});
+    if writeln!(writer, "{greeting}").is_err() {
+        return;
+    }
+    let mut negotiated = false;
+    for line in reader.lines() {
+        let Ok(line) = line else { return };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let answer = match serde_json::from_str::<Value>(&line) {
+            Err(e) => error("GenericError", format!("JSON parse error, {e}")),
+            Ok(request) => answer(&request, &mut negotiated, &tx),
+        };
+        if writeln!(writer, "{answer}").is_err() {
+            return;
+        }
+    }
+}
+
+fn answer(request: &Value, negotiated: &mut bool, tx: &Sender<Request>) -> Value {
+    let id = request.get("id").cloned();
+    let with_id = |mut v: Value| {
+        if let (Some(id), Some(obj)) = (&id, v.as_object_mut()) {
+            obj.insert("id".into(), id.clone());
+        }
+        v
+    };
+    let Some(command) = request.get("execute").and_then(Value::as_str) else {
+        return with_id(error(
+            "GenericError",
+            "QMP input must be an object with an 'execute' member",
+        ));
+    };
+    if command == "qmp_capabilities" {
+        *negotiated = true;
+        return with_id(json!({"return": {}}));
+    }
+    if !*negotiated {
+        return with_id(error(
+            "CommandNotFound",
+            "Expecting capabilities negotiation with 'qmp_capabilities'",
+        ));
+    }
+    let arguments = request.get("arguments").cloned().unwrap_or(json!({}));
+    if !arguments.is_object() {
+        return with_id(error("GenericError", "'arguments' must be an object"));
+    }
+    let (reply, answer) = mpsc::channel();
+    let sent = tx.send(Request {
+        command: command.to_string(),
+        arguments,
+        reply,
+    });
+    let value = match sent.ok().and_then(|()| answer.recv().ok()) {
+        Some(value) => value,
+        None => error("GenericError", "the machine has stopped"),
+    };
+    with_id(value)
+}

@@ -1,0 +1,144 @@
+//! QMP on a live run, spoken as QEMU's clients speak it: greeting, capabilities negotiation,
+//! status, stop (guest time stands still), cont, replay information, errors, quit.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+struct Client {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Client {
+    fn connect(path: &Path) -> Client {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let stream = loop {
+            match UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(e) => panic!("no QMP socket at {}: {e}", path.display()),
+            }
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Client {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        }
+    }
+
+    fn read(&mut self) -> Value {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("a QMP line");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"))
+    }
+
+    fn send_raw(&mut self, text: &str) -> Value {
+        writeln!(self.writer, "{text}").unwrap();
+        self.read()
+    }
+
+    fn execute(&mut self, command: &str) -> Value {
+        self.send_raw(&json!({ "execute": command }).to_string())
+    }
+}
+
+#[test]
+fn qmp_controls_a_live_recorded_run() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(Command::new("make")
+        .args(["-s", "-C", "tests/guest", "build/loop.elf"])
+        .current_dir(root)
+        .status()
+        .expect("make")
+        .success());
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("qmp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("qmp.sock");
+    let recording = dir.join("loop.rwd");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rewind"))
+        .args([
+            "record",
+            "-o",
+            recording.to_str().unwrap(),
+            "--bios",
+            "none",
+        ])
+        .arg("--kernel")
+        .arg(root.join("tests/guest/build/loop.elf"))
+        .arg("--qmp")
+        .arg(format!("unix:{}", socket.display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut qmp = Client::connect(&socket);
+    let greeting = qmp.read();
+    assert_eq!(greeting["QMP"]["version"]["qemu"]["major"], 7, "{greeting}");
+    let early = qmp.execute("query-status");
+    assert_eq!(early["error"]["class"], "CommandNotFound", "{early}");
+    assert_eq!(qmp.execute("qmp_capabilities"), json!({"return": {}}));
+    let status = qmp.execute("query-status");
+    assert_eq!(status["return"]["status"], "running", "{status}");
+
+    assert_eq!(qmp.execute("stop"), json!({"return": {}}));
+    assert_eq!(qmp.execute("query-status")["return"]["running"], false);
+    let at = qmp.execute("query-replay");
+    assert_eq!(at["return"]["mode"], "record", "{at}");
+    std::thread::sleep(Duration::from_millis(300));
+    let later = qmp.execute("query-replay");
+    assert_eq!(
+        at["return"]["icount"], later["return"]["icount"],
+        "time moved while stopped"
+    );
+    assert_eq!(qmp.execute("cont"), json!({"return": {}}));
+    std::thread::sleep(Duration::from_millis(300));
+    let moved = qmp.execute("query-replay");
+    assert!(
+        moved["return"]["icount"].as_u64() > at["return"]["icount"].as_u64(),
+        "{moved} after {at}"
+    );
+
+    // Malformed input gets errors and the connection goes on.
+    assert_eq!(qmp.send_raw("{not json")["error"]["class"], "GenericError");
+    assert_eq!(qmp.send_raw("[1, 2]")["error"]["class"], "GenericError");
+    assert_eq!(
+        qmp.execute("frobnicate")["error"]["class"],
+        "CommandNotFound"
+    );
+    let with_args = qmp.send_raw(r#"{"execute": "stop", "arguments": {"now": true}}"#);
+    assert_eq!(with_args["error"]["class"], "GenericError", "{with_args}");
+    let with_id = qmp.send_raw(r#"{"execute": "query-status", "id": "x1"}"#);
+    assert_eq!(with_id["id"], "x1");
+
+    assert_eq!(qmp.execute("quit"), json!({"return": {}}));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "quit did not end the run");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+    // The recording is complete and replays.
+    let replay = Command::new(env!("CARGO_BIN_EXE_rewind"))
+        .args(["replay", recording.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        replay.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+}
