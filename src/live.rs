@@ -21,7 +21,8 @@ use crate::qmp;
 use serde_json::{json, Value};
 
 /// The QMP commands a live run answers.
-const QMP_COMMANDS: [&str; 8] = [
+const QMP_COMMANDS: [&str; 9] = [
+    "input-send-event",
     "qmp_capabilities",
     "query-status",
     "stop",
@@ -197,15 +198,26 @@ impl Live<'_> {
     }
 
     /// Answers the QMP commands that arrived; returns an outcome if one ends the run.
-    fn handle_qmp(&mut self) -> Option<Outcome> {
+    fn handle_qmp(&mut self) -> Result<Option<Outcome>, String> {
         let requests: Vec<qmp::Request> = match &self.qmp {
             Some(rx) => rx.try_iter().collect(),
-            None => return None,
+            None => return Ok(None),
         };
         let mut outcome = None;
         for request in requests {
             let ok = json!({"return": {}});
-            // None of these commands takes arguments, as in QEMU.
+            if request.command == "input-send-event" {
+                let answer = match qmp::input_events(&request.arguments) {
+                    Ok(events) => {
+                        self.inject(InputEvent::Input(events))?;
+                        ok
+                    }
+                    Err(message) => qmp::error("GenericError", message),
+                };
+                let _ = request.reply.send(answer);
+                continue;
+            }
+            // None of the other commands takes arguments, as in QEMU.
             let unexpected = request
                 .arguments
                 .as_object()
@@ -258,7 +270,7 @@ impl Live<'_> {
             };
             let _ = request.reply.send(answer);
         }
-        outcome
+        Ok(outcome)
     }
 
     /// Gives virtio-rng devices the host entropy they wait for; says whether it gave any.
@@ -653,7 +665,7 @@ fn drive_inner(live: &mut Live, input: &Receiver<ConsoleEvent>) -> Result<Outcom
         if console::signalled() {
             return Ok(Outcome::Signal);
         }
-        if let Some(outcome) = live.handle_qmp() {
+        if let Some(outcome) = live.handle_qmp()? {
             return Ok(outcome);
         }
         if live.stopped {

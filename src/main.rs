@@ -229,8 +229,14 @@ fn parse_drive(text: &str) -> Result<DriveSpec, String> {
 fn parse_device(text: &str) -> Result<rewind_machine::DeviceKind, String> {
     match text {
         "virtio-rng" | "virtio-rng-device" => Ok(rewind_machine::DeviceKind::VirtioRng),
+        "virtio-keyboard" | "virtio-keyboard-device" => {
+            Ok(rewind_machine::DeviceKind::VirtioKeyboard)
+        }
+        "virtio-tablet" | "virtio-tablet-device" => Ok(rewind_machine::DeviceKind::VirtioTablet),
+        "virtio-mouse" | "virtio-mouse-device" => Ok(rewind_machine::DeviceKind::VirtioMouse),
         _ => Err(format!(
-            "unknown device `{text}`: this Rewind has virtio-rng"
+            "unknown device `{text}`: this Rewind has virtio-rng, virtio-keyboard, \
+             virtio-tablet and virtio-mouse"
         )),
     }
 }

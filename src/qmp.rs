@@ -17,6 +17,61 @@ pub struct Request {
     pub reply: Sender<Value>,
 }
 
+/// The evdev events of an `input-send-event` command (`events`: key, btn, abs and rel
+/// events as QEMU takes them), or what is wrong with it.
+pub fn input_events(arguments: &Value) -> Result<Vec<rewind_machine::EvdevEvent>, String> {
+    use rewind_machine::devices::virtio::input::{button_code, qcode_to_key, ABS_MAX};
+    use rewind_machine::EvdevEvent;
+    let events = arguments
+        .get("events")
+        .and_then(Value::as_array)
+        .ok_or("input-send-event needs 'events', an array")?;
+    let axis = |data: &Value, kind: &str| -> Result<u16, String> {
+        match data.get("axis").and_then(Value::as_str) {
+            Some("x") => Ok(0),
+            Some("y") => Ok(1),
+            Some("wheel") if kind == "rel" => Ok(8),
+            other => Err(format!("unknown {kind} axis {other:?}")),
+        }
+    };
+    let mut out = Vec::new();
+    for event in events {
+        let data = &event["data"];
+        let down = data.get("down").and_then(Value::as_bool);
+        let value = data.get("value").and_then(Value::as_i64);
+        out.push(match event.get("type").and_then(Value::as_str) {
+            Some("key") => {
+                let key = &data["key"];
+                let code = match key.get("type").and_then(Value::as_str) {
+                    Some("qcode") => key["data"].as_str().and_then(qcode_to_key),
+                    Some("number") => key["data"].as_u64().and_then(|n| u16::try_from(n).ok()),
+                    _ => None,
+                }
+                .ok_or_else(|| format!("unknown key {key}"))?;
+                EvdevEvent::key(code, down.ok_or("a key event needs 'down'")?)
+            }
+            Some("btn") => {
+                let name = data["button"].as_str().unwrap_or_default();
+                let code = button_code(name).ok_or_else(|| format!("unknown button '{name}'"))?;
+                EvdevEvent::key(code, down.ok_or("a btn event needs 'down'")?)
+            }
+            Some("abs") => {
+                let v = value.ok_or("an abs event needs 'value'")?;
+                EvdevEvent::abs(axis(data, "abs")?, v.clamp(0, ABS_MAX as i64) as i32)
+            }
+            Some("rel") => {
+                let v = value.ok_or("a rel event needs 'value'")?;
+                EvdevEvent::rel(
+                    axis(data, "rel")?,
+                    v.clamp(i32::MIN as i64, i32::MAX as i64) as i32,
+                )
+            }
+            other => return Err(format!("unknown input event type {other:?}")),
+        });
+    }
+    Ok(out)
+}
+
 /// An error answer, in QMP's form.
 pub fn error(class: &str, desc: impl Into<String>) -> Value {
     json!({"error": {"class": class, "desc": desc.into()}})

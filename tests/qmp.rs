@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+mod common;
+
 struct Client {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
@@ -141,4 +143,67 @@ fn qmp_controls_a_live_recorded_run() {
         "{}",
         String::from_utf8_lossy(&replay.stderr)
     );
+}
+
+/// A key pressed over QMP reaches the Debian guest's /dev/input/event0 through
+/// virtio-keyboard, and the recording replays it byte for byte.
+#[test]
+fn a_key_sent_over_qmp_arrives_in_the_guest_and_replays() {
+    common::require_default_guest();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("qmp-keyboard");
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("qmp.sock");
+    let recording = dir.join("keyboard.rwd");
+    let mut console = common::Console::start(&[
+        "record",
+        "-o",
+        recording.to_str().unwrap(),
+        "--device",
+        "virtio-keyboard",
+        "--device",
+        "virtio-tablet",
+        "--qmp",
+        &format!("unix:{}", socket.display()),
+    ]);
+    console.wait_for(0, common::PROMPT, Duration::from_secs(180));
+    // Two events (key and SYN) of 24 bytes each: wait for them in the background.
+    std::thread::sleep(Duration::from_millis(300));
+    console.type_text("head -c 48 /dev/input/event0 | od -An -tx2 > /tmp/ev &\n");
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut qmp = Client::connect(&socket);
+    qmp.read();
+    qmp.execute("qmp_capabilities");
+    let press = r#"{"execute": "input-send-event", "arguments": {"events": [
+        {"type": "key", "data": {"down": true, "key": {"type": "qcode", "data": "a"}}}]}}"#;
+    assert_eq!(
+        qmp.send_raw(&press.replace('\n', " ")),
+        json!({"return": {}})
+    );
+    let tablet = r#"{"execute": "input-send-event", "arguments": {"events": [
+        {"type": "abs", "data": {"axis": "x", "value": 100}}]}}"#;
+    assert_eq!(
+        qmp.send_raw(&tablet.replace('\n', " ")),
+        json!({"return": {}})
+    );
+    let bad = r#"{"execute": "input-send-event", "arguments": {"events": [{"type": "key"}]}}"#;
+    assert_eq!(qmp.send_raw(bad)["error"]["class"], "GenericError");
+    std::thread::sleep(Duration::from_millis(1000));
+    let events = console.command("cat /tmp/ev");
+    // type 1 (EV_KEY), code 0x1e (KEY_A), value 1.
+    assert!(events.contains("0001 001e 0001 0000"), "{events}");
+    console.type_text("poweroff -f\n");
+    assert_eq!(console.wait_exit(Duration::from_secs(60)).code(), Some(0));
+    let recorded = console.bytes.clone();
+    drop(console);
+    let replay = Command::new(env!("CARGO_BIN_EXE_rewind"))
+        .args(["replay", recording.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        replay.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    assert_eq!(replay.stdout, recorded);
 }

@@ -19,6 +19,8 @@ use devices::finisher::{self, Finish, Finisher};
 use devices::plic::{self, Plic};
 use devices::rtc::{self, Rtc};
 use devices::uart::{self, Uart};
+pub use devices::virtio::input::EvdevEvent;
+use devices::virtio::input::InputKind;
 use devices::virtio_mmio::{
     self,
     transport::{DeviceState, Transport},
@@ -41,6 +43,10 @@ pub enum DeviceKind {
     VirtioRng,
     /// virtio-blk on the next disk image of [`BootImages::disks`].
     VirtioBlk,
+    /// virtio-input keyboard, tablet (absolute pointer) and mouse (relative).
+    VirtioKeyboard,
+    VirtioTablet,
+    VirtioMouse,
 }
 
 /// How the machine is put together, and the host values it starts from.
@@ -113,6 +119,8 @@ pub enum InputEvent {
     Entropy(Vec<u8>),
     /// Host entropy for virtio-rng, no more than [`Machine::entropy_wanted`] bytes.
     Rng(Vec<u8>),
+    /// Keyboard and pointer events for the virtio-input devices (each takes its kind).
+    Input(Vec<EvdevEvent>),
 }
 
 impl InputEvent {
@@ -123,6 +131,7 @@ impl InputEvent {
             InputEvent::RtcBase(_) => "rtc_base",
             InputEvent::Entropy(_) => "entropy",
             InputEvent::Rng(_) => "rng",
+            InputEvent::Input(_) => "input",
         }
     }
 }
@@ -362,9 +371,13 @@ impl Machine {
         for (i, kind) in config.devices.iter().enumerate().take(virtio.len()) {
             let slot = virtio.len() - 1 - i;
             // Disks come with the images: see `Machine::new`.
-            if *kind == DeviceKind::VirtioRng {
-                virtio[slot] = Some(Transport::rng());
-            }
+            virtio[slot] = match kind {
+                DeviceKind::VirtioRng => Some(Transport::rng()),
+                DeviceKind::VirtioBlk => None,
+                DeviceKind::VirtioKeyboard => Some(Transport::input(InputKind::Keyboard)),
+                DeviceKind::VirtioTablet => Some(Transport::input(InputKind::Tablet)),
+                DeviceKind::VirtioMouse => Some(Transport::input(InputKind::Mouse)),
+            };
         }
         let bus = Bus {
             icount_shift: config.icount_shift,
@@ -696,6 +709,11 @@ impl Machine {
             InputEvent::RtcBase(ns) => {
                 self.config.rtc_base_ns = *ns;
                 self.bus.rtc.state.base_ns = *ns;
+            }
+            InputEvent::Input(events) => {
+                for t in self.bus.virtio.iter_mut().flatten() {
+                    t.give_input(&mut self.ram, events);
+                }
             }
             InputEvent::Rng(bytes) => {
                 let mut rest = &bytes[..];

@@ -15,6 +15,7 @@ const KIND_CONSOLE: u8 = 1;
 const KIND_RTC_BASE: u8 = 2;
 const KIND_ENTROPY: u8 = 3;
 const KIND_RNG: u8 = 4;
+const KIND_INPUT: u8 = 5;
 /// The most bytes one event may carry (a console event holds at most a FIFO's worth).
 const MAX_EVENT_BYTES: u64 = 1 << 16;
 
@@ -67,6 +68,16 @@ pub fn encode_events(events: &[Event], base: u64) -> Vec<u8> {
                 out.push(KIND_RNG);
                 bytes
             }
+            InputEvent::Input(events) => {
+                out.push(KIND_INPUT);
+                put_varint(&mut out, events.len() as u64);
+                for e in events {
+                    out.extend_from_slice(&e.kind.to_le_bytes());
+                    out.extend_from_slice(&e.code.to_le_bytes());
+                    out.extend_from_slice(&e.value.to_le_bytes());
+                }
+                continue;
+            }
             InputEvent::RtcBase(ns) => {
                 out.push(KIND_RTC_BASE);
                 put_varint(&mut out, *ns);
@@ -106,6 +117,24 @@ pub fn decode_events(data: &[u8], base: u64) -> Result<Vec<Event>, ReadError> {
             KIND_CONSOLE => InputEvent::Console(take_bytes(&mut pos)?),
             KIND_ENTROPY => InputEvent::Entropy(take_bytes(&mut pos)?),
             KIND_RNG => InputEvent::Rng(take_bytes(&mut pos)?),
+            KIND_INPUT => {
+                let count = get_varint(data, &mut pos)?;
+                if count > MAX_EVENT_BYTES / 8 || count as usize * 8 > data.len() - pos {
+                    return Err(ReadError::BadPayload("an input event is cut short".into()));
+                }
+                let events = (0..count as usize)
+                    .map(|i| {
+                        let b = &data[pos + i * 8..pos + i * 8 + 8];
+                        rewind_machine::EvdevEvent {
+                            kind: u16::from_le_bytes([b[0], b[1]]),
+                            code: u16::from_le_bytes([b[2], b[3]]),
+                            value: i32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+                        }
+                    })
+                    .collect();
+                pos += count as usize * 8;
+                InputEvent::Input(events)
+            }
             KIND_RTC_BASE => InputEvent::RtcBase(get_varint(data, &mut pos)?),
             other => {
                 return Err(ReadError::BadPayload(format!("unknown event kind {other}")));
@@ -134,6 +163,13 @@ mod tests {
             Event {
                 icount: 60,
                 input: InputEvent::Rng(vec![9; 64]),
+            },
+            Event {
+                icount: 70,
+                input: InputEvent::Input(vec![
+                    rewind_machine::EvdevEvent::key(30, true),
+                    rewind_machine::EvdevEvent::abs(1, -5),
+                ]),
             },
             Event {
                 icount: 100,

@@ -2,5 +2,6 @@
 //! virtqueue walker shared by every device.
 
 pub mod blk;
+pub mod input;
 pub mod queue;
 pub mod rng;

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::devices::virtio::blk::{self, Blk, BlkState, DiskImage};
+use crate::devices::virtio::input::{self, EvdevEvent, Input, InputKind, InputState};
 use crate::devices::virtio::queue::{GuestMemory, Queue, MAX_QUEUE_SIZE};
 use crate::devices::virtio::rng::{self, Rng, RngState};
 
@@ -25,6 +26,7 @@ const INT_USED: u32 = 1;
 pub enum Device {
     Rng(Rng),
     Blk(Blk),
+    Input(Input),
 }
 
 /// A device's guest-visible state.
@@ -32,6 +34,7 @@ pub enum Device {
 pub enum DeviceState {
     Rng(RngState),
     Blk(BlkState),
+    Input(InputState),
 }
 
 /// Guest-visible transport state.
@@ -75,16 +78,28 @@ impl Transport {
         }
     }
 
+    /// A virtio-input device: an event queue and a status queue.
+    pub fn input(kind: InputKind) -> Transport {
+        Transport {
+            state: TransportState {
+                queues: vec![Queue::default(), Queue::default()],
+                ..TransportState::default()
+            },
+            device: Device::Input(Input::new(kind)),
+        }
+    }
+
     fn device_id(&self) -> u32 {
         match self.device {
             Device::Rng(_) => rng::DEVICE_ID,
             Device::Blk(_) => blk::DEVICE_ID,
+            Device::Input(_) => input::DEVICE_ID,
         }
     }
 
     fn device_features(&self) -> u64 {
         let own = match &self.device {
-            Device::Rng(_) => 0,
+            Device::Rng(_) | Device::Input(_) => 0,
             Device::Blk(b) => b.features(),
         };
         F_VERSION_1 | F_INDIRECT_DESC | F_EVENT_IDX | own
@@ -95,6 +110,7 @@ impl Transport {
         match &self.device {
             Device::Rng(r) => DeviceState::Rng(r.state.clone()),
             Device::Blk(b) => DeviceState::Blk(b.state.clone()),
+            Device::Input(i) => DeviceState::Input(i.state.clone()),
         }
     }
 
@@ -103,6 +119,7 @@ impl Transport {
         match (&mut self.device, state) {
             (Device::Rng(r), DeviceState::Rng(s)) => r.state = s.clone(),
             (Device::Blk(b), DeviceState::Blk(s)) => b.state = s.clone(),
+            (Device::Input(i), DeviceState::Input(s)) => i.state = s.clone(),
             _ => return false,
         }
         true
@@ -124,6 +141,7 @@ impl Transport {
             Device::Rng(r) => *r = Rng::default(),
             // What was written to the disk stays written.
             Device::Blk(_) => {}
+            Device::Input(i) => i.state = InputState::default(),
         }
     }
 
@@ -148,6 +166,7 @@ impl Transport {
             0x100.. => {
                 let config = match &self.device {
                     Device::Blk(b) => b.config(),
+                    Device::Input(i) => i.config(),
                     Device::Rng(_) => Vec::new(),
                 };
                 let at = (offset - 0x100) as usize;
@@ -197,6 +216,11 @@ impl Transport {
                 self.state.notified |= 1 << value;
             }
             0x064 => self.state.interrupt_status &= !value,
+            0x100.. => {
+                if let Device::Input(i) = &mut self.device {
+                    i.config_write(offset - 0x100, value as u8);
+                }
+            }
             0x070 => {
                 if value == 0 {
                     self.reset();
@@ -235,12 +259,23 @@ impl Transport {
         if notified == 0 || self.state.status & STATUS_NEEDS_RESET != 0 {
             return;
         }
-        let Some(q) = self.state.queues.first_mut().filter(|_| notified & 1 != 0) else {
-            return;
-        };
-        let result = match &mut self.device {
-            Device::Rng(r) => r.notify(q, mem).map(|()| false),
-            Device::Blk(b) => b.notify(q, mem),
+        let result = match (&mut self.device, self.state.queues.as_mut_slice()) {
+            (Device::Input(i), [events, status]) => {
+                // Status (LEDs) is taken and returned; events go into the event buffers.
+                let mut drained = Ok(false);
+                if notified & 2 != 0 {
+                    while let Ok(Some(chain)) = status.pop(mem) {
+                        drained = status.push(mem, chain.head, 0);
+                        if drained.is_err() {
+                            break;
+                        }
+                    }
+                }
+                drained.and_then(|a| Ok(a | i.deliver(events, mem)?))
+            }
+            (Device::Rng(r), [q, ..]) if notified & 1 != 0 => r.notify(q, mem).map(|()| false),
+            (Device::Blk(b), [q, ..]) if notified & 1 != 0 => b.notify(q, mem),
+            _ => Ok(false),
         };
         match result {
             Ok(true) => self.state.interrupt_status |= INT_USED,
@@ -253,7 +288,28 @@ impl Transport {
     pub fn entropy_wanted(&self) -> usize {
         match &self.device {
             Device::Rng(r) => r.wanted(),
-            Device::Blk(_) => 0,
+            Device::Blk(_) | Device::Input(_) => 0,
+        }
+    }
+
+    /// Host input events for an input device: those of its kind are queued and delivered.
+    pub fn give_input(&mut self, mem: &mut dyn GuestMemory, events: &[EvdevEvent]) {
+        let (Device::Input(i), Some(q)) = (&mut self.device, self.state.queues.first_mut()) else {
+            return;
+        };
+        let mine: Vec<EvdevEvent> = events
+            .iter()
+            .filter(|e| e.kind != 0 && i.takes(e))
+            .copied()
+            .chain(std::iter::once(EvdevEvent::SYN))
+            .collect();
+        if mine.len() < 2 || self.state.status & STATUS_NEEDS_RESET != 0 {
+            return;
+        }
+        match i.push_events(&mine, q, mem) {
+            Ok(true) => self.state.interrupt_status |= INT_USED,
+            Ok(false) => {}
+            Err(_) => self.state.status |= STATUS_NEEDS_RESET,
         }
     }
 
