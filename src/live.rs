@@ -459,6 +459,9 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, Stri
     };
     live.finish(reason)?;
     if let Some(r) = record {
+        live.machine.save_disks(&r.disk_out)?;
+    }
+    if let Some(r) = record {
         eprintln!(
             "rewind: recorded {} to {}",
             reason.describe(),

@@ -81,6 +81,10 @@ struct RecordArgs {
     /// The recording to write (replaced if it exists).
     #[arg(short, long, value_name = "FILE")]
     output: PathBuf,
+    /// At the end, write each disk as the guest left it (the image with the recording's
+    /// changes) to a new raw image, in --drive order.
+    #[arg(long = "disk-out", value_name = "FILE")]
+    disk_out: Vec<PathBuf>,
     /// Instructions between sync points (state hashes that let a replay detect divergence).
     #[arg(long, value_name = "N", default_value_t = 1 << 28, value_parser = clap::value_parser!(u64).range(1..))]
     sync_every: u64,
@@ -95,6 +99,9 @@ struct ReplayArgs {
     /// Where the recorded disk images are, in order, if not at their recorded paths.
     #[arg(long = "drive", value_name = "FILE")]
     drives: Vec<PathBuf>,
+    /// At the end, write each disk as the guest left it to a new raw image, in order.
+    #[arg(long = "disk-out", value_name = "FILE")]
+    disk_out: Vec<PathBuf>,
     /// Print a hash of the final guest state on standard error (as `run --state-hash`).
     #[arg(long)]
     state_hash: bool,

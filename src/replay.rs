@@ -98,6 +98,7 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode, String> {
     let started = Instant::now();
     let result = play_all(&mut player, &mut console, perturbation.as_ref(), &recording);
     let machine = &mut player.machine;
+    machine.save_disks(&args.disk_out)?;
     if args.stats {
         crate::live::print_stats(machine, started.elapsed());
     }

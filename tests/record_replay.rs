@@ -393,12 +393,15 @@ fn a_disk_is_read_written_recorded_and_replayed_on_the_same_image() {
         assert_eq!(console.wait_exit(Duration::from_secs(60)).code(), Some(0));
         (hash, back, console.bytes.clone())
     };
+    let kept = dir.join("kept.img");
     let (hash, back, recorded_output) = session(&[
         "record",
         "-o",
         recording.to_str().unwrap(),
         "--drive",
         disk_arg,
+        "--disk-out",
+        kept.to_str().unwrap(),
     ]);
     assert!(
         hash.contains(&first_mib),
@@ -410,6 +413,11 @@ fn a_disk_is_read_written_recorded_and_replayed_on_the_same_image() {
         content,
         "recording wrote to the base image"
     );
+    // --disk-out kept the guest's changes in a new image.
+    let kept = std::fs::read(&kept).unwrap();
+    assert_eq!(kept.len(), content.len());
+    assert_eq!(&kept[100 * 512..100 * 512 + 15], b"rewind-was-here");
+    assert_eq!(kept[..100 * 512], content[..100 * 512]);
 
     let replay = rewind(&["replay", recording.to_str().unwrap()]);
     assert_eq!(replay.status.code(), Some(0), "{}", stderr(&replay));

@@ -679,6 +679,26 @@ impl Machine {
         self.bus.uart.take_output()
     }
 
+    /// Writes each virtio-blk disk as the guest sees it now to a new raw image, in the order
+    /// of the disks; `paths` may be shorter than the list of disks.
+    pub fn save_disks(&self, paths: &[std::path::PathBuf]) -> Result<(), String> {
+        let disks = self
+            .bus
+            .virtio
+            .iter()
+            .rev()
+            .flatten()
+            .filter_map(|t| match &t.device {
+                devices::virtio_mmio::transport::Device::Blk(b) => Some(b),
+                _ => None,
+            });
+        for (disk, path) in disks.zip(paths) {
+            disk.save_to(path)
+                .map_err(|e| format!("cannot write the disk image {}: {e}", path.display()))?;
+        }
+        Ok(())
+    }
+
     /// How many bytes of host entropy virtio-rng devices wait for.
     pub fn entropy_wanted(&self) -> usize {
         self.bus

@@ -171,6 +171,21 @@ impl Blk {
         Ok(written + 1)
     }
 
+    /// Writes the disk as the guest sees it (the base image with the overlay's sectors) to a
+    /// new raw image at `path`: how the changes of a recording or a replay are kept.
+    pub fn save_to(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let out = File::create(path)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut offset = 0;
+        while offset < self.image.size {
+            let n = (self.image.size - offset).min(buf.len() as u64) as usize;
+            self.read(offset, &mut buf[..n])?;
+            out.write_all_at(&buf[..n], offset)?;
+            offset += n as u64;
+        }
+        out.sync_all()
+    }
+
     /// Reads the disk as the guest sees it: overlay over base.
     fn read(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
         self.image.file.read_exact_at(buf, offset)?;
