@@ -56,7 +56,7 @@ enum Command {
     /// reverse execution: `target remote HOST:PORT` in gdb-multiarch, then stepi,
     /// reverse-stepi, continue, reverse-continue, breakpoints, and `monitor help`.
     Debug(DebugArgs),
-    /// Print a gdb command file defining `seek`, `icount` and `when` for use with
+    /// Print a gdb command file defining `seek`, `icount`, `when` and `last-write` for use with
     /// `rewind debug` (`rewind gdbinit > rewind.gdb`, then `source rewind.gdb` in gdb).
     Gdbinit,
 }
