@@ -3,7 +3,7 @@
 
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::Sender;
 
 /// What the console thread sends.
 pub enum ConsoleEvent {
@@ -11,6 +11,9 @@ pub enum ConsoleEvent {
     Input(Vec<u8>),
     /// `Ctrl-A x`: the user asks to quit.
     Quit,
+    /// A frame from NIC n's network backend (see `net.rs`), which shares this channel so a
+    /// sleeping guest wakes for it.
+    Frame(usize, Vec<u8>),
 }
 
 const CTRL_A: u8 = 0x01;
@@ -56,8 +59,7 @@ impl Drop for RawTerminal {
 
 /// Starts the thread that reads standard input. With `escapes` (a terminal), `Ctrl-A x` quits
 /// and `Ctrl-A Ctrl-A` sends one `Ctrl-A`, as in QEMU. The end of input ends only the thread.
-pub fn spawn_reader(escapes: bool) -> Receiver<ConsoleEvent> {
-    let (tx, rx) = mpsc::channel();
+pub fn spawn_reader(escapes: bool, tx: Sender<ConsoleEvent>) {
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin().lock();
         let mut buf = [0u8; 4096];
@@ -93,7 +95,6 @@ pub fn spawn_reader(escapes: bool) -> Receiver<ConsoleEvent> {
             }
         }
     });
-    rx
 }
 
 static SIGNALLED: AtomicBool = AtomicBool::new(false);

@@ -17,6 +17,7 @@ use rewind_replay::{DriveRef, End, EndReason, Recorder};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::console::{self, ConsoleEvent};
+use crate::net::Backend;
 use crate::qmp;
 use serde_json::{json, Value};
 
@@ -174,7 +175,15 @@ struct Live<'a> {
     qmp: Option<Receiver<qmp::Request>>,
     /// Stopped by QMP `stop` (until `cont`): the guest's time stands still.
     stopped: bool,
+    /// The network backends, by NIC.
+    backends: Vec<Backend>,
+    /// Frames from each backend that the NIC has not taken yet.
+    frames_waiting: Vec<VecDeque<Vec<u8>>>,
 }
+
+/// Frames a NIC may hold for its driver before the host waits for it to take them (flow
+/// control instead of drops; well below the device's limit).
+const NIC_BACKLOG: usize = 64;
 
 impl Live<'_> {
     /// Delivers host input to the guest and writes it down.
@@ -288,6 +297,46 @@ impl Live<'_> {
         Ok(true)
     }
 
+    /// Gives the NICs the frames their backends sent, as far as the drivers keep up.
+    fn feed_frames(&mut self) -> Result<(), String> {
+        for nic in 0..self.frames_waiting.len() {
+            while self.machine.net_pending(nic) < NIC_BACKLOG {
+                let Some(frame) = self.frames_waiting[nic].pop_front() else {
+                    break;
+                };
+                self.inject(InputEvent::Net {
+                    nic: nic as u8,
+                    frame,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the frames the guest wrote to their backends.
+    fn forward_frames(&mut self) {
+        for (nic, frame) in self.machine.take_net_output() {
+            if let Some(backend) = self.backends.get_mut(nic) {
+                backend.send(frame);
+            }
+        }
+    }
+
+    /// Takes an event from the console and network threads; returns an outcome if it ends
+    /// the run.
+    fn host_event(&mut self, event: ConsoleEvent, typed: &mut VecDeque<u8>) -> Option<Outcome> {
+        match event {
+            ConsoleEvent::Input(bytes) => typed.extend(bytes),
+            ConsoleEvent::Quit => return Some(Outcome::Quit),
+            ConsoleEvent::Frame(nic, frame) => {
+                if let Some(waiting) = self.frames_waiting.get_mut(nic) {
+                    waiting.push_back(frame);
+                }
+            }
+        }
+        None
+    }
+
     /// Copies the guest's console output to standard output.
     fn forward_output(&mut self) {
         let out = self.machine.take_console_output();
@@ -354,6 +403,7 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, Stri
         .iter()
         .map(|_| DeviceKind::VirtioBlk)
         .chain(args.devices.iter().copied())
+        .chain(args.netdevs.iter().map(|_| DeviceKind::VirtioNet))
         .collect();
     let config = MachineConfig {
         ram_size: args.memory,
@@ -364,6 +414,7 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, Stri
     };
     let mut machine = Machine::new(config, &images).map_err(|e| e.to_string())?;
     machine.bus.trace = args.trace_mmio;
+    machine.attach_network();
     let boot_inputs = boot_inputs(args);
     for event in &boot_inputs {
         machine.inject(event);
@@ -387,7 +438,14 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, Stri
         pause_at: None,
         qmp: args.qmp.as_deref().map(qmp::listen).transpose()?,
         stopped: false,
+        backends: Vec::new(),
+        frames_waiting: vec![VecDeque::new(); args.netdevs.len()],
     };
+    let (host_events, input) = std::sync::mpsc::channel();
+    for (nic, spec) in args.netdevs.iter().enumerate() {
+        live.backends
+            .push(Backend::start(spec, nic, host_events.clone())?);
+    }
     if let Some(s) = &mut live.session {
         for event in &boot_inputs {
             s.recorder.event(0, event).map_err(|e| e.to_string())?;
@@ -396,7 +454,7 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, Stri
 
     console::catch_signals();
     let raw = console::RawTerminal::enable();
-    let input = console::spawn_reader(raw.is_some());
+    console::spawn_reader(raw.is_some(), host_events);
     let started = Instant::now();
     let debugged = match &args.gdb {
         Some(address) => debug_live(&mut live, &input, address)?,
@@ -412,6 +470,7 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, Stri
                 if let Err(e) = live.machine.reset(&live.images) {
                     break Outcome::Error(e.to_string());
                 }
+                live.machine.attach_network();
             }
             outcome => break outcome,
         }
@@ -564,6 +623,7 @@ impl LiveEngine<'_, '_> {
                     if let Err(e) = self.live.machine.reset(&self.live.images) {
                         break Outcome::Error(e.to_string());
                     }
+                    self.live.machine.attach_network();
                 }
                 outcome => break outcome,
             }
@@ -673,20 +733,20 @@ fn drive_inner(live: &mut Live, input: &Receiver<ConsoleEvent>) -> Result<Outcom
         }
         if live.stopped {
             // Stopped by QMP: nothing runs and guest time stands still until `cont`.
-            match input.recv_timeout(Duration::from_millis(10)) {
-                Ok(ConsoleEvent::Input(bytes)) => pending.extend(bytes),
-                Ok(ConsoleEvent::Quit) => return Ok(Outcome::Quit),
-                Err(_) => {}
+            if let Ok(event) = input.recv_timeout(Duration::from_millis(10)) {
+                if let Some(outcome) = live.host_event(event, &mut pending) {
+                    return Ok(outcome);
+                }
             }
             continue;
         }
         // Take what has been typed; the UART accepts what fits in its FIFO.
         while let Ok(event) = input.try_recv() {
-            match event {
-                ConsoleEvent::Input(bytes) => pending.extend(bytes),
-                ConsoleEvent::Quit => return Ok(Outcome::Quit),
+            if let Some(outcome) = live.host_event(event, &mut pending) {
+                return Ok(outcome);
             }
         }
+        live.feed_frames()?;
         let room = live.machine.console_room().min(pending.len());
         if room > 0 {
             live.inject(InputEvent::Console(pending.drain(..room).collect()))?;
@@ -694,6 +754,7 @@ fn drive_inner(live: &mut Live, input: &Receiver<ConsoleEvent>) -> Result<Outcom
         let limit = live.limit();
         let stop = live.machine.run(limit, SLICE);
         live.forward_output();
+        live.forward_frames();
         live.flush_if_due()?;
         let fed = live.feed_entropy()?;
         let until = match stop {
@@ -744,12 +805,12 @@ fn drive_inner(live: &mut Live, input: &Receiver<ConsoleEvent>) -> Result<Outcom
         // The guest's clock moves as far as the wall's did, up to its deadline.
         let slept = (waited_from.elapsed().as_nanos() as u64) >> machine.config.icount_shift;
         machine.skip_idle(until.map_or(now + slept, |t| t.min(now + slept)));
-        match event {
-            // Input that arrived while the guest slept arrives at the virtual time that
-            // corresponds to the wall time waited.
-            Ok(ConsoleEvent::Input(bytes)) => pending.extend(bytes),
-            Ok(ConsoleEvent::Quit) => return Ok(Outcome::Quit),
-            Err(_) => {}
+        // Input that arrived while the guest slept arrives at the virtual time that
+        // corresponds to the wall time waited.
+        if let Ok(event) = event {
+            if let Some(outcome) = live.host_event(event, &mut pending) {
+                return Ok(outcome);
+            }
         }
     }
 }

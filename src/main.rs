@@ -4,6 +4,7 @@
 mod console;
 mod guest;
 mod live;
+mod net;
 mod qmp;
 mod replay;
 
@@ -149,6 +150,13 @@ struct RunArgs {
     /// host, recorded like every input).
     #[arg(long = "device", value_name = "NAME", value_parser = parse_device)]
     devices: Vec<rewind_machine::DeviceKind>,
+    /// A network card (virtio-net) on a host backend (repeatable), in QEMU's -netdev syntax:
+    /// `user[,hostfwd=tcp::HOSTPORT-:GUESTPORT]` (user-mode network: the guest is 10.0.2.15,
+    /// the host 10.0.2.2, DNS 10.0.2.3, DHCP), `stream,server=on|off,addr.type=inet,addr.host=H,addr.port=P`
+    /// (or addr.type=unix,addr.path=PATH), or `dgram,remote.type=inet,remote.host=H,remote.port=P[,local.…]`.
+    /// Frames entering the guest are recorded; a replay opens no backend.
+    #[arg(long = "netdev", value_name = "user|stream,…|dgram,…", value_parser = net::parse_netdev)]
+    netdevs: Vec<net::NetdevSpec>,
     /// Guest RAM size, in bytes or with a K, M or G suffix (as `-m` of QEMU).
     #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = parse_size)]
     memory: u64,

@@ -21,6 +21,7 @@ use devices::rtc::{self, Rtc};
 use devices::uart::{self, Uart};
 pub use devices::virtio::input::EvdevEvent;
 use devices::virtio::input::InputKind;
+use devices::virtio::net::default_mac;
 use devices::virtio_mmio::{
     self,
     transport::{DeviceState, Transport},
@@ -47,6 +48,8 @@ pub enum DeviceKind {
     VirtioKeyboard,
     VirtioTablet,
     VirtioMouse,
+    /// virtio-net: frames from the host's network backend, recorded.
+    VirtioNet,
 }
 
 /// How the machine is put together, and the host values it starts from.
@@ -121,6 +124,9 @@ pub enum InputEvent {
     Rng(Vec<u8>),
     /// Keyboard and pointer events for the virtio-input devices (each takes its kind).
     Input(Vec<EvdevEvent>),
+    /// An Ethernet frame for virtio-net device `nic` (counted in the order of
+    /// [`MachineConfig::devices`]).
+    Net { nic: u8, frame: Vec<u8> },
 }
 
 impl InputEvent {
@@ -132,6 +138,7 @@ impl InputEvent {
             InputEvent::Entropy(_) => "entropy",
             InputEvent::Rng(_) => "rng",
             InputEvent::Input(_) => "input",
+            InputEvent::Net { .. } => "net",
         }
     }
 }
@@ -377,6 +384,13 @@ impl Machine {
                 DeviceKind::VirtioKeyboard => Some(Transport::input(InputKind::Keyboard)),
                 DeviceKind::VirtioTablet => Some(Transport::input(InputKind::Tablet)),
                 DeviceKind::VirtioMouse => Some(Transport::input(InputKind::Mouse)),
+                DeviceKind::VirtioNet => {
+                    let nic = config.devices[..i]
+                        .iter()
+                        .filter(|k| **k == DeviceKind::VirtioNet)
+                        .count();
+                    Some(Transport::net(default_mac(nic)))
+                }
             };
         }
         let bus = Bus {
@@ -699,6 +713,45 @@ impl Machine {
         Ok(())
     }
 
+    /// The virtio-net devices' transports, in NIC order.
+    fn nics(&mut self) -> impl Iterator<Item = &mut Transport> {
+        self.bus
+            .virtio
+            .iter_mut()
+            .rev()
+            .flatten()
+            .filter(|t| matches!(t.device, devices::virtio_mmio::transport::Device::Net(_)))
+    }
+
+    /// Keeps the frames the guest sends for [`Machine::take_net_output`] (a live run with
+    /// network backends); otherwise they are dropped.
+    pub fn attach_network(&mut self) {
+        for t in self.nics() {
+            if let devices::virtio_mmio::transport::Device::Net(n) = &mut t.device {
+                n.host_attached = true;
+            }
+        }
+    }
+
+    /// Frames the guest sent since the last call, with the NIC each left by.
+    pub fn take_net_output(&mut self) -> Vec<(usize, Vec<u8>)> {
+        let mut out = Vec::new();
+        for (nic, t) in self.nics().enumerate() {
+            if let devices::virtio_mmio::transport::Device::Net(n) = &mut t.device {
+                out.extend(std::mem::take(&mut n.sent).into_iter().map(|f| (nic, f)));
+            }
+        }
+        out
+    }
+
+    /// Frames NIC `nic` holds for its driver (the host should wait while it holds many).
+    pub fn net_pending(&mut self, nic: usize) -> usize {
+        match self.nics().nth(nic).map(|t| &t.device) {
+            Some(devices::virtio_mmio::transport::Device::Net(n)) => n.pending(),
+            _ => 0,
+        }
+    }
+
     /// How many bytes of host entropy virtio-rng devices wait for.
     pub fn entropy_wanted(&self) -> usize {
         self.bus
@@ -733,6 +786,16 @@ impl Machine {
             InputEvent::Input(events) => {
                 for t in self.bus.virtio.iter_mut().flatten() {
                     t.give_input(&mut self.ram, events);
+                }
+            }
+            InputEvent::Net { nic, frame } => {
+                let ram = &mut self.ram;
+                let is_net = |t: &&mut Transport| {
+                    matches!(t.device, devices::virtio_mmio::transport::Device::Net(_))
+                };
+                let mut nics = self.bus.virtio.iter_mut().rev().flatten().filter(is_net);
+                if let Some(t) = nics.nth(*nic as usize) {
+                    t.give_frame(ram, frame);
                 }
             }
             InputEvent::Rng(bytes) => {

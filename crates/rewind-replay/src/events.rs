@@ -16,8 +16,9 @@ const KIND_RTC_BASE: u8 = 2;
 const KIND_ENTROPY: u8 = 3;
 const KIND_RNG: u8 = 4;
 const KIND_INPUT: u8 = 5;
-/// The most bytes one event may carry (a console event holds at most a FIFO's worth).
-const MAX_EVENT_BYTES: u64 = 1 << 16;
+const KIND_NET: u8 = 6;
+/// The most bytes one event may carry (the largest is a network frame).
+const MAX_EVENT_BYTES: u64 = 1 << 17;
 
 pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
@@ -78,6 +79,11 @@ pub fn encode_events(events: &[Event], base: u64) -> Vec<u8> {
                 }
                 continue;
             }
+            InputEvent::Net { nic, frame } => {
+                out.push(KIND_NET);
+                out.push(*nic);
+                frame
+            }
             InputEvent::RtcBase(ns) => {
                 out.push(KIND_RTC_BASE);
                 put_varint(&mut out, *ns);
@@ -136,6 +142,16 @@ pub fn decode_events(data: &[u8], base: u64) -> Result<Vec<Event>, ReadError> {
                 InputEvent::Input(events)
             }
             KIND_RTC_BASE => InputEvent::RtcBase(get_varint(data, &mut pos)?),
+            KIND_NET => {
+                let nic = *data
+                    .get(pos)
+                    .ok_or_else(|| ReadError::BadPayload("an event is cut short".into()))?;
+                pos += 1;
+                InputEvent::Net {
+                    nic,
+                    frame: take_bytes(&mut pos)?,
+                }
+            }
             other => {
                 return Err(ReadError::BadPayload(format!("unknown event kind {other}")));
             }
@@ -170,6 +186,13 @@ mod tests {
                     rewind_machine::EvdevEvent::key(30, true),
                     rewind_machine::EvdevEvent::abs(1, -5),
                 ]),
+            },
+            Event {
+                icount: 80,
+                input: InputEvent::Net {
+                    nic: 1,
+                    frame: vec![0xab; 1514],
+                },
             },
             Event {
                 icount: 100,

@@ -3,5 +3,6 @@
 
 pub mod blk;
 pub mod input;
+pub mod net;
 pub mod queue;
 pub mod rng;

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::devices::virtio::blk::{self, Blk, BlkState, DiskImage};
 use crate::devices::virtio::input::{self, EvdevEvent, Input, InputKind, InputState};
+use crate::devices::virtio::net::{self, Net, NetState};
 use crate::devices::virtio::queue::{GuestMemory, Queue, MAX_QUEUE_SIZE};
 use crate::devices::virtio::rng::{self, Rng, RngState};
 
@@ -27,6 +28,7 @@ pub enum Device {
     Rng(Rng),
     Blk(Blk),
     Input(Input),
+    Net(Net),
 }
 
 /// A device's guest-visible state.
@@ -35,6 +37,7 @@ pub enum DeviceState {
     Rng(RngState),
     Blk(BlkState),
     Input(InputState),
+    Net(NetState),
 }
 
 /// Guest-visible transport state.
@@ -89,11 +92,23 @@ impl Transport {
         }
     }
 
+    /// A virtio-net device: a receive queue and a transmit queue.
+    pub fn net(mac: [u8; 6]) -> Transport {
+        Transport {
+            state: TransportState {
+                queues: vec![Queue::default(), Queue::default()],
+                ..TransportState::default()
+            },
+            device: Device::Net(Net::new(mac)),
+        }
+    }
+
     fn device_id(&self) -> u32 {
         match self.device {
             Device::Rng(_) => rng::DEVICE_ID,
             Device::Blk(_) => blk::DEVICE_ID,
             Device::Input(_) => input::DEVICE_ID,
+            Device::Net(_) => net::DEVICE_ID,
         }
     }
 
@@ -101,6 +116,7 @@ impl Transport {
         let own = match &self.device {
             Device::Rng(_) | Device::Input(_) => 0,
             Device::Blk(b) => b.features(),
+            Device::Net(n) => n.features(),
         };
         F_VERSION_1 | F_INDIRECT_DESC | F_EVENT_IDX | own
     }
@@ -111,6 +127,7 @@ impl Transport {
             Device::Rng(r) => DeviceState::Rng(r.state.clone()),
             Device::Blk(b) => DeviceState::Blk(b.state.clone()),
             Device::Input(i) => DeviceState::Input(i.state.clone()),
+            Device::Net(n) => DeviceState::Net(n.state.clone()),
         }
     }
 
@@ -120,6 +137,7 @@ impl Transport {
             (Device::Rng(r), DeviceState::Rng(s)) => r.state = s.clone(),
             (Device::Blk(b), DeviceState::Blk(s)) => b.state = s.clone(),
             (Device::Input(i), DeviceState::Input(s)) => i.state = s.clone(),
+            (Device::Net(n), DeviceState::Net(s)) => n.state = s.clone(),
             _ => return false,
         }
         true
@@ -142,6 +160,10 @@ impl Transport {
             // What was written to the disk stays written.
             Device::Blk(_) => {}
             Device::Input(i) => i.state = InputState::default(),
+            Device::Net(n) => {
+                n.state = NetState::default();
+                n.sent.clear();
+            }
         }
     }
 
@@ -167,6 +189,7 @@ impl Transport {
                 let config = match &self.device {
                     Device::Blk(b) => b.config(),
                     Device::Input(i) => i.config(),
+                    Device::Net(n) => n.config(),
                     Device::Rng(_) => Vec::new(),
                 };
                 let at = (offset - 0x100) as usize;
@@ -273,6 +296,15 @@ impl Transport {
                 }
                 drained.and_then(|a| Ok(a | i.deliver(events, mem)?))
             }
+            (Device::Net(n), [rx, tx]) => {
+                let valid = self.state.driver_features & net::F_GUEST_CSUM != 0;
+                let sent = if notified & 2 != 0 {
+                    n.transmit(tx, mem)
+                } else {
+                    Ok(false)
+                };
+                sent.and_then(|a| Ok(a | n.receive(rx, mem, valid)?))
+            }
             (Device::Rng(r), [q, ..]) if notified & 1 != 0 => r.notify(q, mem).map(|()| false),
             (Device::Blk(b), [q, ..]) if notified & 1 != 0 => b.notify(q, mem),
             _ => Ok(false),
@@ -288,7 +320,24 @@ impl Transport {
     pub fn entropy_wanted(&self) -> usize {
         match &self.device {
             Device::Rng(r) => r.wanted(),
-            Device::Blk(_) | Device::Input(_) => 0,
+            Device::Blk(_) | Device::Input(_) | Device::Net(_) => 0,
+        }
+    }
+
+    /// A frame from the host for a network device.
+    pub fn give_frame(&mut self, mem: &mut dyn GuestMemory, frame: &[u8]) {
+        let valid = self.state.driver_features & net::F_GUEST_CSUM != 0;
+        let (Device::Net(n), Some(rx)) = (&mut self.device, self.state.queues.first_mut()) else {
+            return;
+        };
+        n.queue_frame(frame);
+        if self.state.status & STATUS_NEEDS_RESET != 0 || !rx.ready {
+            return;
+        }
+        match n.receive(rx, mem, valid) {
+            Ok(true) => self.state.interrupt_status |= INT_USED,
+            Ok(false) => {}
+            Err(_) => self.state.status |= STATUS_NEEDS_RESET,
         }
     }
 
