@@ -70,6 +70,9 @@ const NETDEV_HELP: &str = "use `user[,hostfwd=tcp::HOSTPORT-:GUESTPORT]`, \
 pub fn parse_netdev(text: &str) -> Result<NetdevSpec, String> {
     let mut parts = text.split(',');
     let kind = parts.next().unwrap_or_default();
+    if !matches!(kind, "user" | "stream" | "dgram") {
+        return Err(format!("unknown netdev type `{kind}`: {NETDEV_HELP}"));
+    }
     let mut hostfwd = Vec::new();
     let mut server = false;
     let mut fields: Vec<(String, String)> = Vec::new();

@@ -22,13 +22,20 @@ pub struct Console {
 impl Console {
     /// Starts `rewind` with `args` (a subcommand and its options).
     pub fn start(args: &[&str]) -> Console {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rewind"))
-            .args(args)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rewind"));
+        command.args(args);
+        Console::start_command(command)
+    }
+
+    /// Starts any program whose standard input and output are a guest's console (QEMU's
+    /// `-nographic`, say).
+    pub fn start_command(mut command: Command) -> Console {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("start rewind");
+            .expect("start the machine");
         let stdin = child.stdin.take().unwrap();
         let mut stdout = child.stdout.take().unwrap();
         let (tx, output) = mpsc::channel();
