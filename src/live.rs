@@ -19,20 +19,7 @@ use xxhash_rust::xxh3::Xxh3;
 use crate::console::{self, ConsoleEvent};
 use crate::net::Backend;
 use crate::qmp;
-use serde_json::{json, Value};
 
-/// The QMP commands a live run answers.
-const QMP_COMMANDS: [&str; 9] = [
-    "input-send-event",
-    "qmp_capabilities",
-    "query-status",
-    "stop",
-    "cont",
-    "quit",
-    "query-replay",
-    "query-version",
-    "query-commands",
-];
 use crate::{entropy_from_seed, guest, RecordArgs, RunArgs, EXIT_DEADLOCK, EXIT_LIMIT};
 
 /// Instructions run between looks at the console.
@@ -214,69 +201,30 @@ impl Live<'_> {
         };
         let mut outcome = None;
         for request in requests {
-            let ok = json!({"return": {}});
-            if request.command == "input-send-event" {
-                let answer = match qmp::input_events(&request.arguments) {
-                    Ok(events) => {
-                        self.inject(InputEvent::Input(events))?;
-                        ok
-                    }
-                    Err(message) => qmp::error("GenericError", message),
-                };
-                let _ = request.reply.send(answer);
-                continue;
-            }
-            // None of the other commands takes arguments, as in QEMU.
-            let unexpected = request
-                .arguments
-                .as_object()
-                .and_then(|args| args.keys().next().cloned());
-            if let Some(name) = unexpected {
-                let known = QMP_COMMANDS.contains(&request.command.as_str());
-                let answer = if known {
-                    qmp::error("GenericError", format!("Parameter '{name}' is unexpected"))
+            let status = qmp::Status {
+                mode: if self.session.is_some() {
+                    "record"
                 } else {
-                    qmp::error(
-                        "CommandNotFound",
-                        format!("The command {} has not been found", request.command),
-                    )
-                };
-                let _ = request.reply.send(answer);
-                continue;
-            }
-            let answer = match request.command.as_str() {
-                "query-status" => json!({"return": {
-                    "status": if self.stopped { "paused" } else { "running" },
-                    "running": !self.stopped,
-                    "singlestep": false}}),
-                "stop" => {
-                    self.stopped = true;
-                    ok
-                }
-                "cont" => {
-                    self.stopped = false;
-                    ok
-                }
-                "quit" => {
-                    outcome = Some(Outcome::Quit);
-                    ok
-                }
-                "query-replay" => json!({"return": {
-                    "mode": if self.session.is_some() { "record" } else { "none" },
-                    "icount": self.machine.hart.icount}}),
-                "query-version" => json!({"return": {
-                    "qemu": {"major": 7, "minor": 2, "micro": 0},
-                    "package": concat!("rewind ", env!("CARGO_PKG_VERSION"))}}),
-                "query-commands" => {
-                    let names: Vec<Value> =
-                        QMP_COMMANDS.iter().map(|n| json!({ "name": n })).collect();
-                    json!({ "return": names })
-                }
-                other => qmp::error(
-                    "CommandNotFound",
-                    format!("The command {other} has not been found"),
-                ),
+                    "none"
+                },
+                icount: self.machine.hart.icount,
+                stopped: &mut self.stopped,
+                has_keyboard: self
+                    .machine
+                    .config
+                    .devices
+                    .contains(&DeviceKind::VirtioKeyboard),
             };
+            let (answer, action) = qmp::execute(&request, status);
+            match action {
+                qmp::Action::None => {}
+                qmp::Action::Quit => outcome = Some(Outcome::Quit),
+                qmp::Action::Input(batches) => {
+                    for events in batches {
+                        self.inject(InputEvent::Input(events))?;
+                    }
+                }
+            }
             let _ = request.reply.send(answer);
         }
         Ok(outcome)

@@ -109,6 +109,10 @@ struct ReplayArgs {
     /// Print instructions executed, wall time and MIPS on standard error at exit.
     #[arg(long)]
     stats: bool,
+    /// Serve QMP on `unix:PATH` or `tcp:HOST:PORT` (loopback) during the replay: query-status,
+    /// stop and cont (pause the replay), query-replay (mode `play`, instruction count), quit.
+    #[arg(long, value_name = "unix:PATH|tcp:HOST:PORT")]
+    qmp: Option<String>,
     /// Testing only: at instruction ICOUNT, disturb the replayed state (`xN` flips bit 0 of
     /// register N, `pc` moves the pc by 4 bytes, `ram:ADDR` flips bit 0 of the byte at ADDR).
     #[arg(long, value_name = "ICOUNT:WHAT", hide = true)]
@@ -194,7 +198,8 @@ struct RunArgs {
     #[arg(long)]
     stats: bool,
     /// Serve QMP, QEMU's machine protocol, on `unix:PATH` or `tcp:HOST:PORT` (loopback):
-    /// qmp_capabilities, query-status, stop, cont, quit, query-replay, query-version.
+    /// qmp_capabilities, query-status, stop, cont, quit, query-replay, query-version,
+    /// query-commands, input-send-event, system_powerdown (KEY_POWER on virtio-keyboard).
     #[arg(long, value_name = "unix:PATH|tcp:HOST:PORT")]
     qmp: Option<String>,
     /// Wait for gdb on HOST:PORT before the first instruction and let it drive the run

@@ -72,6 +72,119 @@ pub fn input_events(arguments: &Value) -> Result<Vec<rewind_machine::EvdevEvent>
     Ok(out)
 }
 
+/// The commands Rewind answers.
+pub const COMMANDS: [&str; 10] = [
+    "input-send-event",
+    "system_powerdown",
+    "qmp_capabilities",
+    "query-status",
+    "stop",
+    "cont",
+    "quit",
+    "query-replay",
+    "query-version",
+    "query-commands",
+];
+
+/// KEY_POWER, the key `system_powerdown` presses.
+const KEY_POWER: u16 = 116;
+
+/// What a command asks of the machine beyond its answer.
+pub enum Action {
+    None,
+    Quit,
+    /// Host input for the guest (recorded like all input): batches, each ended by a SYN.
+    Input(Vec<Vec<rewind_machine::EvdevEvent>>),
+}
+
+/// The machine as QMP sees it.
+pub struct Status<'a> {
+    /// `record`, `play` or `none`, as QEMU's `query-replay` says.
+    pub mode: &'a str,
+    pub icount: u64,
+    /// Stopped by `stop` (until `cont`).
+    pub stopped: &'a mut bool,
+    /// Whether a virtio-keyboard is there to press the power button on.
+    pub has_keyboard: bool,
+}
+
+/// Answers a command; the caller carries out the action at the instruction count it is at.
+pub fn execute(request: &Request, status: Status) -> (Value, Action) {
+    let ok = json!({"return": {}});
+    let command = request.command.as_str();
+    let known = COMMANDS.contains(&command);
+    if !known {
+        return (
+            error(
+                "CommandNotFound",
+                format!("The command {command} has not been found"),
+            ),
+            Action::None,
+        );
+    }
+    let inputs = status.mode != "play";
+    if command == "input-send-event" {
+        if !inputs {
+            return (
+                error(
+                    "GenericError",
+                    "a replay takes its input from the recording",
+                ),
+                Action::None,
+            );
+        }
+        return match input_events(&request.arguments) {
+            Ok(events) => (ok, Action::Input(vec![events])),
+            Err(message) => (error("GenericError", message), Action::None),
+        };
+    }
+    // None of the other commands takes arguments, as in QEMU.
+    if let Some(name) = request.arguments.as_object().and_then(|a| a.keys().next()) {
+        return (
+            error("GenericError", format!("Parameter '{name}' is unexpected")),
+            Action::None,
+        );
+    }
+    let answer = match command {
+        "system_powerdown" if !inputs => {
+            error("GenericError", "a replay takes its input from the recording")
+        }
+        // `virt` has no power button of its own; the keyboard's KEY_POWER is the one a guest
+        // can act on (as a desktop's power key).
+        "system_powerdown" if !status.has_keyboard => error(
+            "GenericError",
+            "this machine has no power button: add --device virtio-keyboard, on which              system_powerdown presses KEY_POWER",
+        ),
+        "system_powerdown" => {
+            let key = |down| vec![rewind_machine::EvdevEvent::key(KEY_POWER, down)];
+            return (ok, Action::Input(vec![key(true), key(false)]));
+        }
+        "query-status" => json!({"return": {
+            "status": if *status.stopped { "paused" } else { "running" },
+            "running": !*status.stopped,
+            "singlestep": false}}),
+        "stop" => {
+            *status.stopped = true;
+            ok
+        }
+        "cont" => {
+            *status.stopped = false;
+            ok
+        }
+        "quit" => return (ok, Action::Quit),
+        "query-replay" => json!({"return": {"mode": status.mode, "icount": status.icount}}),
+        "query-version" => json!({"return": {
+            "qemu": {"major": 7, "minor": 2, "micro": 0},
+            "package": concat!("rewind ", env!("CARGO_PKG_VERSION"))}}),
+        "query-commands" => {
+            let names: Vec<Value> = COMMANDS.iter().map(|n| json!({ "name": n })).collect();
+            json!({ "return": names })
+        }
+        _ => ok, // qmp_capabilities again: the connection already negotiated
+    };
+    (answer, Action::None)
+}
+
 /// An error answer, in QMP's form.
 pub fn error(class: &str, desc: impl Into<String>) -> Value {
     json!({"error": {"class": class, "desc": desc.into()}})

@@ -95,8 +95,23 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode, String> {
         hash: Xxh3::new(),
         bytes: 0,
     };
+    let mut qmp = args
+        .qmp
+        .as_deref()
+        .map(crate::qmp::listen)
+        .transpose()?
+        .map(|requests| QmpControl {
+            requests,
+            stopped: false,
+        });
     let started = Instant::now();
-    let result = play_all(&mut player, &mut console, perturbation.as_ref(), &recording);
+    let result = play_all(
+        &mut player,
+        &mut console,
+        perturbation.as_ref(),
+        &recording,
+        qmp.as_mut(),
+    );
     let machine = &mut player.machine;
     machine.save_disks(&args.disk_out)?;
     if args.stats {
@@ -112,6 +127,10 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode, String> {
             return Ok(ExitCode::from(EXIT_DIVERGED));
         }
         Err(PlayError::Machine(message)) => return Err(message),
+    }
+    if let Some(at) = quit_at(&player, &recording) {
+        eprintln!("rewind: replay ended by QMP quit at instruction {at}");
+        return Ok(ExitCode::SUCCESS);
     }
     match &recording.end {
         Some(end) => {
@@ -135,12 +154,51 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode, String> {
     }
 }
 
+/// QMP on a replay: status, stop and cont (the replay pauses), query-replay, quit.
+struct QmpControl {
+    requests: std::sync::mpsc::Receiver<crate::qmp::Request>,
+    stopped: bool,
+}
+
+impl QmpControl {
+    /// Answers what arrived, waiting while stopped; returns whether `quit` came.
+    fn serve(&mut self, icount: u64) -> bool {
+        loop {
+            let wait = std::time::Duration::from_millis(if self.stopped { 50 } else { 0 });
+            let request = match self.requests.recv_timeout(wait) {
+                Ok(request) => request,
+                Err(_) if self.stopped && !crate::console::signalled() => continue,
+                Err(_) => return false,
+            };
+            let status = crate::qmp::Status {
+                mode: "play",
+                icount,
+                stopped: &mut self.stopped,
+                has_keyboard: false,
+            };
+            let (answer, action) = crate::qmp::execute(&request, status);
+            let _ = request.reply.send(answer);
+            if let crate::qmp::Action::Quit = action {
+                return true;
+            }
+        }
+    }
+}
+
+/// Where a replay stopped early for QMP `quit`, if it did.
+fn quit_at(player: &Player, recording: &Recording) -> Option<u64> {
+    let at = player.icount();
+    let ended = player.powered_off() || at >= player.end;
+    (!ended && recording.end.is_some()).then_some(at)
+}
+
 /// Plays the whole recording in slices, printing the console as it comes, and checks the end.
 fn play_all(
     player: &mut Player,
     console: &mut ConsoleOut,
     perturbation: Option<&(u64, Perturbation)>,
     recording: &Recording,
+    mut qmp: Option<&mut QmpControl>,
 ) -> Result<(), PlayError> {
     if let Some((at, what)) = perturbation.filter(|(at, _)| *at <= player.end) {
         player.play_to_before(*at)?;
@@ -154,6 +212,9 @@ fn play_all(
         console.write(&player.take_output());
         if player.powered_off() {
             break;
+        }
+        if qmp.as_mut().is_some_and(|q| q.serve(player.icount())) {
+            return Ok(());
         }
     }
     player.play_to(player.end)?;

@@ -168,7 +168,8 @@ fn a_key_sent_over_qmp_arrives_in_the_guest_and_replays() {
     console.wait_for(0, common::PROMPT, Duration::from_secs(180));
     // Two events (key and SYN) of 24 bytes each: wait for them in the background.
     std::thread::sleep(Duration::from_millis(300));
-    console.type_text("head -c 48 /dev/input/event0 | od -An -tx2 > /tmp/ev &\n");
+    // The key, then the power key system_powerdown presses and releases: 6 events.
+    console.type_text("head -c 144 /dev/input/event0 | od -An -tx2 > /tmp/ev &\n");
     std::thread::sleep(Duration::from_millis(1000));
     let mut qmp = Client::connect(&socket);
     qmp.read();
@@ -187,10 +188,14 @@ fn a_key_sent_over_qmp_arrives_in_the_guest_and_replays() {
     );
     let bad = r#"{"execute": "input-send-event", "arguments": {"events": [{"type": "key"}]}}"#;
     assert_eq!(qmp.send_raw(bad)["error"]["class"], "GenericError");
+    assert_eq!(qmp.execute("system_powerdown"), json!({"return": {}}));
     std::thread::sleep(Duration::from_millis(1000));
     let events = console.command("cat /tmp/ev");
     // type 1 (EV_KEY), code 0x1e (KEY_A), value 1.
     assert!(events.contains("0001 001e 0001 0000"), "{events}");
+    // KEY_POWER (0x74) pressed and released.
+    assert!(events.contains("0001 0074 0001 0000"), "{events}");
+    assert!(events.contains("0001 0074 0000 0000"), "{events}");
     console.type_text("poweroff -f\n");
     assert_eq!(console.wait_exit(Duration::from_secs(60)).code(), Some(0));
     let recorded = console.bytes.clone();
@@ -206,4 +211,61 @@ fn a_key_sent_over_qmp_arrives_in_the_guest_and_replays() {
         String::from_utf8_lossy(&replay.stderr)
     );
     assert_eq!(replay.stdout, recorded);
+
+    // QMP on the replay: stopped, time stands still; input is refused (it comes from the
+    // recording); quit ends it early. Then a replay that is stopped and continued completes.
+    let replay_socket = dir.join("replay.sock");
+    let start_replay = || {
+        Command::new(env!("CARGO_BIN_EXE_rewind"))
+            .args(["replay", recording.to_str().unwrap(), "--qmp"])
+            .arg(format!("unix:{}", replay_socket.display()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let _ = std::fs::remove_file(&replay_socket);
+    let child = start_replay();
+    let mut qmp = Client::connect(&replay_socket);
+    qmp.read();
+    qmp.execute("qmp_capabilities");
+    assert_eq!(qmp.execute("stop"), json!({"return": {}}));
+    let at = qmp.execute("query-replay");
+    assert_eq!(at["return"]["mode"], "play", "{at}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        qmp.execute("query-replay"),
+        at,
+        "the replay moved while stopped"
+    );
+    assert_eq!(qmp.execute("query-status")["return"]["status"], "paused");
+    assert_eq!(
+        qmp.send_raw(&press.replace('\n', " "))["error"]["class"],
+        "GenericError"
+    );
+    assert_eq!(
+        qmp.execute("system_powerdown")["error"]["class"],
+        "GenericError"
+    );
+    assert_eq!(qmp.execute("quit"), json!({"return": {}}));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ended by QMP quit"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(recorded.starts_with(&out.stdout) && out.stdout.len() < recorded.len());
+
+    let _ = std::fs::remove_file(&replay_socket);
+    let child = start_replay();
+    let mut qmp = Client::connect(&replay_socket);
+    qmp.read();
+    qmp.execute("qmp_capabilities");
+    assert_eq!(qmp.execute("stop"), json!({"return": {}}));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(qmp.execute("cont"), json!({"return": {}}));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.stdout, recorded);
 }
