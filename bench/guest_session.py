@@ -1,0 +1,83 @@
+"""A timed command in the default Debian guest, shared by the device benchmarks: boot, run
+setup commands, time one command from typing it to the next prompt (host wall time: the
+guest's own clock is virtual under Rewind), power off."""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REWIND = os.path.join(ROOT, "target/release/rewind")
+APPEND = "console=ttyS0 rdinit=/init quiet cryptomgr.notests"
+PROMPT = b"guest# "
+
+
+def default_guest():
+    """The default guest's folder (fetched if needed); builds Rewind unless SKIP_BUILD."""
+    guest = subprocess.run([os.path.join(ROOT, "scripts/fetch-guest")], check=True,
+                           capture_output=True, text=True).stdout.strip()
+    if not os.environ.get("SKIP_BUILD"):
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    return guest
+
+
+def images(guest):
+    return ["--bios", f"{guest}/fw_dynamic.bin", "--kernel", f"{guest}/Image",
+            "--initrd", f"{guest}/initramfs.cpio.gz", "--append", APPEND]
+
+
+def qemu(guest, *extra):
+    return ["qemu-system-riscv64", "-M", "virt", "-m", "512M", "-nographic",
+            "-global", "virtio-mmio.force-legacy=false",
+            "-bios", f"{guest}/fw_dynamic.bin", "-kernel", f"{guest}/Image",
+            "-initrd", f"{guest}/initramfs.cpio.gz", "-append", APPEND, *extra]
+
+
+def session(argv, setup, timed, expect):
+    """Boots `argv`, types each `setup` command, then times `timed`; the console must show
+    `expect` afterwards. Returns the seconds taken."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    out = bytearray()
+    cond = threading.Condition()
+
+    def pump():
+        while True:
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            with cond:
+                out.extend(chunk)
+                cond.notify_all()
+
+    threading.Thread(target=pump, daemon=True).start()
+    prompts = 0
+
+    def command(line):
+        nonlocal prompts
+        time.sleep(0.3)
+        proc.stdin.write(line.encode() + b"\n")
+        proc.stdin.flush()
+        prompts += 1
+        wait_prompts(prompts + 1)
+
+    def wait_prompts(n):
+        with cond:
+            if not cond.wait_for(lambda: out.count(PROMPT) >= n, timeout=300):
+                proc.kill()
+                sys.exit("no prompt:\n" + out.decode(errors="replace"))
+
+    wait_prompts(1)
+    for line in setup:
+        command(line)
+    start = time.monotonic()
+    command(timed)
+    elapsed = time.monotonic() - start
+    proc.stdin.write(b"poweroff -f\n")
+    proc.stdin.flush()
+    proc.wait(timeout=60)
+    if expect.encode() not in out:
+        sys.exit(f"{timed!r} did not show {expect!r}:\n" + out.decode(errors="replace"))
+    return elapsed
