@@ -365,3 +365,105 @@ fn bad_netdev_options_are_refused_before_the_guest_starts() {
         assert!(out.stdout.is_empty());
     }
 }
+
+/// The Internet checksum of `data`.
+fn internet_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|p| u16::from_be_bytes([p[0], *p.get(1).unwrap_or(&0)]) as u32)
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// A test peer on `-netdev dgram` (one Ethernet frame per UDP datagram): it answers the
+/// guest's ARP request for 192.168.77.2 and its ICMP echo requests, as a host there would.
+/// Returns how many echo requests it answered.
+fn answer_pings(socket: &std::net::UdpSocket, peer_mac: [u8; 6], until_echoes: usize) -> usize {
+    let mut echoes = 0;
+    let mut buf = [0u8; 2048];
+    while echoes < until_echoes {
+        let Ok((n, from)) = socket.recv_from(&mut buf) else {
+            break;
+        };
+        let frame = &buf[..n];
+        if n < 42 {
+            continue;
+        }
+        let guest_mac = &frame[6..12];
+        let mut reply = Vec::new();
+        reply.extend_from_slice(guest_mac);
+        reply.extend_from_slice(&peer_mac);
+        match u16::from_be_bytes([frame[12], frame[13]]) {
+            // ARP request for our address: reply with our MAC.
+            0x0806 if frame[21] == 1 && frame[38..42] == [192, 168, 77, 2] => {
+                reply.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 2]);
+                reply.extend_from_slice(&peer_mac);
+                reply.extend_from_slice(&frame[38..42]);
+                reply.extend_from_slice(&frame[22..32]); // the guest's MAC and address
+            }
+            // IPv4 ICMP echo request: the same packet back as an echo reply.
+            0x0800 if frame[23] == 1 && frame[34] == 8 => {
+                let ihl = (frame[14] & 0x0f) as usize * 4;
+                let mut ip = frame[14..].to_vec();
+                let (src, dst) = (ip[12..16].to_vec(), ip[16..20].to_vec());
+                ip[12..16].copy_from_slice(&dst);
+                ip[16..20].copy_from_slice(&src);
+                ip[ihl] = 0;
+                ip[ihl + 2..ihl + 4].copy_from_slice(&[0, 0]);
+                let sum = internet_checksum(&ip[ihl..]);
+                ip[ihl + 2..ihl + 4].copy_from_slice(&sum.to_be_bytes());
+                reply.extend_from_slice(&[0x08, 0x00]);
+                reply.extend_from_slice(&ip);
+                echoes += 1;
+            }
+            _ => continue,
+        }
+        socket.send_to(&reply, from).unwrap();
+    }
+    echoes
+}
+
+/// `-netdev dgram` with a peer written in the test: the guest resolves the peer's address by
+/// ARP and pings it; the recording of that replays with no peer at all.
+#[test]
+fn a_guest_pings_a_test_peer_over_a_dgram_netdev_and_the_recording_replays() {
+    common::require_default_guest();
+    let dir = scratch("network-dgram");
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let peer_port = peer.local_addr().unwrap().port();
+    let guest_port = free_port();
+    let recording = dir.join("dgram.rwd");
+    let mut console = Console::start(&[
+        "record",
+        "-o",
+        recording.to_str().unwrap(),
+        "--netdev",
+        &format!(
+            "dgram,remote.type=inet,remote.host=127.0.0.1,remote.port={peer_port},\
+             local.type=inet,local.host=127.0.0.1,local.port={guest_port}"
+        ),
+    ]);
+    console.wait_for(0, PROMPT, Duration::from_secs(180));
+    let responder = std::thread::spawn(move || answer_pings(&peer, [0x02, 0, 0, 0, 0, 0x77], 3));
+    console.command("ifconfig eth0 192.168.77.1 netmask 255.255.255.0 up");
+    let ping = console.command("ping -c 3 -W 5 192.168.77.2");
+    assert!(ping.contains("3 packets received"), "{ping}");
+    assert_eq!(responder.join().unwrap(), 3);
+    console.type_text("poweroff -f\n");
+    assert_eq!(console.wait_exit(Duration::from_secs(60)).code(), Some(0));
+    let recorded = console.bytes.clone();
+    drop(console);
+    let replay = rewind(&["replay", recording.to_str().unwrap()]);
+    assert_eq!(
+        replay.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    assert_eq!(replay.stdout, recorded);
+}
