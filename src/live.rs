@@ -38,21 +38,7 @@ fn open_drives(args: &RunArgs, recording: bool) -> Result<Vec<DiskImage>, String
         .iter()
         .map(|d| {
             let writable = !recording && !d.readonly;
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(writable)
-                .open(&d.path)
-                .map_err(|e| format!("cannot open disk image {}: {e}", d.path.display()))?;
-            let size = file
-                .metadata()
-                .map_err(|e| format!("cannot read {}: {e}", d.path.display()))?
-                .len();
-            Ok(DiskImage {
-                file: std::sync::Arc::new(file),
-                size,
-                readonly: d.readonly,
-                write_through: writable,
-            })
+            DiskImage::open(&d.path, d.format.as_deref(), d.readonly, writable)
         })
         .collect()
 }
@@ -501,9 +487,15 @@ fn start_recording(
             let sha256 = rewind_replay::recording::sha256_file(&disk.file)
                 .map_err(|e| format!("cannot read {}: {e}", spec.path.display()))?;
             let path = std::fs::canonicalize(&spec.path).unwrap_or_else(|_| spec.path.clone());
+            let size = disk
+                .file
+                .metadata()
+                .map_err(|e| format!("cannot read {}: {e}", spec.path.display()))?
+                .len();
             Ok(DriveRef {
                 path: path.display().to_string(),
-                size: disk.size,
+                format: disk.format_name().to_string(),
+                size,
                 sha256,
                 readonly: spec.readonly,
             })

@@ -145,10 +145,12 @@ struct RunArgs {
     /// Kernel command line, placed in the device tree's /chosen/bootargs.
     #[arg(long, value_name = "STRING")]
     append: Option<String>,
-    /// A disk on virtio-blk (repeatable): a raw image. A plain run writes to it unless
+    /// A disk on virtio-blk (repeatable): a raw or qcow2 image (found from the file unless
+    /// `format=` says; qcow2 with a backing file, encryption or compression is refused). A
+    /// plain run writes to it unless
     /// `readonly=on`; a recording never does (writes go to an overlay, so the recording
     /// replays on the same image).
-    #[arg(long = "drive", value_name = "FILE[,format=raw][,readonly=on]", value_parser = parse_drive)]
+    #[arg(long = "drive", value_name = "FILE[,format=raw|qcow2][,readonly=on]", value_parser = parse_drive)]
     drives: Vec<DriveSpec>,
     /// Add a device in a virtio-mmio slot (repeatable): `virtio-rng` (entropy from the
     /// host, recorded like every input).
@@ -213,6 +215,8 @@ struct RunArgs {
 #[derive(Clone, Debug)]
 struct DriveSpec {
     path: PathBuf,
+    /// `raw` or `qcow2`; found from the file when not given.
+    format: Option<String>,
     readonly: bool,
 }
 
@@ -220,21 +224,22 @@ fn parse_drive(text: &str) -> Result<DriveSpec, String> {
     let mut parts = text.split(',');
     let path = PathBuf::from(parts.next().unwrap_or_default());
     let mut readonly = false;
+    let mut format = None;
     for option in parts {
         match option.split_once('=') {
             Some(("file", p)) => return parse_drive(&text.replacen(&format!("file={p}"), p, 1)),
-            Some(("format", "raw")) => {}
+            Some(("format", f @ ("raw" | "qcow2"))) => format = Some(f.to_string()),
             Some(("format", other)) => {
                 return Err(format!(
-                    "format={other} is not supported: give a raw image \
-                     (qemu-img convert -O raw IMAGE IMAGE.raw)"
+                    "format={other} is not supported: give a raw or qcow2 image \
+                     (qemu-img convert -O qcow2 IMAGE IMAGE.qcow2)"
                 ))
             }
             Some(("readonly", "on" | "true" | "yes")) => readonly = true,
             Some(("readonly", "off" | "false" | "no")) => readonly = false,
             _ => {
                 return Err(format!(
-                    "unknown drive option `{option}`: use format=raw, readonly=on"
+                    "unknown drive option `{option}`: use format=raw|qcow2, readonly=on"
                 ))
             }
         }
@@ -242,7 +247,11 @@ fn parse_drive(text: &str) -> Result<DriveSpec, String> {
     if path.as_os_str().is_empty() {
         return Err("--drive needs a file".into());
     }
-    Ok(DriveSpec { path, readonly })
+    Ok(DriveSpec {
+        path,
+        format,
+        readonly,
+    })
 }
 
 /// Parses a `--device` name.

@@ -363,6 +363,23 @@ fn corrupted_cut_foreign_and_newer_recordings_are_refused_without_console_output
     assert!(out.stdout.is_empty());
 }
 
+/// Boots with `args`, reads the first MiB of /dev/vda (its sha256sum line), writes a sector
+/// and reads it back past the page cache, and powers off. Returns the hash line, the sector
+/// read back and the console bytes.
+fn disk_session(args: &[&str]) -> (String, String, Vec<u8>) {
+    common::require_default_guest();
+    let mut console = Console::start(args);
+    console.wait_for(0, PROMPT, Duration::from_secs(180));
+    let hash = console.command("dd if=/dev/vda bs=1M count=1 2>/dev/null | sha256sum");
+    // Short lines: the terminal would wrap longer echoes.
+    console.command("echo rewind-was-here | dd of=/dev/vda seek=100 conv=notrunc");
+    console.command("sync; echo 3 > /proc/sys/vm/drop_caches");
+    let back = console.command("dd if=/dev/vda skip=100 count=1 2>/dev/null | head -c 15");
+    console.type_text("poweroff -f\n");
+    assert_eq!(console.wait_exit(Duration::from_secs(60)).code(), Some(0));
+    (hash, back, console.bytes.clone())
+}
+
 /// A raw disk image on virtio-blk: the guest reads its first MiB (hash checked), writes a
 /// sector and reads it back from the device. Recording never writes to the image (the
 /// overlay holds the write), the replay matches byte for byte, and a replay on a changed
@@ -380,21 +397,8 @@ fn a_disk_is_read_written_recorded_and_replayed_on_the_same_image() {
         .collect();
     let recording = dir.join("disk.rwd");
     let disk_arg = disk.to_str().unwrap();
-    let session = |args: &[&str]| {
-        common::require_default_guest();
-        let mut console = Console::start(args);
-        console.wait_for(0, PROMPT, Duration::from_secs(180));
-        let hash = console.command("dd if=/dev/vda bs=1M count=1 2>/dev/null | sha256sum");
-        // Short lines: the terminal would wrap longer echoes.
-        console.command("echo rewind-was-here | dd of=/dev/vda seek=100 conv=notrunc");
-        console.command("sync; echo 3 > /proc/sys/vm/drop_caches");
-        let back = console.command("dd if=/dev/vda skip=100 count=1 2>/dev/null | head -c 15");
-        console.type_text("poweroff -f\n");
-        assert_eq!(console.wait_exit(Duration::from_secs(60)).code(), Some(0));
-        (hash, back, console.bytes.clone())
-    };
     let kept = dir.join("kept.img");
-    let (hash, back, recorded_output) = session(&[
+    let (hash, back, recorded_output) = disk_session(&[
         "record",
         "-o",
         recording.to_str().unwrap(),
@@ -460,8 +464,90 @@ fn a_disk_is_read_written_recorded_and_replayed_on_the_same_image() {
     );
 
     // A plain run writes through to the image.
-    let (_, back, _) = session(&["run", "--drive", disk_arg]);
+    let (_, back, _) = disk_session(&["run", "--drive", disk_arg]);
     assert_eq!(back.trim(), "rewind-was-here");
     let written = std::fs::read(&disk).unwrap();
     assert_eq!(&written[100 * 512..100 * 512 + 15], b"rewind-was-here");
+}
+
+/// A qcow2 image (made by Debian's qemu-img) on virtio-blk: the guest reads the same bytes as
+/// from the raw image, a recording leaves the qcow2 file untouched and replays, and a plain
+/// run writes into it in a way `qemu-img check` accepts.
+#[test]
+fn a_qcow2_disk_is_read_recorded_replayed_and_written() {
+    use sha2::{Digest, Sha256};
+    let dir = scratch("qcow2");
+    let raw = dir.join("disk.raw");
+    let content: Vec<u8> = (0..4u32 << 20).map(|i| (i * 11 + 5) as u8).collect();
+    std::fs::write(&raw, &content).unwrap();
+    let qcow2 = dir.join("disk.qcow2");
+    let converted = Command::new("qemu-img")
+        .args(["convert", "-O", "qcow2"])
+        .args([&raw, &qcow2])
+        .status()
+        .expect("qemu-img");
+    assert!(converted.success());
+    let first_mib: String = Sha256::digest(&content[..1 << 20])
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let original = std::fs::read(&qcow2).unwrap();
+    let recording = dir.join("qcow2.rwd");
+    let (hash, back, recorded) = disk_session(&[
+        "record",
+        "-o",
+        recording.to_str().unwrap(),
+        "--drive",
+        &format!("{},format=qcow2", qcow2.display()),
+    ]);
+    assert!(hash.contains(&first_mib), "{hash}");
+    assert_eq!(back.trim(), "rewind-was-here");
+    assert_eq!(
+        std::fs::read(&qcow2).unwrap(),
+        original,
+        "recording wrote to the image"
+    );
+    let replay = rewind(&["replay", recording.to_str().unwrap()]);
+    assert_eq!(replay.status.code(), Some(0), "{}", stderr(&replay));
+    assert_eq!(replay.stdout, recorded);
+
+    let (_, back, _) = disk_session(&["run", "--drive", qcow2.to_str().unwrap()]);
+    assert_eq!(back.trim(), "rewind-was-here");
+    let check = Command::new("qemu-img")
+        .args(["check", "-f", "qcow2"])
+        .arg(&qcow2)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let out = dir.join("out.raw");
+    assert!(Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .args([&qcow2, &out])
+        .status()
+        .unwrap()
+        .success());
+    let written = std::fs::read(&out).unwrap();
+    assert_eq!(&written[100 * 512..100 * 512 + 15], b"rewind-was-here");
+    assert_eq!(written[..100 * 512], content[..100 * 512]);
+
+    // A qcow2 with a backing file is refused with what to do.
+    let top = dir.join("top.qcow2");
+    assert!(Command::new("qemu-img")
+        .args(["create", "-f", "qcow2", "-F", "qcow2", "-b"])
+        .args([&qcow2, &top])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let refused = rewind(&["run", "--drive", top.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("qemu-img convert"),
+        "{}",
+        stderr(&refused)
+    );
 }

@@ -4,7 +4,6 @@
 //! by restoring snapshots ([`Player::save`], [`Player::restore`]).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use rewind_machine::devices::virtio::blk::DiskImage;
 use rewind_machine::{BootImages, Machine, Snapshot, Stop};
@@ -57,12 +56,8 @@ fn open_drives(drives: &[DriveRef], paths: &[PathBuf]) -> Result<Vec<DiskImage>,
                     drive.sha256
                 ));
             }
-            Ok(DiskImage {
-                file: Arc::new(file),
-                size,
-                readonly: drive.readonly,
-                write_through: false,
-            })
+            drop(file);
+            DiskImage::open(&path, Some(&drive.format), drive.readonly, false)
         })
         .collect()
 }

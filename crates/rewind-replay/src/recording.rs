@@ -43,9 +43,17 @@ pub struct ImageRef {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DriveRef {
     pub path: String,
+    /// How the image is read: `raw` or `qcow2` (recordings before qcow2 support: raw).
+    #[serde(default = "raw_format")]
+    pub format: String,
+    /// The image file's length in bytes.
     pub size: u64,
     pub sha256: String,
     pub readonly: bool,
+}
+
+fn raw_format() -> String {
+    "raw".into()
 }
 
 /// SHA-256 of a whole file, in hex.

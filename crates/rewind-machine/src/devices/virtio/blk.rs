@@ -4,14 +4,20 @@
 //! The disk is a base image on the host, never written while recording or replaying: writes
 //! then go to an overlay of changed sectors, which is guest-visible state (it is in snapshots
 //! and digests). A plain run may write through to the image instead.
+//!
+//! An image is raw (the file is the disk) or qcow2 (`qcow2.rs`); every access goes through
+//! [`DiskImage::read_at`] and [`DiskImage::write_at`].
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io;
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use super::qcow2::{self, Qcow2, Qcow2Error};
 use super::queue::{Chain, GuestMemory, Queue, QueueError};
 
 pub const DEVICE_ID: u32 = 2;
@@ -32,14 +38,135 @@ const S_OK: u8 = 0;
 const S_IOERR: u8 = 1;
 const S_UNSUPP: u8 = 2;
 
-/// A disk image on the host.
+/// A disk image on the host. Build it with [`DiskImage::open`].
 #[derive(Clone, Debug)]
 pub struct DiskImage {
     pub file: Arc<File>,
+    /// The disk size the guest sees, in bytes (for qcow2, not the file's size).
     pub size: u64,
     pub readonly: bool,
     /// Write to the image itself (a plain run); otherwise writes stay in the overlay.
     pub write_through: bool,
+    pub format: DiskFormat,
+}
+
+/// How the file holds the disk.
+#[derive(Clone, Debug)]
+pub enum DiskFormat {
+    /// The file is the disk, byte for byte.
+    Raw,
+    /// A qcow2 image, shared by the clones of the `DiskImage`.
+    Qcow2(Arc<Mutex<Qcow2>>),
+}
+
+impl DiskImage {
+    /// Opens the image at `path`, for writing only if `write_through && !readonly`. `format`
+    /// is "raw" or "qcow2"; without it, a file that starts with the qcow2 magic is qcow2 and
+    /// any other is raw. A qcow2 file given as "raw" is used as raw bytes (as in QEMU).
+    pub fn open(
+        path: &Path,
+        format: Option<&str>,
+        readonly: bool,
+        write_through: bool,
+    ) -> Result<DiskImage, String> {
+        let p = path.display();
+        let writable = write_through && !readonly;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .open(path)
+            .map_err(|e| format!("cannot open disk image {p}: {e}"))?;
+        let file = Arc::new(file);
+        let is_qcow2 =
+            qcow2::is_qcow2(&file).map_err(|e| format!("cannot read disk image {p}: {e}"))?;
+        let use_qcow2 = match format {
+            None => is_qcow2,
+            Some("raw") => false,
+            Some("qcow2") if is_qcow2 => true,
+            Some("qcow2") => {
+                return Err(format!(
+                    "disk image {p} is not a qcow2 image (it does not start with the qcow2 \
+                     magic): give its format as raw, or leave the format out to detect it"
+                ))
+            }
+            Some(other) => {
+                return Err(format!(
+                    "disk image {p}: unknown format {other:?}: the formats are raw and qcow2"
+                ))
+            }
+        };
+        let (size, format) = if use_qcow2 {
+            let q = Qcow2::open(file.clone(), writable).map_err(|e| {
+                let mut message = format!("disk image {p}: {e}");
+                if let Some(hint) = e.hint(&shell_quoted(&p.to_string())) {
+                    message += &format!(": {hint}");
+                }
+                if format.is_none() && matches!(e, Qcow2Error::Header(_) | Qcow2Error::Version(_)) {
+                    message += " (it starts with the qcow2 magic; to use the file itself as \
+                                a raw disk, give its format as raw)";
+                }
+                message
+            })?;
+            (q.size(), DiskFormat::Qcow2(Arc::new(Mutex::new(q))))
+        } else {
+            let len = file
+                .metadata()
+                .map_err(|e| format!("cannot read disk image {p}: {e}"))?
+                .len();
+            (len, DiskFormat::Raw)
+        };
+        Ok(DiskImage {
+            file,
+            size,
+            readonly,
+            write_through,
+            format,
+        })
+    }
+
+    /// "raw" or "qcow2".
+    pub fn format_name(&self) -> &'static str {
+        match self.format {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2(_) => "qcow2",
+        }
+    }
+
+    /// Reads `buf.len()` bytes of the disk (not of the file) at `offset`.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        match &self.format {
+            DiskFormat::Raw => self.file.read_exact_at(buf, offset),
+            DiskFormat::Qcow2(q) => lock(q)?.read_at(buf, offset),
+        }
+    }
+
+    /// Writes `data` to the disk at `offset`: to the image file itself.
+    pub fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        match &self.format {
+            DiskFormat::Raw => self.file.write_all_at(data, offset),
+            DiskFormat::Qcow2(q) => lock(q)?.write_at(data, offset),
+        }
+    }
+
+    /// Makes the writes so far durable.
+    pub fn flush(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+/// `path` as a shell word, for commands in messages.
+fn shell_quoted(path: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:,@%=".contains(c);
+    if !path.is_empty() && path.chars().all(plain) {
+        path.to_string()
+    } else {
+        format!("'{}'", path.replace('\'', "'\\''"))
+    }
+}
+
+fn lock(q: &Mutex<Qcow2>) -> io::Result<std::sync::MutexGuard<'_, Qcow2>> {
+    q.lock()
+        .map_err(|_| io::Error::other("qcow2: the image was left in an unknown state"))
 }
 
 /// Guest-visible state: the sectors written (when not writing through).
@@ -148,7 +275,7 @@ impl Blk {
                 result
             }
             T_FLUSH => {
-                if self.image.write_through && self.image.file.sync_data().is_err() {
+                if self.image.write_through && self.image.flush().is_err() {
                     S_IOERR
                 } else {
                     S_OK
@@ -173,7 +300,7 @@ impl Blk {
 
     /// Writes the disk as the guest sees it (the base image with the overlay's sectors) to a
     /// new raw image at `path`: how the changes of a recording or a replay are kept.
-    pub fn save_to(&self, path: &std::path::Path) -> std::io::Result<()> {
+    pub fn save_to(&self, path: &Path) -> io::Result<()> {
         let out = File::create(path)?;
         let mut buf = vec![0u8; 1 << 20];
         let mut offset = 0;
@@ -187,8 +314,8 @@ impl Blk {
     }
 
     /// Reads the disk as the guest sees it: overlay over base.
-    fn read(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        self.image.file.read_exact_at(buf, offset)?;
+    fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.image.read_at(buf, offset)?;
         if self.state.overlay.is_empty() {
             return Ok(());
         }
@@ -205,9 +332,9 @@ impl Blk {
         Ok(())
     }
 
-    fn write(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+    fn write(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         if self.image.write_through {
-            return self.image.file.write_all_at(data, offset);
+            return self.image.write_at(data, offset);
         }
         let mut at = offset;
         let mut rest = data;
@@ -217,7 +344,7 @@ impl Blk {
             let n = (SECTOR as usize - within).min(rest.len());
             if !self.state.overlay.contains_key(&s) {
                 let mut sector = vec![0u8; SECTOR as usize];
-                self.image.file.read_exact_at(&mut sector, s * SECTOR)?;
+                self.image.read_at(&mut sector, s * SECTOR)?;
                 self.state.overlay.insert(s, sector);
             }
             if let Some(sector) = self.state.overlay.get_mut(&s) {
@@ -227,5 +354,107 @@ impl Blk {
             rest = &rest[n..];
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::virtio::qcow2::tests::{pattern, qemu_img, TempDir};
+
+    fn open_err(path: &Path, format: Option<&str>) -> String {
+        match DiskImage::open(path, format, false, true) {
+            Ok(image) => panic!("opened as {}", image.format_name()),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn open_detects_and_checks_the_format() {
+        let dir = TempDir::new("blk-open");
+        let raw = dir.file("disk.raw");
+        std::fs::write(&raw, pattern(1, 0, 8192)).unwrap();
+        let img = dir.file("disk.qcow2");
+        let img_s = img.to_str().unwrap();
+        qemu_img(&["create", "-f", "qcow2", img_s, "32M"]);
+        let file_len = std::fs::metadata(&img).unwrap().len();
+
+        let image = DiskImage::open(&raw, None, false, false).unwrap();
+        assert_eq!((image.format_name(), image.size), ("raw", 8192));
+        let image = DiskImage::open(&img, None, true, false).unwrap();
+        assert_eq!((image.format_name(), image.size), ("qcow2", 32 << 20));
+        let image = DiskImage::open(&img, Some("qcow2"), false, true).unwrap();
+        assert_eq!(image.format_name(), "qcow2");
+        // A qcow2 file taken as raw is its bytes, as in QEMU.
+        let image = DiskImage::open(&img, Some("raw"), false, false).unwrap();
+        assert_eq!((image.format_name(), image.size), ("raw", file_len));
+
+        assert!(open_err(&raw, Some("qcow2")).contains("is not a qcow2 image"));
+        assert!(open_err(&raw, Some("vmdk")).contains("unknown format \"vmdk\""));
+        assert!(open_err(&dir.file("missing"), None).contains("cannot open disk image"));
+
+        let top = dir.file("top.qcow2");
+        let top_s = top.to_str().unwrap();
+        qemu_img(&["create", "-f", "qcow2", "-b", img_s, "-F", "qcow2", top_s]);
+        let e = open_err(&top, None);
+        assert!(e.starts_with(&format!("disk image {top_s}: qcow2 with a backing file")));
+        assert!(e.ends_with(&format!(
+            "is not supported: convert it with `qemu-img convert -O qcow2 {top_s} out.qcow2`"
+        )));
+
+        let mut garbage = b"QFI\xfb\0\0\0\x03".to_vec();
+        garbage.resize(200, 0xff);
+        let bad = dir.file("bad.img");
+        std::fs::write(&bad, &garbage).unwrap();
+        assert!(open_err(&bad, None).contains("give its format as raw"));
+        assert_eq!(shell_quoted("/a b/it's"), r"'/a b/it'\''s'");
+        assert_eq!(shell_quoted("/tmp/x.qcow2"), "/tmp/x.qcow2");
+        assert_eq!(
+            DiskImage::open(&bad, Some("raw"), false, false)
+                .unwrap()
+                .size,
+            200
+        );
+    }
+
+    #[test]
+    fn a_qcow2_disk_writes_to_the_overlay_or_through_to_the_image() {
+        let dir = TempDir::new("blk-qcow2");
+        let img = dir.file("disk.qcow2");
+        let img_s = img.to_str().unwrap();
+        qemu_img(&["create", "-f", "qcow2", img_s, "8M"]);
+        let data = pattern(5, 70_000, 100_000);
+
+        // Recording: the image stays as it was, the overlay holds the write.
+        let before = std::fs::read(&img).unwrap();
+        let mut blk = Blk::new(DiskImage::open(&img, None, false, false).unwrap());
+        blk.write(70_000, &data).unwrap();
+        assert!(!blk.state.overlay.is_empty());
+        let mut got = vec![0u8; data.len()];
+        blk.read(70_000, &mut got).unwrap();
+        assert!(got == data);
+        let saved = dir.file("saved.raw");
+        blk.save_to(&saved).unwrap();
+        let disk = std::fs::read(&saved).unwrap();
+        assert_eq!(disk.len(), 8 << 20);
+        assert!(disk[70_000..170_000] == data[..] && disk[..70_000].iter().all(|&b| b == 0));
+        assert!(std::fs::read(&img).unwrap() == before);
+
+        // Read-only: not even a plain run writes.
+        let image = DiskImage::open(&img, None, true, true).unwrap();
+        assert!(image.write_at(&data, 0).is_err());
+
+        // A plain run: the image itself.
+        let mut blk = Blk::new(DiskImage::open(&img, None, false, true).unwrap());
+        blk.write(70_000, &data).unwrap();
+        assert!(blk.state.overlay.is_empty());
+        blk.image.flush().unwrap();
+        drop(blk);
+        let out = qemu_img(&["check", img_s]);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("No errors were found"));
+        let blk = Blk::new(DiskImage::open(&img, None, true, false).unwrap());
+        let mut got = vec![0u8; data.len()];
+        blk.read(70_000, &mut got).unwrap();
+        assert!(got == data);
     }
 }

@@ -4,5 +4,6 @@
 pub mod blk;
 pub mod input;
 pub mod net;
+pub mod qcow2;
 pub mod queue;
 pub mod rng;
