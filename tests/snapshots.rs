@@ -123,8 +123,9 @@ fn snapshots_that_break_invariants_are_refused_and_leave_the_machine_alone() {
     }
 }
 
-/// Going back in a recording restores the disk overlay and the device states too: a seek
-/// back from after a disk write lands in exactly the state of playing straight there.
+/// Going back in a recording restores the disk overlay and the device states too (disk,
+/// entropy, network frames held for the driver): a seek back from after a disk write and
+/// network traffic lands in exactly the state of playing straight there.
 #[test]
 fn going_back_restores_disk_writes_and_device_state() {
     use rewind_debug::timeline::Timeline;
@@ -144,8 +145,12 @@ fn going_back_restores_disk_writes_and_device_state() {
         disk.to_str().unwrap(),
         "--device",
         "virtio-rng",
+        "--netdev",
+        "user",
     ]);
     console.wait_for(0, common::PROMPT, Duration::from_secs(180));
+    let ping = console.command("ping -c 2 10.0.2.2");
+    assert!(ping.contains("2 packets received"), "{ping}");
     console.command("echo written | dd of=/dev/vda seek=3 conv=notrunc");
     console.command("sync; head -c 16 /dev/hwrng | od -x");
     console.type_text("poweroff -f\n");

@@ -213,15 +213,17 @@ impl Machine {
                 .zip(&self.bus.virtio)
                 .all(|(a, b)| match (a, b) {
                     (None, None) => true,
-                    (Some((_, state)), Some(t)) => {
+                    (Some((transport, state)), Some(t)) => {
                         std::mem::discriminant(state) == std::mem::discriminant(&t.device_state())
+                            && transport.queues.len() == t.state.queues.len()
                     }
                     _ => false,
                 });
-        let queues_valid =
-            s.virtio.iter().flatten().all(|(t, _)| {
-                t.queues.len() == 1 && t.queues.iter().all(|q| q.size <= MAX_QUEUE_SIZE)
-            });
+        let queues_valid = s
+            .virtio
+            .iter()
+            .flatten()
+            .all(|(t, _)| t.queues.iter().all(|q| q.size <= MAX_QUEUE_SIZE));
         if !shapes_match || !queues_valid {
             return Err(invalid("its virtio devices are not this machine's".into()));
         }
