@@ -5,15 +5,15 @@
 //! then go to an overlay of changed sectors, which is guest-visible state (it is in snapshots
 //! and digests). A plain run may write through to the image instead.
 //!
-//! An image is raw (the file is the disk) or qcow2 (`qcow2.rs`); every access goes through
-//! [`DiskImage::read_at`] and [`DiskImage::write_at`].
+//! An image is raw (the file is the disk) or qcow2 (`qcow2.rs`, through the `imago` crate);
+//! every access goes through [`DiskImage::read_at`] and [`DiskImage::write_at`].
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -56,7 +56,7 @@ pub enum DiskFormat {
     /// The file is the disk, byte for byte.
     Raw,
     /// A qcow2 image, shared by the clones of the `DiskImage`.
-    Qcow2(Arc<Mutex<Qcow2>>),
+    Qcow2(Qcow2),
 }
 
 impl DiskImage {
@@ -96,18 +96,18 @@ impl DiskImage {
             }
         };
         let (size, format) = if use_qcow2 {
-            let q = Qcow2::open(file.clone(), writable).map_err(|e| {
+            let q = Qcow2::open(&file, path, writable).map_err(|e| {
                 let mut message = format!("disk image {p}: {e}");
                 if let Some(hint) = e.hint(&shell_quoted(&p.to_string())) {
                     message += &format!(": {hint}");
                 }
-                if format.is_none() && matches!(e, Qcow2Error::Header(_) | Qcow2Error::Version(_)) {
+                if format.is_none() && matches!(e, Qcow2Error::Imago { .. }) {
                     message += " (it starts with the qcow2 magic; to use the file itself as \
                                 a raw disk, give its format as raw)";
                 }
                 message
             })?;
-            (q.size(), DiskFormat::Qcow2(Arc::new(Mutex::new(q))))
+            (q.size(), DiskFormat::Qcow2(q))
         } else {
             let len = file
                 .metadata()
@@ -136,7 +136,7 @@ impl DiskImage {
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         match &self.format {
             DiskFormat::Raw => self.file.read_exact_at(buf, offset),
-            DiskFormat::Qcow2(q) => lock(q)?.read_at(buf, offset),
+            DiskFormat::Qcow2(q) => q.read_at(buf, offset),
         }
     }
 
@@ -144,13 +144,16 @@ impl DiskImage {
     pub fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
         match &self.format {
             DiskFormat::Raw => self.file.write_all_at(data, offset),
-            DiskFormat::Qcow2(q) => lock(q)?.write_at(data, offset),
+            DiskFormat::Qcow2(q) => q.write_at(data, offset),
         }
     }
 
     /// Makes the writes so far durable.
     pub fn flush(&self) -> io::Result<()> {
-        self.file.sync_data()
+        match &self.format {
+            DiskFormat::Raw => self.file.sync_data(),
+            DiskFormat::Qcow2(q) => q.flush(),
+        }
     }
 }
 
@@ -162,11 +165,6 @@ fn shell_quoted(path: &str) -> String {
     } else {
         format!("'{}'", path.replace('\'', "'\\''"))
     }
-}
-
-fn lock(q: &Mutex<Qcow2>) -> io::Result<std::sync::MutexGuard<'_, Qcow2>> {
-    q.lock()
-        .map_err(|_| io::Error::other("qcow2: the image was left in an unknown state"))
 }
 
 /// Guest-visible state: the sectors written (when not writing through).
