@@ -537,7 +537,9 @@ impl Recorder {
         put_varint(&mut raw, self.chunk_from);
         put_varint(&mut raw, icount);
         raw.extend(encode_events(&self.pending, self.chunk_from));
-        self.chunk(ChunkKind::Events, &compress(&raw))?;
+        // Level 1: a network download puts tens of MB of incompressible frames here, and
+        // this runs on the live loop.
+        self.chunk(ChunkKind::Events, &compress_at(&raw, 1))?;
         self.pending.clear();
         self.chunk_from = icount;
         Ok(())
