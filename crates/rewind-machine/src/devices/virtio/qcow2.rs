@@ -16,9 +16,13 @@
 //! file at [`Qcow2::flush`] (the guest's flush) and when the last clone is dropped.
 //!
 //! imago (0.2.6) trusts the refcounts when it allocates clusters, and has no overlap checks:
-//! writing to a corrupt or truncated image can damage it further, or abort (the ignored tests at
-//! the end). Reading any image is safe: errors, never panics.
+//! writing to a corrupt or truncated image could damage it further, or abort the process (the
+//! `writing_to_...` tests at the end). So before a writable open, [`check_metadata`] reads the
+//! metadata and refuses the image, with the `qemu-img check -r all` that repairs it, unless the
+//! refcounts count every cluster the image uses (as `qemu-img check` counts them). Reading any
+//! image is safe (errors, never panics) and needs no such check.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
 use std::io;
@@ -50,6 +54,9 @@ pub enum Qcow2Error {
     /// imago refused the image (its message); `repair` if the header says it needs repair.
     #[error("{error}")]
     Imago { error: io::Error, repair: bool },
+    /// What [`check_metadata`] found wrong, refusing a writable open.
+    #[error("its qcow2 metadata is inconsistent ({0})")]
+    Inconsistent(String),
 }
 
 impl Qcow2Error {
@@ -66,6 +73,9 @@ impl Qcow2Error {
             Qcow2Error::Imago { repair: true, .. } => {
                 format!("run `qemu-img check -r all {path}`")
             }
+            Qcow2Error::Inconsistent(_) => format!(
+                "repair it with `qemu-img check -r all {path}`, or use it read-only (readonly=on)"
+            ),
             Qcow2Error::Imago { repair: false, .. } => format!(
                 "`qemu-img check {path}` says more, and `qemu-img convert -O qcow2 {path} \
                  out.qcow2` may make a copy that can be used"
@@ -131,7 +141,8 @@ impl Qcow2 {
     /// Opens the qcow2 image in `file` (the file at `path`, opened for writing if `writable`).
     /// Backing files, external data files and encryption are refused from the header before
     /// imago opens the image, so a refused image is never written; a header that is not even
-    /// plausible (version, cluster size) is left to imago to refuse.
+    /// plausible (version, cluster size) is left to imago to refuse. For writing, imago first
+    /// opens it read-only (its refusals come first), then [`check_metadata`] must pass.
     pub fn open(file: &File, path: &Path, writable: bool) -> Result<Qcow2, Qcow2Error> {
         let mut h = [0u8; 104];
         read_padded(file, &mut h, 0)?;
@@ -160,13 +171,22 @@ impl Qcow2 {
         };
         // The same open file (so the same one that is hashed), buffered: imago then needs no
         // alignment of requests or buffers (`req_align` and `mem_align` are 1).
-        let options = StorageOpenOptions::new().write(writable).filename(path);
-        let storage =
-            imago::file::File::from_open_file(file.try_clone()?, options).map_err(refused)?;
-        let image = imago::qcow2::Qcow2::<imago::file::File>::builder(storage)
-            .write(writable)
-            .open(DenyImplicitOpenGate::default())
-            .map_err(refused)?;
+        let imago_open = |writable| {
+            let options = StorageOpenOptions::new().write(writable).filename(path);
+            let storage =
+                imago::file::File::from_open_file(file.try_clone()?, options).map_err(refused)?;
+            imago::qcow2::Qcow2::<imago::file::File>::builder(storage)
+                .write(writable)
+                .open(DenyImplicitOpenGate::default())
+                .map_err(refused)
+        };
+        if writable {
+            // What imago refuses is refused with its message (a read-only open writes nothing);
+            // then the refcounts imago will trust are checked before it may write.
+            drop(imago_open(false)?);
+            check_metadata(file)?;
+        }
+        let image = imago_open(writable)?;
         Ok(Qcow2 {
             access: Arc::new(FormatAccess::new(image)),
             writable,
@@ -202,6 +222,458 @@ impl Qcow2 {
     pub fn flush(&self) -> io::Result<()> {
         self.access.flush()?;
         self.access.sync()
+    }
+}
+
+/// The host offset in an L1 entry (of an L2 table) or in a standard L2 entry (of a data cluster).
+const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
+/// In L1 and L2 entries: the cluster's refcount is 1, so it is written in place.
+const COPIED: u64 = 1 << 63;
+/// In L2 entries: the cluster is compressed (the rest is a compressed cluster descriptor).
+const COMPRESSED: u64 = 1 << 62;
+/// QEMU's limit on the number of snapshots.
+const MAX_SNAPSHOTS: u32 = 65536;
+/// imago's limit on the size of L1 and refcount tables (QEMU's on L1 tables), in bytes.
+const MAX_TABLE: u64 = 32 << 20;
+
+/// What a cluster holds, for messages.
+#[derive(Clone, Copy, Debug)]
+enum Use {
+    Header,
+    RefTable,
+    /// The refcount block at this index of the refcount table.
+    RefBlock(u64),
+    SnapshotTable,
+    /// The L1 table: the image's, or snapshot n's (from 1, in the order of the table).
+    L1(Option<u32>),
+    /// An L2 table, found first for this guest offset.
+    L2 {
+        guest: u64,
+        snapshot: Option<u32>,
+    },
+    /// A data cluster, found first for this guest offset.
+    Data {
+        guest: u64,
+        snapshot: Option<u32>,
+        compressed: bool,
+    },
+}
+
+impl fmt::Display for Use {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let of = |snapshot: Option<u32>| match snapshot {
+            Some(n) => format!(" in snapshot {n}"),
+            None => String::new(),
+        };
+        match *self {
+            Use::Header => write!(f, "the header"),
+            Use::RefTable => write!(f, "the refcount table"),
+            Use::RefBlock(i) => write!(f, "refcount block {i}"),
+            Use::SnapshotTable => write!(f, "the snapshot table"),
+            Use::L1(None) => write!(f, "the L1 table"),
+            Use::L1(Some(n)) => write!(f, "the L1 table of snapshot {n}"),
+            Use::L2 { guest, snapshot } => {
+                write!(
+                    f,
+                    "the L2 table for guest offset {guest:#x}{}",
+                    of(snapshot)
+                )
+            }
+            Use::Data {
+                guest,
+                snapshot,
+                compressed,
+            } => {
+                let compressed = if compressed { "compressed " } else { "" };
+                write!(
+                    f,
+                    "{compressed}data of guest offset {guest:#x}{}",
+                    of(snapshot)
+                )
+            }
+        }
+    }
+}
+
+fn inconsistent(what: String) -> Qcow2Error {
+    Qcow2Error::Inconsistent(what)
+}
+
+/// A refcount block, and how many uses of each of its clusters in the file were found so far
+/// (saturating: a lower bound past 254).
+struct RefBlock {
+    raw: Vec<u8>,
+    uses: Vec<u8>,
+}
+
+/// An L2 table: how many L1 entries reference it, whether one in the image's L1 table does
+/// (it is then written through), and whether one of those says it is not shared (COPIED).
+struct L2Table {
+    refs: u32,
+    active: bool,
+    copied: bool,
+    first: Use,
+}
+
+/// The state of [`check_metadata`].
+struct Check<'a> {
+    file: &'a File,
+    /// The file's length.
+    len: u64,
+    cluster_bits: u32,
+    refcount_order: u32,
+    reftable: Vec<u64>,
+    /// The refcount blocks read so far, by their index in the refcount table.
+    blocks: HashMap<u64, RefBlock>,
+    /// The clusters holding metadata, and which.
+    metadata: HashMap<u64, Use>,
+    /// The L2 tables referenced from the L1 tables, by host offset.
+    l2_tables: HashMap<u64, L2Table>,
+}
+
+/// Checks, before imago may write to the image in `file`, that the refcounts it will trust
+/// when it allocates clusters count every cluster the image uses: the header, the refcount
+/// table and blocks, the L1 tables (the image's and its snapshots'), the snapshot table, the L2
+/// tables and the data clusters they reference (all of them in the file, every table whole).
+/// Each such cluster must have a refcount block, a refcount at least the number of its uses
+/// (as `qemu-img check` counts them), exactly 1 if a table entry says it is not shared
+/// (COPIED), and no two kinds of metadata (or metadata and data) may share a cluster. Without
+/// this, imago 0.2.6 can overwrite the header or snapshots, or overflow its stack (the process
+/// aborts) when it allocates in such an image (the tests at the end).
+///
+/// Reads each table once; what it allocates is bounded by what the file holds.
+fn check_metadata(file: &File) -> Result<(), Qcow2Error> {
+    let mut h = [0u8; 104];
+    read_padded(file, &mut h, 0)?;
+    let version = be32(&h, 4);
+    let cluster_bits = be32(&h, 20);
+    let refcount_order = if version == 3 { be32(&h, 96) } else { 4 };
+    // imago refused anything else already.
+    if !matches!(version, 2 | 3) || !(9..=21).contains(&cluster_bits) || refcount_order > 6 {
+        return Err(inconsistent(format!(
+            "version {version}, cluster bits {cluster_bits}, refcount order {refcount_order}"
+        )));
+    }
+    let mut check = Check {
+        file,
+        len: file.metadata()?.len(),
+        cluster_bits,
+        refcount_order,
+        reftable: Vec::new(),
+        blocks: HashMap::new(),
+        metadata: HashMap::new(),
+        l2_tables: HashMap::new(),
+    };
+    let cs = check.cluster_size();
+
+    // The refcount table, and that every block it references is whole in the file.
+    let (rt_offset, rt_clusters) = (be64(&h, 48), u64::from(be32(&h, 56)));
+    check.aligned(rt_offset, Use::RefTable)?;
+    let rt_size = rt_clusters << cluster_bits;
+    check.not_too_large(rt_size, Use::RefTable)?;
+    check.within(rt_offset, rt_size, Use::RefTable)?;
+    let mut raw = vec![0u8; rt_size as usize];
+    file.read_exact_at(&mut raw, rt_offset)?;
+    check.reftable = raw.chunks_exact(8).map(|e| be64(e, 0)).collect();
+    drop(raw);
+    for (i, &entry) in check.reftable.iter().enumerate() {
+        if entry & 0x1ff != 0 {
+            return Err(inconsistent(format!(
+                "refcount table entry {i} ({entry:#x}) has reserved bits set"
+            )));
+        }
+        if entry != 0 {
+            check.aligned(entry, Use::RefBlock(i as u64))?;
+            check.within(entry, cs, Use::RefBlock(i as u64))?;
+        }
+    }
+
+    check.metadata(0, 72, Use::Header, 1, false)?;
+    check.metadata(rt_offset, rt_size, Use::RefTable, 1, false)?;
+    for i in 0..check.reftable.len() {
+        let entry = check.reftable[i];
+        if entry != 0 {
+            check.metadata(entry, cs, Use::RefBlock(i as u64), 1, false)?;
+        }
+    }
+
+    // The image's L1 table must map the whole disk (QEMU does not open the image otherwise).
+    let (size, l1_entries) = (be64(&h, 24), be32(&h, 36));
+    if u64::from(l1_entries) < size.div_ceil(1 << (2 * cluster_bits - 3)) {
+        return Err(inconsistent(format!(
+            "the L1 table ({l1_entries} entries) is too small for the disk size ({size} bytes)"
+        )));
+    }
+    check.l1(be64(&h, 40), l1_entries, None)?;
+
+    let snapshots = be32(&h, 60);
+    if snapshots > MAX_SNAPSHOTS {
+        return Err(inconsistent(format!(
+            "{snapshots} snapshots, more than the {MAX_SNAPSHOTS} QEMU allows"
+        )));
+    }
+    if snapshots > 0 {
+        let table = be64(&h, 64);
+        check.aligned(table, Use::SnapshotTable)?;
+        let mut l1s = Vec::new();
+        let mut at = table;
+        for _ in 0..snapshots {
+            // Each entry starts 8-byte aligned: 40 bytes, extra data, ID and name.
+            let mut e = [0u8; 40];
+            at = at.checked_next_multiple_of(8).unwrap_or(u64::MAX);
+            check.within(at, 40, Use::SnapshotTable)?;
+            file.read_exact_at(&mut e, at)?;
+            let (id, name) = (be16(&e, 12), be16(&e, 14));
+            at = at.saturating_add(40 + u64::from(be32(&e, 36)) + u64::from(id) + u64::from(name));
+            check.within(table, at - table, Use::SnapshotTable)?;
+            l1s.push((be64(&e, 0), be32(&e, 8)));
+        }
+        check.metadata(table, at - table, Use::SnapshotTable, 1, false)?;
+        for (n, (offset, entries)) in (1..).zip(l1s) {
+            check.l1(offset, entries, Some(n))?;
+        }
+    }
+
+    // The L2 tables, each read once (in file order), and the data clusters they reference,
+    // counted once per L1 entry referencing the table.
+    let mut tables: Vec<(u64, L2Table)> =
+        std::mem::take(&mut check.l2_tables).into_iter().collect();
+    tables.sort_unstable_by_key(|&(offset, _)| offset);
+    for (offset, t) in &tables {
+        check.metadata(*offset, cs, t.first, t.refs, t.copied)?;
+    }
+    let mut raw = vec![0u8; cs as usize];
+    for (offset, t) in &tables {
+        file.read_exact_at(&mut raw, *offset)?;
+        let (guest, snapshot) = match t.first {
+            Use::L2 { guest, snapshot } => (guest, snapshot),
+            _ => (0, None),
+        };
+        for (i, entry) in raw.chunks_exact(8).enumerate() {
+            let entry = be64(entry, 0);
+            let what = |compressed| Use::Data {
+                guest: guest.saturating_add((i as u64) << cluster_bits),
+                snapshot,
+                compressed,
+            };
+            if entry & COMPRESSED != 0 {
+                // The descriptor: host offset, then the number of 512-byte sectors after the
+                // one it starts in; each cluster they touch counts one use. (An offset past
+                // 2^56, where imago ignores the high bits and QEMU does not, is past the end.)
+                let offset_bits = 62 - (cluster_bits - 8);
+                let descriptor = entry & ((1 << 62) - 1);
+                let host = descriptor & ((1 << offset_bits) - 1);
+                let sectors = descriptor >> offset_bits;
+                let end = host + (sectors + 1) * 512 - (host & 511);
+                for cluster in host >> cluster_bits..=(end - 1) >> cluster_bits {
+                    check.data(cluster, t.refs, false, what(true))?;
+                }
+            } else if entry & OFFSET_MASK != 0 {
+                let host = entry & OFFSET_MASK;
+                check.aligned(host, what(false))?;
+                let copied = t.active && entry & COPIED != 0;
+                check.data(host >> cluster_bits, t.refs, copied, what(false))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+impl Check<'_> {
+    fn cluster_size(&self) -> u64 {
+        1 << self.cluster_bits
+    }
+
+    fn aligned(&self, offset: u64, what: Use) -> Result<(), Qcow2Error> {
+        if offset & (self.cluster_size() - 1) == 0 {
+            Ok(())
+        } else {
+            Err(inconsistent(format!(
+                "{what} is at {offset:#x}, not at the start of a cluster"
+            )))
+        }
+    }
+
+    fn not_too_large(&self, size: u64, what: Use) -> Result<(), Qcow2Error> {
+        if size <= MAX_TABLE {
+            Ok(())
+        } else {
+            Err(inconsistent(format!(
+                "{what} ({size} bytes) is larger than the {MAX_TABLE} bytes allowed"
+            )))
+        }
+    }
+
+    /// Whether the `size` bytes at `offset` are in the file.
+    fn within(&self, offset: u64, size: u64, what: Use) -> Result<(), Qcow2Error> {
+        match offset.checked_add(size) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(inconsistent(format!(
+                "{what} ({size} bytes at {offset:#x}) ends past the end of the file ({} bytes)",
+                self.len
+            ))),
+        }
+    }
+
+    /// Reads the L1 table of `entries` entries at `offset` (the image's, or that of snapshot
+    /// `snapshot`), and notes the L2 tables it references.
+    fn l1(&mut self, offset: u64, entries: u32, snapshot: Option<u32>) -> Result<(), Qcow2Error> {
+        if entries == 0 {
+            return Ok(());
+        }
+        let what = Use::L1(snapshot);
+        let size = u64::from(entries) * 8;
+        self.not_too_large(size, what)?;
+        self.aligned(offset, what)?;
+        self.metadata(offset, size, what, 1, false)?;
+        let mut raw = vec![0u8; size as usize];
+        self.file.read_exact_at(&mut raw, offset)?;
+        // Each L1 entry maps cluster_size / 8 clusters.
+        let span_bits = 2 * self.cluster_bits - 3;
+        for (i, entry) in raw.chunks_exact(8).enumerate() {
+            let entry = be64(entry, 0);
+            let l2 = entry & OFFSET_MASK;
+            if l2 == 0 {
+                continue;
+            }
+            let first = Use::L2 {
+                guest: (i as u64).checked_shl(span_bits).unwrap_or(u64::MAX),
+                snapshot,
+            };
+            self.aligned(l2, first)?;
+            let t = self.l2_tables.entry(l2).or_insert(L2Table {
+                refs: 0,
+                active: false,
+                copied: false,
+                first,
+            });
+            t.refs = t.refs.saturating_add(1);
+            t.active |= snapshot.is_none();
+            t.copied |= snapshot.is_none() && entry & COPIED != 0;
+        }
+        Ok(())
+    }
+
+    /// Notes that the `size` bytes at `offset` hold metadata (`refs` times, as for an L2 table
+    /// several L1 entries reference): they must be in the file, in clusters no other metadata
+    /// uses, with refcounts that count them.
+    fn metadata(
+        &mut self,
+        offset: u64,
+        size: u64,
+        what: Use,
+        refs: u32,
+        copied: bool,
+    ) -> Result<(), Qcow2Error> {
+        self.within(offset, size, what)?;
+        let cb = self.cluster_bits;
+        for cluster in offset >> cb..=(offset + size.max(1) - 1) >> cb {
+            if let Some(other) = self.metadata.insert(cluster, what) {
+                return Err(inconsistent(format!(
+                    "cluster {:#x} ({what}) is also {other}",
+                    cluster << cb
+                )));
+            }
+            self.count(cluster, refs, copied, what)?;
+        }
+        Ok(())
+    }
+
+    /// Notes that `cluster` holds data (`refs` times): it must not hold metadata, and its
+    /// refcount must count it.
+    fn data(&mut self, cluster: u64, refs: u32, copied: bool, what: Use) -> Result<(), Qcow2Error> {
+        if let Some(other) = self.metadata.get(&cluster) {
+            return Err(inconsistent(format!(
+                "cluster {:#x} ({what}) is also {other}",
+                cluster << self.cluster_bits
+            )));
+        }
+        self.count(cluster, refs, copied, what)
+    }
+
+    /// Counts `refs` uses of `cluster`, which must start in the file and have a refcount block
+    /// and a refcount at least its uses so far (exactly 1 if `copied`).
+    fn count(
+        &mut self,
+        cluster: u64,
+        refs: u32,
+        copied: bool,
+        what: Use,
+    ) -> Result<(), Qcow2Error> {
+        let cb = self.cluster_bits;
+        let offset = cluster << cb;
+        if offset >= self.len {
+            return Err(inconsistent(format!(
+                "cluster {offset:#x} ({what}) is past the end of the file ({} bytes)",
+                self.len
+            )));
+        }
+        let order = self.refcount_order;
+        let rb_bits = cb + 3 - order;
+        let index = cluster >> rb_bits;
+        let first = index << rb_bits;
+        let block = match self.blocks.entry(index) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let entry = usize::try_from(index)
+                    .ok()
+                    .and_then(|i| self.reftable.get(i))
+                    .copied()
+                    .unwrap_or(0);
+                if entry == 0 {
+                    return Err(inconsistent(format!(
+                        "cluster {offset:#x} ({what}) has no refcount block"
+                    )));
+                }
+                // Checked: whole in the file. Uses are kept for clusters in the file only.
+                let mut raw = vec![0u8; 1 << cb];
+                self.file.read_exact_at(&mut raw, entry)?;
+                let in_file = self.len.div_ceil(1 << cb) - first;
+                let uses = vec![0u8; in_file.min(1 << rb_bits) as usize];
+                e.insert(RefBlock { raw, uses })
+            }
+        };
+        let i = (cluster - first) as usize;
+        let refcount = if order < 3 {
+            let bit = i << order;
+            let byte = block.raw.get(bit / 8).copied().unwrap_or(0);
+            u64::from(byte >> (bit % 8)) & ((1 << (1 << order)) - 1)
+        } else {
+            let width = 1 << (order - 3);
+            block
+                .raw
+                .get(i * width..(i + 1) * width)
+                .unwrap_or(&[])
+                .iter()
+                .fold(0, |r, &b| r << 8 | u64::from(b))
+        };
+        let Some(uses) = block.uses.get_mut(i) else {
+            return Err(inconsistent(format!(
+                "cluster {offset:#x} ({what}) is miscounted"
+            )));
+        };
+        let at_least = u32::from(*uses).saturating_add(refs);
+        *uses = at_least.min(255) as u8;
+        if refcount == 0 {
+            Err(inconsistent(format!(
+                "cluster {offset:#x} ({what}) has refcount 0"
+            )))
+        } else if u64::from(at_least) > refcount {
+            Err(inconsistent(format!(
+                "cluster {offset:#x} ({what}) has refcount {refcount} but {at_least} uses"
+            )))
+        } else if copied && refcount != 1 {
+            Err(inconsistent(format!(
+                "cluster {offset:#x} ({what}) is marked unshared (COPIED) but has refcount \
+                 {refcount}"
+            )))
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -786,9 +1258,7 @@ pub(crate) mod tests {
     }
 
     /// Opens `path` read-only and writable, and reads all of it (the first 8 MiB, and at random
-    /// places): errors are fine, panics are not. Returns how many times it opened. (No writes:
-    /// imago 0.2.6 can abort or overwrite the header writing to some corrupt images; see the
-    /// ignored tests below.)
+    /// places): errors are fine, panics are not. Returns how many times it opened.
     fn use_all_of(path: &Path, rng: &mut Rng) -> u32 {
         let mut opened = 0;
         for writable in [false, true] {
@@ -863,6 +1333,9 @@ pub(crate) mod tests {
         }
     }
 
+    /// Corrupts metadata at random: reads give errors, not panics, and so do writes where the
+    /// image still opens for writing (the first 100 such images, each written in a child
+    /// process so that an abort shows), which keep the header.
     #[test]
     fn random_corruptions_give_errors_not_panics() {
         let dir = TempDir::new("qcow2-fuzz");
@@ -897,8 +1370,8 @@ pub(crate) mod tests {
         ];
         let bad = dir.file("bad.qcow2");
         let mut rng = Rng::new(11);
-        let mut opened = 0;
-        for _ in 0..300 {
+        let (mut opened, mut written) = (0, 0);
+        for case in 0..1000 {
             let mut bytes = good.clone();
             for _ in 0..1 + rng.below(4) {
                 let (start, len) = regions[rng.below(regions.len() as u64) as usize];
@@ -911,8 +1384,71 @@ pub(crate) mod tests {
             }
             std::fs::write(&bad, &bytes).unwrap();
             opened += use_all_of(&bad, &mut rng);
+            // Writes, where the image opens for writing, in a child process: an abort (as
+            // imago's stack overflow was) must not take this process with it.
+            if written < 100 && open(&bad, true).is_ok() {
+                written += 1;
+                let out = Command::new(std::env::current_exe().unwrap())
+                    .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads=1"])
+                    .env(CHILD_ENV, &bad)
+                    .output()
+                    .unwrap();
+                let ran = String::from_utf8_lossy(&out.stdout).contains("1 passed");
+                let header_kept = read_file(&bad, 0, 4) == MAGIC;
+                if !(out.status.success() && ran && header_kept) {
+                    let keep =
+                        std::env::temp_dir().join(format!("rewind-qcow2-corruption-{case}.qcow2"));
+                    std::fs::write(&keep, &bytes).unwrap();
+                    let status = match std::os::unix::process::ExitStatusExt::signal(&out.status) {
+                        Some(signal) => format!("killed by signal {signal}"),
+                        None => out.status.to_string(),
+                    };
+                    panic!(
+                        "writing to corruption {case} (kept as {}): {status}, ran: {ran}, header \
+                         kept: {header_kept}; {}",
+                        keep.display(),
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            }
         }
         assert!(opened > 100, "only {opened} corrupted images opened");
+        assert!(
+            written >= 50,
+            "only {written} corrupted images opened for writing"
+        );
+    }
+
+    /// The environment variable that names the image [`CHILD_TEST`] writes to.
+    const CHILD_ENV: &str = "REWIND_QCOW2_WRITE_TO";
+    /// The test run in a child process by `random_corruptions_give_errors_not_panics`.
+    const CHILD_TEST: &str =
+        "devices::virtio::qcow2::tests::writes_to_the_image_in_the_environment_do_not_panic";
+
+    /// Without [`CHILD_ENV`], nothing; with it, opens that image writable and writes to it:
+    /// sectors at the start, across clusters, in the middle, at the end; errors are fine.
+    #[test]
+    fn writes_to_the_image_in_the_environment_do_not_panic() {
+        let Some(path) = std::env::var_os(CHILD_ENV) else {
+            return;
+        };
+        let Ok(image) = open(Path::new(&path), true) else {
+            return;
+        };
+        let size = image.size;
+        let mut rng = Rng::new(size);
+        let mut ops = vec![(0, 512), (4096 - 512, 1024), (size / 2, 512)];
+        ops.push((size.saturating_sub(512), 512));
+        for _ in 0..4 {
+            ops.push((
+                rng.below(size / 512) * 512,
+                512 * (1 + rng.below(16) as usize),
+            ));
+        }
+        for (i, (at, len)) in ops.into_iter().enumerate() {
+            let _ = image.write_at(&pattern(i as u64, at, len), at);
+        }
+        let _ = image.flush();
     }
 
     /// An empty 4 MiB image with 4 KiB clusters, as qemu-img makes it (header, refcount table,
@@ -932,38 +1468,204 @@ pub(crate) mod tests {
         img
     }
 
-    // imago 0.2.6 trusts the refcounts when it allocates, and the two tests below fail with it
-    // (they are what was found when writes were part of the corruption tests above). The
-    // first aborts the whole test process: run it alone.
+    /// Opening `path` writable is refused as inconsistent, with `what` in the message and the
+    /// qemu-img command that repairs it, and the file is left as it was; opening it read-only
+    /// works.
+    fn assert_refused_for_writing(path: &Path, what: &str) {
+        let before = std::fs::read(path).unwrap();
+        let p = path.to_str().unwrap();
+        let e = open_err(path, true);
+        assert!(
+            e.starts_with(&format!(
+                "disk image {p}: its qcow2 metadata is inconsistent ("
+            )) && e.contains(what),
+            "{e}"
+        );
+        assert!(
+            e.ends_with(&format!(
+                ": repair it with `qemu-img check -r all {p}`, or use it read-only (readonly=on)"
+            )),
+            "{e}"
+        );
+        assert!(
+            std::fs::read(path).unwrap() == before,
+            "refused, yet written"
+        );
+        let image = open(path, false).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let _ = image.read_at(&mut buf, 0);
+    }
+
+    // imago 0.2.6 trusts the refcounts when it allocates: writing to these two images (found
+    // when writes were part of the corruption tests above) overflowed its stack (the process
+    // aborted) after writing a refcount block over the header, and wrote an L2 entry over the
+    // header. The check before a writable open refuses them.
 
     #[test]
-    #[ignore = "imago 0.2.6 overflows its stack (the process aborts) after writing a refcount \
-                block over the header"]
-    fn writing_to_an_image_missing_a_refcount_block_is_an_error() {
+    fn writing_to_an_image_missing_a_refcount_block_is_refused() {
         let dir = TempDir::new("qcow2-no-refblock");
         let img = small_image(&dir);
         let reftable = be64(&read_file(&img, 0, 56), 48);
         let file = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
         file.write_all_at(&[0; 8], reftable).unwrap();
         drop(file);
-        let image = open(&img, true).unwrap();
-        let _ = image.write_at(&[1; 512], 0);
-        drop(image);
-        assert_eq!(read_file(&img, 0, 4), MAGIC);
+        assert_refused_for_writing(&img, "cluster 0x0 (the header) has no refcount block");
+        // What the message says to do makes it writable.
+        qemu_img(&["check", "-r", "all", img.to_str().unwrap()]);
+        check_writes(&dir, &img, &write_ops(mib(4), 4096));
     }
 
     #[test]
-    #[ignore = "imago 0.2.6 takes the missing refcount block for zeros, allocates cluster 0 \
-                and writes an L2 entry over the header"]
-    fn writing_to_a_truncated_image_keeps_its_header() {
+    fn writing_to_a_truncated_image_is_refused() {
         let dir = TempDir::new("qcow2-cut-refblock");
         let img = small_image(&dir);
         let file = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
         file.set_len(8192).unwrap();
         drop(file);
-        if let Ok(image) = open(&img, true) {
-            let _ = image.write_at(&[1; 512], 0);
+        assert_refused_for_writing(
+            &img,
+            "refcount block 0 (4096 bytes at 0x2000) ends past the end of the file (8192 bytes)",
+        );
+    }
+
+    /// The header fields the tests below patch around: cluster bits, refcount order.
+    fn header_of(path: &Path) -> (u32, u32, Vec<u8>) {
+        let h = read_file(path, 0, 104);
+        let order = if be32(&h, 4) == 3 { be32(&h, 96) } else { 4 };
+        (be32(&h, 20), order, h)
+    }
+
+    /// Where the refcount of the cluster at host offset `host` is: its byte and, for refcounts
+    /// narrower than a byte, its shift in it (QEMU's layout: little-endian bit order in bytes,
+    /// big-endian bytes).
+    fn refcount_place(path: &Path, host: u64) -> (u64, u32, u32) {
+        let (cb, order, h) = header_of(path);
+        let rb_bits = cb + 3 - order;
+        let cluster = host >> cb;
+        let entry = be64(
+            &read_file(path, be64(&h, 48) + 8 * (cluster >> rb_bits), 8),
+            0,
+        );
+        let bit = (cluster & ((1 << rb_bits) - 1)) << order;
+        (entry + bit / 8, (bit % 8) as u32, 1 << order)
+    }
+
+    /// Sets the refcount of the cluster at host offset `host` to `value`.
+    fn set_refcount(path: &Path, host: u64, value: u64) {
+        let (at, shift, bits) = refcount_place(path, host);
+        let bytes = if bits < 8 {
+            let mask = ((1u8 << bits) - 1) << shift;
+            let old = read_file(path, at, 1)[0];
+            vec![old & !mask | (value as u8) << shift & mask]
+        } else {
+            value.to_be_bytes()[8 - bits as usize / 8..].to_vec()
+        };
+        patch(path, at, &bytes);
+    }
+
+    fn patch(path: &Path, at: u64, bytes: &[u8]) {
+        let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        file.write_all_at(bytes, at).unwrap();
+    }
+
+    /// Where the L2 entry of guest offset `guest` is (in the image's tables), and its value.
+    fn l2_entry(path: &Path, guest: u64) -> (u64, u64) {
+        let (cb, _, h) = header_of(path);
+        let l1 = be64(
+            &read_file(path, be64(&h, 40) + 8 * (guest >> (2 * cb - 3)), 8),
+            0,
+        );
+        let at = (l1 & OFFSET_MASK) + 8 * ((guest >> cb) & ((1 << (cb - 3)) - 1));
+        (at, be64(&read_file(path, at, 8), 0))
+    }
+
+    #[test]
+    fn images_whose_refcounts_do_not_count_their_clusters_are_refused_for_writing() {
+        let dir = TempDir::new("qcow2-inconsistent");
+        let img = dir.file("disk.qcow2");
+        let img_s = img.to_str().unwrap();
+        let good = dir.file("good.qcow2");
+        let restore = || std::fs::copy(&good, &img).unwrap();
+        // Every refcount width: a cluster written after a snapshot (refcount 1, marked
+        // unshared) and one shared with the snapshot (refcount 2, used twice).
+        for bits in [1, 2, 4, 8, 16, 32, 64] {
+            let opts = format!("cluster_size=4096,refcount_bits={bits}");
+            qemu_img(&["create", "-f", "qcow2", "-o", &opts, img_s, "4M"]);
+            qemu_io(&img, &["write -P 0xaa 0 64k"]);
+            if bits > 1 {
+                qemu_img(&["snapshot", "-c", "one", img_s]);
+            }
+            qemu_io(&img, &["write -P 0xbb 1M 4k"]);
+            std::fs::copy(&img, &good).unwrap();
+            drop(open(&img, true).unwrap());
+            let (_, entry) = l2_entry(&img, mib(1));
+            assert_ne!(entry & COPIED, 0);
+            let host = entry & OFFSET_MASK;
+            let what = format!("cluster {host:#x} (data of guest offset 0x100000)");
+            set_refcount(&img, host, 0);
+            assert_refused_for_writing(&img, &format!("{what} has refcount 0"));
+            if bits == 1 {
+                continue;
+            }
+            restore();
+            set_refcount(&img, host, 2);
+            let e = format!("{what} is marked unshared (COPIED) but has refcount 2");
+            assert_refused_for_writing(&img, &e);
+            restore();
+            let shared = l2_entry(&img, 0).1 & OFFSET_MASK;
+            set_refcount(&img, shared, 1);
+            let e =
+                format!("cluster {shared:#x} (data of guest offset 0x0) has refcount 1 but 2 uses");
+            assert_refused_for_writing(&img, &e);
         }
-        assert_eq!(read_file(&img, 0, 4), MAGIC);
+
+        // The snapshot's L1 table is counted.
+        restore();
+        let snapshots = be64(&read_file(&img, 64, 8), 0);
+        let l1 = be64(&read_file(&img, snapshots, 8), 0);
+        set_refcount(&img, l1, 0);
+        let e = format!("cluster {l1:#x} (the L1 table of snapshot 1) has refcount 0");
+        assert_refused_for_writing(&img, &e);
+
+        // Data in metadata, data in two places at once, data past the end of the file.
+        qemu_img(&[
+            "create",
+            "-f",
+            "qcow2",
+            "-o",
+            "cluster_size=4096",
+            img_s,
+            "4M",
+        ]);
+        qemu_io(&img, &["write -P 0xaa 1M 4k"]);
+        std::fs::copy(&img, &good).unwrap();
+        let (at, entry) = l2_entry(&img, mib(1));
+        let next = at + 8;
+        let l1 = be64(&read_file(&img, 40, 8), 0);
+        patch(&img, next, &(COPIED | l1).to_be_bytes());
+        let e = format!("cluster {l1:#x} (data of guest offset 0x101000) is also the L1 table");
+        assert_refused_for_writing(&img, &e);
+        restore();
+        patch(&img, next, &entry.to_be_bytes());
+        let e = format!(
+            "cluster {:#x} (data of guest offset 0x101000) has refcount 1 but 2 uses",
+            entry & OFFSET_MASK
+        );
+        assert_refused_for_writing(&img, &e);
+        restore();
+        let len = std::fs::metadata(&img).unwrap().len();
+        let past = len.next_multiple_of(4096) + 4096;
+        patch(&img, next, &(COPIED | past).to_be_bytes());
+        let e = format!(
+            "cluster {past:#x} (data of guest offset 0x101000) is past the end of the file \
+             ({len} bytes)"
+        );
+        assert_refused_for_writing(&img, &e);
+
+        // A disk size the L1 table does not cover (QEMU does not open such an image).
+        restore();
+        patch(&img, 24, &mib(5).to_be_bytes());
+        let e = "the L1 table (2 entries) is too small for the disk size (5242880 bytes)";
+        assert_refused_for_writing(&img, e);
     }
 }
