@@ -204,7 +204,11 @@ impl Live<'_> {
             let (answer, action) = qmp::execute(&request, status);
             match action {
                 qmp::Action::None => {}
-                qmp::Action::Quit => outcome = Some(Outcome::Quit),
+                qmp::Action::Quit => {
+                    outcome = Some(Outcome::Quit);
+                    request.answer_and_wait(answer);
+                    continue;
+                }
                 qmp::Action::Input(batches) => {
                     for events in batches {
                         self.inject(InputEvent::Input(events))?;

@@ -15,6 +15,18 @@ pub struct Request {
     pub command: String,
     pub arguments: Value,
     pub reply: Sender<Value>,
+    /// Says when the answer has been written to the client (so `quit` can answer before the
+    /// process ends).
+    pub written: Receiver<()>,
+}
+
+impl Request {
+    /// Answers, and waits (briefly) until the client has the answer.
+    pub fn answer_and_wait(self, answer: Value) {
+        if self.reply.send(answer).is_ok() {
+            let _ = self.written.recv_timeout(std::time::Duration::from_secs(2));
+        }
+    }
 }
 
 /// The evdev events of an `input-send-event` command (`events`: key, btn, abs and rel
@@ -254,17 +266,29 @@ fn serve(reader: impl BufRead, mut writer: impl Write, tx: Sender<Request>) {
         if line.trim().is_empty() {
             continue;
         }
+        let (done, written) = mpsc::channel();
         let answer = match serde_json::from_str::<Value>(&line) {
             Err(e) => error("GenericError", format!("JSON parse error, {e}")),
-            Ok(request) => answer(&request, &mut negotiated, &tx),
+            Ok(request) => answer(&request, &mut negotiated, &tx, written),
         };
-        if writeln!(writer, "{answer}").is_err() {
+        // One write for the whole line, so that a client never sees half an answer.
+        if writer
+            .write_all(format!("{answer}\n").as_bytes())
+            .and_then(|()| writer.flush())
+            .is_err()
+        {
             return;
         }
+        let _ = done.send(());
     }
 }
 
-fn answer(request: &Value, negotiated: &mut bool, tx: &Sender<Request>) -> Value {
+fn answer(
+    request: &Value,
+    negotiated: &mut bool,
+    tx: &Sender<Request>,
+    written: Receiver<()>,
+) -> Value {
     let id = request.get("id").cloned();
     let with_id = |mut v: Value| {
         if let (Some(id), Some(obj)) = (&id, v.as_object_mut()) {
@@ -297,6 +321,7 @@ fn answer(request: &Value, negotiated: &mut bool, tx: &Sender<Request>) -> Value
         command: command.to_string(),
         arguments,
         reply,
+        written,
     });
     let value = match sent.ok().and_then(|()| answer.recv().ok()) {
         Some(value) => value,

@@ -177,10 +177,11 @@ impl QmpControl {
                 has_keyboard: false,
             };
             let (answer, action) = crate::qmp::execute(&request, status);
-            let _ = request.reply.send(answer);
             if let crate::qmp::Action::Quit = action {
+                request.answer_and_wait(answer);
                 return true;
             }
+            let _ = request.reply.send(answer);
         }
     }
 }
