@@ -44,8 +44,6 @@ const SSTATUS_VISIBLE: u64 = MSTATUS_SIE
     | MSTATUS_MXR
     | 3 << 32
     | MSTATUS_SD;
-const MSTATUS_TRANSLATION: u64 =
-    MSTATUS_MPRV | MSTATUS_MPP | MSTATUS_SUM | MSTATUS_MXR | MSTATUS_TVM;
 
 /// RV64 with A, C, D, F, I, M, S, U.
 pub const MISA: u64 = 2 << 62 | 1 | 1 << 2 | 1 << 3 | 1 << 5 | 1 << 8 | 1 << 12 | 1 << 18 | 1 << 20;
@@ -403,7 +401,9 @@ impl Hart {
             new = (new & !MSTATUS_MPP) | (old & MSTATUS_MPP);
         }
         self.csr.mstatus = new;
-        if (old ^ new) & MSTATUS_TRANSLATION != 0 {
+        // MPRV, MPP and SUM select the TLB set (by effective privilege and SUM, in
+        // context_changed), so only MXR, which changes what every set may hold, flushes.
+        if (old ^ new) & MSTATUS_MXR != 0 {
             self.flush_translations();
         } else {
             self.context_changed();

@@ -121,6 +121,8 @@ pub struct Hart {
     pub(crate) reservation: Option<Reservation>,
     /// Effective privilege of data accesses (MPRV applied).
     pub(crate) data_priv: u8,
+    /// The TLB's data set for this privilege and `mstatus.SUM` (see `mmu::data_level`).
+    pub(crate) data_level: u8,
     pub(crate) tlb: Box<Tlb>,
     /// Virtual page number of the page instructions are fetched from, or `u64::MAX`.
     fetch_vpn: u64,
@@ -163,6 +165,7 @@ impl Hart {
             irq_lines: 0,
             reservation: None,
             data_priv: PRIV_M,
+            data_level: crate::mmu::data_level(PRIV_M, false),
             tlb: Box::default(),
             fetch_vpn: u64::MAX,
             fetch_page: 0,
@@ -335,6 +338,7 @@ impl Hart {
         } else {
             self.privilege
         };
+        self.data_level = crate::mmu::data_level(self.data_priv, mstatus & MSTATUS_SUM != 0);
     }
 
     /// Drops all cached translations (`sfence.vma`, `satp`, permission-relevant `mstatus` bits,
@@ -898,7 +902,7 @@ impl Hart {
         mmio: &mut M,
         addr: u64,
     ) -> Result<u64, Trap> {
-        if let Some(off) = self.tlb.read_hit(self.data_priv, addr, N) {
+        if let Some(off) = self.tlb.read_hit(self.data_level, addr, N) {
             if let Some(b) = ram.bytes().get(off..off + N) {
                 let mut buf = [0u8; 8];
                 buf[..N].copy_from_slice(b);
@@ -917,7 +921,7 @@ impl Hart {
         addr: u64,
         value: u64,
     ) -> Result<(), Trap> {
-        if let Some(off) = self.tlb.write_hit(self.data_priv, addr, N) {
+        if let Some(off) = self.tlb.write_hit(self.data_level, addr, N) {
             if let Some(b) = ram.bytes_mut_unchecked().get_mut(off..off + N) {
                 b.copy_from_slice(&value.to_le_bytes()[..N]);
                 return Ok(());

@@ -27,16 +27,30 @@ const EMPTY: TlbEntry = TlbEntry {
 
 /// Three privilege levels (U, S, M) × three access kinds.
 pub(crate) struct Tlb {
-    read: [[TlbEntry; TLB_ENTRIES]; 3],
-    write: [[TlbEntry; TLB_ENTRIES]; 3],
+    /// Data sets by [`data_level`]: S-mode with `mstatus.SUM` has its own, so that Linux's
+    /// toggling of SUM around every copy to or from user memory needs no flush.
+    read: [[TlbEntry; TLB_ENTRIES]; DATA_LEVELS],
+    write: [[TlbEntry; TLB_ENTRIES]; DATA_LEVELS],
     exec: [[TlbEntry; TLB_ENTRIES]; 3],
+}
+
+/// U, S, M, and S with SUM set.
+const DATA_LEVELS: usize = 4;
+
+/// The TLB data set for accesses at effective privilege `privilege` with `mstatus.SUM` =
+/// `sum` (which only S-mode sees).
+pub(crate) fn data_level(privilege: u8, sum: bool) -> u8 {
+    match (level_index(privilege), sum) {
+        (1, true) => 3,
+        (level, _) => level as u8,
+    }
 }
 
 impl Default for Tlb {
     fn default() -> Self {
         Tlb {
-            read: [[EMPTY; TLB_ENTRIES]; 3],
-            write: [[EMPTY; TLB_ENTRIES]; 3],
+            read: [[EMPTY; TLB_ENTRIES]; DATA_LEVELS],
+            write: [[EMPTY; TLB_ENTRIES]; DATA_LEVELS],
             exec: [[EMPTY; TLB_ENTRIES]; 3],
         }
     }
@@ -95,13 +109,13 @@ impl Tlb {
     }
 
     #[inline(always)]
-    pub(crate) fn read_hit(&self, privilege: u8, addr: u64, size: usize) -> Option<usize> {
-        lookup(&self.read[level_index(privilege)], addr, size)
+    pub(crate) fn read_hit(&self, level: u8, addr: u64, size: usize) -> Option<usize> {
+        lookup(&self.read[level as usize], addr, size)
     }
 
     #[inline(always)]
-    pub(crate) fn write_hit(&self, privilege: u8, addr: u64, size: usize) -> Option<usize> {
-        lookup(&self.write[level_index(privilege)], addr, size)
+    pub(crate) fn write_hit(&self, level: u8, addr: u64, size: usize) -> Option<usize> {
+        lookup(&self.write[level as usize], addr, size)
     }
 
     #[inline]
@@ -109,18 +123,21 @@ impl Tlb {
         lookup(&self.exec[level_index(privilege)], addr, 2)
     }
 
-    fn fill(&mut self, privilege: u8, access: Access, vaddr: u64, ram_off: usize) {
+    /// Caches a translation: `level` is the data level for loads and stores, the privilege's
+    /// level for fetches.
+    fn fill(&mut self, level: u8, access: Access, vaddr: u64, ram_off: usize) {
         let vpn = vaddr >> PAGE_SHIFT;
         let entry = TlbEntry {
             vpn,
             delta: ((ram_off as u64) & !(PAGE_SIZE - 1)).wrapping_sub(vpn << PAGE_SHIFT),
         };
-        let sets = match access {
-            Access::Load => &mut self.read,
-            Access::Store => &mut self.write,
-            Access::Exec => &mut self.exec,
-        };
-        sets[level_index(privilege)][vpn as usize & (TLB_ENTRIES - 1)] = entry;
+        let index = vpn as usize & (TLB_ENTRIES - 1);
+        let level = level as usize;
+        match access {
+            Access::Load => self.read[level][index] = entry,
+            Access::Store => self.write[level][index] = entry,
+            Access::Exec => self.exec[level_index(level as u8)][index] = entry,
+        }
     }
 
     /// Drops write entries that reach the RAM page at `page_off` (it now holds code).
@@ -198,7 +215,11 @@ impl Hart {
                     // slow path's write marks it too, unless the store faults on its next page.
                     ram.mark_dirty(off);
                 }
-                self.tlb.fill(privilege, access, vaddr, off);
+                let level = match access {
+                    Access::Exec => privilege,
+                    _ => self.data_level,
+                };
+                self.tlb.fill(level, access, vaddr, off);
             }
         }
         Ok(paddr)

@@ -257,6 +257,14 @@ int main(void) {
   in_s(g_call, TV(12));
   expect1("S fetch U page, SUM=1", 12, TV(12), 'M', PRV_S);
   CSR_CLEAR(mstatus, MSTATUS_SUM);
+  /* The translations made while SUM was set must not outlive it. */
+  in_s(g_ld, TV(5));
+  expect1("S load U page, SUM cleared again", 13, TV(5), 'M', PRV_S);
+  in_s(g_sd, TV(5) + 16);
+  expect1("S store U page, SUM cleared again", 15, TV(5) + 16, 'M', PRV_S);
+  CSR_SET(sstatus, MSTATUS_SUM);
+  ok_val("S load U page, SUM set again", in_s(g_ld, TV(5)), MARK(0));
+  CSR_CLEAR(sstatus, MSTATUS_SUM);
   ok_val("U load U page", in_u(u_ld, TV(5)), MARK(0));
   in_u(u_sd, TV(5) + 24);
   expect_no_trap("U store U page");
