@@ -152,6 +152,9 @@ struct Live<'a> {
     backends: Vec<Backend>,
     /// Frames from each backend that the NIC has not taken yet.
     frames_waiting: Vec<VecDeque<Vec<u8>>>,
+    /// Console bytes typed that the UART has not accepted yet. They outlive each drive loop
+    /// (a gdb step, a guest reboot), so no input is ever lost.
+    typed: VecDeque<u8>,
 }
 
 /// Frames a NIC may hold for its driver before the host waits for it to take them (flow
@@ -262,9 +265,9 @@ impl Live<'_> {
 
     /// Takes an event from the console and network threads; returns an outcome if it ends
     /// the run.
-    fn host_event(&mut self, event: ConsoleEvent, typed: &mut VecDeque<u8>) -> Option<Outcome> {
+    fn host_event(&mut self, event: ConsoleEvent) -> Option<Outcome> {
         match event {
-            ConsoleEvent::Input(bytes) => typed.extend(bytes),
+            ConsoleEvent::Input(bytes) => self.typed.extend(bytes),
             ConsoleEvent::Quit => return Some(Outcome::Quit),
             ConsoleEvent::Frame(nic, frame) => {
                 if let Some(waiting) = self.frames_waiting.get_mut(nic) {
@@ -378,6 +381,7 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, Stri
         stopped: false,
         backends: Vec::new(),
         frames_waiting: vec![VecDeque::new(); args.netdevs.len()],
+        typed: VecDeque::new(),
     };
     let (host_events, input) = std::sync::mpsc::channel();
     for (nic, spec) in args.netdevs.iter().enumerate() {
@@ -665,7 +669,6 @@ fn drive(live: &mut Live, input: &Receiver<ConsoleEvent>) -> Outcome {
 }
 
 fn drive_inner(live: &mut Live, input: &Receiver<ConsoleEvent>) -> Result<Outcome, String> {
-    let mut pending: VecDeque<u8> = VecDeque::new();
     let mut input_open = true;
     let pacing = !live.args.no_pacing;
     loop {
@@ -678,7 +681,7 @@ fn drive_inner(live: &mut Live, input: &Receiver<ConsoleEvent>) -> Result<Outcom
         if live.stopped {
             // Stopped by QMP: nothing runs and guest time stands still until `cont`.
             if let Ok(event) = input.recv_timeout(Duration::from_millis(10)) {
-                if let Some(outcome) = live.host_event(event, &mut pending) {
+                if let Some(outcome) = live.host_event(event) {
                     return Ok(outcome);
                 }
             }
@@ -686,14 +689,15 @@ fn drive_inner(live: &mut Live, input: &Receiver<ConsoleEvent>) -> Result<Outcom
         }
         // Take what has been typed; the UART accepts what fits in its FIFO.
         while let Ok(event) = input.try_recv() {
-            if let Some(outcome) = live.host_event(event, &mut pending) {
+            if let Some(outcome) = live.host_event(event) {
                 return Ok(outcome);
             }
         }
         live.feed_frames()?;
-        let room = live.machine.console_room().min(pending.len());
+        let room = live.machine.console_room().min(live.typed.len());
         if room > 0 {
-            live.inject(InputEvent::Console(pending.drain(..room).collect()))?;
+            let bytes = live.typed.drain(..room).collect();
+            live.inject(InputEvent::Console(bytes))?;
         }
         let limit = live.limit();
         let stop = live.machine.run(limit, SLICE);
@@ -717,7 +721,7 @@ fn drive_inner(live: &mut Live, input: &Receiver<ConsoleEvent>) -> Result<Outcom
             (None, Some(l)) => Some(l),
             (t, None) => t,
         };
-        if !pending.is_empty() {
+        if !live.typed.is_empty() {
             continue; // the FIFO has room again only once the guest reads: let it run
         }
         let machine = &mut live.machine;
@@ -752,7 +756,7 @@ fn drive_inner(live: &mut Live, input: &Receiver<ConsoleEvent>) -> Result<Outcom
         // Input that arrived while the guest slept arrives at the virtual time that
         // corresponds to the wall time waited.
         if let Ok(event) = event {
-            if let Some(outcome) = live.host_event(event, &mut pending) {
+            if let Some(outcome) = live.host_event(event) {
                 return Ok(outcome);
             }
         }

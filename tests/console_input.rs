@@ -1,0 +1,145 @@
+//! Console input is never lost: bytes typed faster than the guest's UART takes them wait on
+//! the host side, across everything that interrupts a live run (a gdb step, a guest reboot),
+//! and a recording of the run replays them exactly.
+
+mod common;
+
+use std::io::{BufRead, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Bytes typed before the `.` that makes the guest print its count: far more than the UART's
+/// 16-byte FIFO holds.
+const TYPED: usize = 5000;
+
+/// Our bare-metal program that counts console input (tests/guest/special/console_count.c).
+fn console_count() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let status = Command::new("make")
+        .args(["-s", "-C", "tests/guest", "build/console_count.elf"])
+        .current_dir(root)
+        .status()
+        .expect("make (gcc-riscv64-unknown-elf: scripts/install-deps)");
+    assert!(status.success());
+    root.join("tests/guest/build/console_count.elf")
+}
+
+fn typed_text(prefix: &str) -> String {
+    format!("{prefix}{}.", "x".repeat(TYPED))
+}
+
+/// The count the guest printed last.
+fn last_count(console: &str) -> usize {
+    console
+        .lines()
+        .filter_map(|l| l.strip_prefix("count "))
+        .last()
+        .unwrap_or_else(|| panic!("no count in:\n{console}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn input_typed_while_gdb_steps_reaches_the_guest() {
+    let elf = console_count();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rewind"))
+        .args(["run", "--bios", "none", "--kernel", elf.to_str().unwrap()])
+        .args(["--gdb", &address])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("waiting for gdb") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "rewind ended early"
+        );
+    }
+    // Everything is typed at once, while gdb takes the run one instruction at a time.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(typed_text("").as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let script = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-input-steps.gdb");
+    std::fs::write(
+        &script,
+        format!(
+            "set pagination off\nset confirm off\nset architecture riscv:rv64\n\
+             target remote {address}\nstepi 3000\ncontinue\n"
+        ),
+    )
+    .unwrap();
+    // Without the input, the guest would wait for its `.` forever: bound gdb's time.
+    let gdb = Command::new("timeout")
+        .args(["120", "gdb-multiarch", "-nx", "-batch", "-x"])
+        .arg(&script)
+        .stdin(Stdio::null())
+        .output()
+        .expect("gdb-multiarch (scripts/install-deps)");
+    let gdb_out = String::from_utf8_lossy(&gdb.stdout);
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let console = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        gdb_out.contains("exited normally"),
+        "{gdb_out}\n{}\nconsole:\n{console}",
+        String::from_utf8_lossy(&gdb.stderr)
+    );
+    assert_eq!(last_count(&console), TYPED, "{console}");
+}
+
+#[test]
+fn input_waiting_when_the_guest_reboots_reaches_it_after_and_replays() {
+    let elf = console_count();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-input");
+    std::fs::create_dir_all(&dir).unwrap();
+    let recording = dir.join("reboot.rwd");
+    let mut console = common::Console::start(&[
+        "record",
+        "-o",
+        recording.to_str().unwrap(),
+        "--bios",
+        "none",
+        "--kernel",
+        elf.to_str().unwrap(),
+    ]);
+    console.wait_for(0, "ready\n", Duration::from_secs(30));
+    // `R` reboots the guest while the rest of the input still waits for the UART.
+    console.type_text(&typed_text("R"));
+    let status = console.wait_exit(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "{}", console.seen);
+    assert!(
+        console.seen.contains("ready\nrebooting\nready\n"),
+        "{}",
+        console.seen
+    );
+    // The reboot empties the UART's FIFO, as on QEMU; nothing beyond it is lost.
+    let count = last_count(&console.seen);
+    assert!(
+        (TYPED - 16..=TYPED).contains(&count),
+        "{count} of {TYPED} bytes arrived"
+    );
+    let replay = Command::new(env!("CARGO_BIN_EXE_rewind"))
+        .args(["replay", recording.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        replay.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    assert_eq!(replay.stdout, console.bytes);
+}
