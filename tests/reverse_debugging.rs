@@ -320,7 +320,9 @@ fn bad_clients_and_bad_requests_get_errors_and_the_server_keeps_serving() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // Writes fail (a replay cannot be changed); Python keeps the script going after them.
-    let commands = "printf \"A0 %lx\\n\", $a0\n\
+    // A bare qSupported (legal: the client announces no features) is answered like any other.
+    let commands = "maint packet qSupported\n\
+                    printf \"A0 %lx\\n\", $a0\n\
                     python\n\
                     for c in ['set $a0 = 5', 'set *(long *)0x80000000 = 1']:\n\
                     \x20   try:\n\
@@ -338,6 +340,10 @@ fn bad_clients_and_bad_requests_get_errors_and_the_server_keeps_serving() {
     let out = gdb(&server, "", commands);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("received: \"PacketSize="),
+        "{stdout}\n{stderr}"
+    );
     let a0 = tagged(&stdout, "A0 ");
     assert_eq!(a0.len(), 2, "{stdout}\n{stderr}");
     assert_eq!(a0[0], a0[1], "a register write changed the replay");

@@ -3,9 +3,10 @@
 //! commands to see and move the position in the recording.
 
 pub mod arch;
+mod conn;
 pub mod timeline;
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 
 use gdbstub::common::Signal;
 use gdbstub::conn::ConnectionExt;
@@ -30,6 +31,7 @@ use rewind_machine::Machine;
 use rewind_replay::{PlayError, Player};
 
 use arch::{Regs, Rv64, CSRS};
+use conn::GdbConnection;
 use timeline::{Stopped, Timeline};
 
 /// Instructions run between looks at the connection during a long `continue`.
@@ -567,12 +569,12 @@ struct EventLoop<E>(std::marker::PhantomData<E>);
 
 impl<E: Engine> BlockingEventLoop for EventLoop<E> {
     type Target = DebugTarget<E>;
-    type Connection = TcpStream;
+    type Connection = GdbConnection;
     type StopReason = SingleThreadStopReason<u64>;
 
     fn wait_for_stop_reason(
         target: &mut DebugTarget<E>,
-        conn: &mut TcpStream,
+        conn: &mut GdbConnection,
     ) -> Result<
         run_blocking::Event<Self::StopReason>,
         run_blocking::WaitForStopReasonError<DebugError, std::io::Error>,
@@ -661,7 +663,7 @@ pub fn serve_one<E: Engine>(
         .map_err(|e| format!("cannot accept a gdb connection: {e}"))?;
     let _ = stream.set_nodelay(true);
     eprintln!("rewind: gdb connected from {peer}");
-    let gdb = GdbStub::new(stream);
+    let gdb = GdbStub::new(GdbConnection::new(stream));
     match gdb.run_blocking::<EventLoop<E>>(target) {
         Ok(DisconnectReason::Kill) => Ok(SessionEnd::Killed),
         Ok(DisconnectReason::TargetExited(_) | DisconnectReason::TargetTerminated(_)) => {
