@@ -3,6 +3,7 @@
 
 use crate::hart::{Hart, PRIV_M, PRIV_S, PRIV_U};
 use crate::trap::Trap;
+use crate::trigger::{self, TRIGGERS};
 
 pub const MSTATUS_SIE: u64 = 1 << 1;
 pub const MSTATUS_MIE: u64 = 1 << 3;
@@ -65,6 +66,13 @@ pub const SATP_MODE_SV48: u64 = 9;
 
 pub const PMP_ENTRIES: usize = 16;
 
+/// `mcountinhibit` bits that stop `mcycle` and `minstret`.
+pub const INHIBIT_CY: u64 = 1 << 0;
+pub const INHIBIT_IR: u64 = 1 << 2;
+/// Writable `mcountinhibit` bits, as QEMU 10's `virt` hart: CY, IR and the 16 counters
+/// mhpmcounter3..18 (which read 0 here).
+const MCOUNTINHIBIT_WRITABLE: u64 = 0x7fffd;
+
 /// CSR numbers used by name elsewhere.
 pub mod num {
     pub const FFLAGS: u16 = 0x001;
@@ -98,6 +106,12 @@ pub mod num {
     pub const MIP: u16 = 0x344;
     pub const PMPCFG0: u16 = 0x3a0;
     pub const PMPADDR0: u16 = 0x3b0;
+    pub const TSELECT: u16 = 0x7a0;
+    pub const TDATA1: u16 = 0x7a1;
+    pub const TDATA2: u16 = 0x7a2;
+    pub const TDATA3: u16 = 0x7a3;
+    pub const TINFO: u16 = 0x7a4;
+    pub const MCONTEXT: u16 = 0x7a8;
     pub const MCYCLE: u16 = 0xb00;
     pub const MINSTRET: u16 = 0xb02;
     pub const CYCLE: u16 = 0xc00;
@@ -112,7 +126,7 @@ pub mod num {
 
 /// Every CSR value that is guest-visible state. Counters are stored as offsets from the
 /// instruction count so that they need no work per instruction.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CsrState {
     pub mstatus: u64,
     pub medeleg: u64,
@@ -142,10 +156,59 @@ pub struct CsrState {
     pub frm: u8,
     pub pmpcfg: [u8; PMP_ENTRIES],
     pub pmpaddr: [u64; PMP_ENTRIES],
-    /// `mcycle - icount`, changed by writes to `mcycle`.
+    /// `mcycle - icount`, changed by writes to `mcycle`; while `mcountinhibit.CY` is set,
+    /// the frozen value of `mcycle` itself.
     pub mcycle_offset: u64,
-    /// `minstret - icount`, changed by writes to `minstret`.
+    /// `minstret - icount`, changed by writes to `minstret`; while `mcountinhibit.IR` is set,
+    /// the frozen value of `minstret` itself.
     pub minstret_offset: u64,
+    /// Sdtrig (see `trigger.rs`): the selected trigger, always below `TRIGGERS`.
+    pub tselect: u64,
+    pub tdata1: [u64; TRIGGERS],
+    pub tdata2: [u64; TRIGGERS],
+    pub tdata3: [u64; TRIGGERS],
+    pub mcontext: u64,
+}
+
+impl Default for CsrState {
+    /// The CSRs at reset: zero, but for the triggers' type.
+    fn default() -> Self {
+        CsrState {
+            mstatus: 0,
+            medeleg: 0,
+            mideleg: 0,
+            mie: 0,
+            mip: 0,
+            mtvec: 0,
+            mcounteren: 0,
+            mcountinhibit: 0,
+            mscratch: 0,
+            mepc: 0,
+            mcause: 0,
+            mtval: 0,
+            menvcfg: 0,
+            stvec: 0,
+            scounteren: 0,
+            sscratch: 0,
+            sepc: 0,
+            scause: 0,
+            stval: 0,
+            senvcfg: 0,
+            satp: 0,
+            stimecmp: 0,
+            fflags: 0,
+            frm: 0,
+            pmpcfg: [0; PMP_ENTRIES],
+            pmpaddr: [0; PMP_ENTRIES],
+            mcycle_offset: 0,
+            minstret_offset: 0,
+            tselect: 0,
+            tdata1: [trigger::TDATA1_RESET; TRIGGERS],
+            tdata2: [0; TRIGGERS],
+            tdata3: [0; TRIGGERS],
+            mcontext: 0,
+        }
+    }
 }
 
 impl CsrState {
@@ -192,6 +255,13 @@ impl CsrState {
                 .enumerate()
                 .map(|(i, &v)| (format!("pmpaddr{i}"), v)),
         );
+        values.push(("tselect".to_string(), self.tselect));
+        for i in 0..TRIGGERS {
+            values.push((format!("tdata1[{i}]"), self.tdata1[i]));
+            values.push((format!("tdata2[{i}]"), self.tdata2[i]));
+            values.push((format!("tdata3[{i}]"), self.tdata3[i]));
+        }
+        values.push(("mcontext".to_string(), self.mcontext));
         values
     }
 }
@@ -204,6 +274,13 @@ pub fn affects_interrupts(csr: u16) -> bool {
         csr,
         MSTATUS | SSTATUS | MIE | SIE | MIP | SIP | MIDELEG | MENVCFG | STIMECMP
     )
+}
+
+/// Whether writing `csr` can arm or disarm a trigger: such writes end [`Hart::run`] too, so
+/// that the next run picks the loop that checks execute triggers.
+pub fn affects_triggers(csr: u16) -> bool {
+    use num::*;
+    matches!(csr, TSELECT | TDATA1 | TDATA2 | TDATA3 | MCONTEXT)
 }
 
 impl Hart {
@@ -236,11 +313,61 @@ impl Hart {
             return Err(Trap::illegal(bits));
         }
         Ok(match index {
-            0 => self.icount.wrapping_add(self.csr.mcycle_offset),
+            0 => self.mcycle(),
             1 => self.mtime(),
-            2 => self.icount.wrapping_add(self.csr.minstret_offset),
+            2 => self.minstret(),
             _ => 0,
         })
+    }
+
+    /// `mcycle`: it counts instructions, like `minstret`, unless `mcountinhibit.CY` stops it.
+    pub fn mcycle(&self) -> u64 {
+        counter(
+            self.icount,
+            self.csr.mcycle_offset,
+            self.csr.mcountinhibit & INHIBIT_CY != 0,
+        )
+    }
+
+    /// `minstret`, unless `mcountinhibit.IR` stops it.
+    pub fn minstret(&self) -> u64 {
+        counter(
+            self.icount,
+            self.csr.minstret_offset,
+            self.csr.mcountinhibit & INHIBIT_IR != 0,
+        )
+    }
+
+    /// A counter write: the value the next instruction reads (the writing one does not count).
+    fn write_counter(&self, offset: &mut u64, inhibited: bool, value: u64) {
+        *offset = if inhibited {
+            value
+        } else {
+            value.wrapping_sub(self.icount + 1)
+        };
+    }
+
+    /// `mcountinhibit` writes: a counter that stops keeps its value after this instruction
+    /// (which counts); one that restarts gives that value to the next instruction.
+    fn write_mcountinhibit(&mut self, value: u64) {
+        let old = self.csr.mcountinhibit;
+        let new = value & MCOUNTINHIBIT_WRITABLE;
+        let next = self.icount + 1;
+        for (bit, offset) in [
+            (INHIBIT_CY, &mut self.csr.mcycle_offset),
+            (INHIBIT_IR, &mut self.csr.minstret_offset),
+        ] {
+            match (old & bit != 0, new & bit != 0) {
+                (false, true) => *offset = next.wrapping_add(*offset),
+                (true, false) => *offset = offset.wrapping_sub(next),
+                _ => {}
+            }
+        }
+        self.csr.mcountinhibit = new;
+    }
+
+    fn selected_trigger(&self) -> usize {
+        self.csr.tselect as usize % TRIGGERS
     }
 
     pub(crate) fn read_csr(&self, csr: u16, bits: u32) -> Result<u64, Trap> {
@@ -290,9 +417,15 @@ impl Hart {
                 u64::from_le_bytes(bytes)
             }
             0x3b0..=0x3bf => s.pmpaddr[(csr - PMPADDR0) as usize],
-            MCYCLE => self.icount.wrapping_add(s.mcycle_offset),
-            MINSTRET => self.icount.wrapping_add(s.minstret_offset),
+            MCYCLE => self.mcycle(),
+            MINSTRET => self.minstret(),
             0xb03..=0xb1f | 0x323..=0x33f => 0,
+            TSELECT => s.tselect,
+            TDATA1 => s.tdata1[self.selected_trigger()],
+            TDATA2 => s.tdata2[self.selected_trigger()],
+            TDATA3 => s.tdata3[self.selected_trigger()],
+            TINFO => trigger::TINFO,
+            MCONTEXT => s.mcontext,
             MVENDORID | MARCHID | MIMPID | MCONFIGPTR => 0,
             MHARTID => self.hart_id,
             _ => return illegal,
@@ -362,7 +495,7 @@ impl Hart {
             MTVEC => write_tvec(&mut self.csr.mtvec, value),
             MCOUNTEREN => self.csr.mcounteren = value & 0xffff_ffff,
             MENVCFG => self.csr.menvcfg = value & (1 | MENVCFG_STCE),
-            MCOUNTINHIBIT => self.csr.mcountinhibit = value & 0xffff_fffd,
+            MCOUNTINHIBIT => self.write_mcountinhibit(value),
             MSCRATCH => self.csr.mscratch = value,
             MEPC => self.csr.mepc = value & !1,
             MCAUSE => self.csr.mcause = value,
@@ -385,9 +518,44 @@ impl Hart {
                 self.write_pmpaddr((csr - PMPADDR0) as usize, value);
                 self.flush_translations();
             }
-            MCYCLE => self.csr.mcycle_offset = value.wrapping_sub(self.icount + 1),
-            MINSTRET => self.csr.minstret_offset = value.wrapping_sub(self.icount + 1),
+            MCYCLE => {
+                let mut offset = self.csr.mcycle_offset;
+                let inhibited = self.csr.mcountinhibit & INHIBIT_CY != 0;
+                self.write_counter(&mut offset, inhibited, value);
+                self.csr.mcycle_offset = offset;
+            }
+            MINSTRET => {
+                let mut offset = self.csr.minstret_offset;
+                let inhibited = self.csr.mcountinhibit & INHIBIT_IR != 0;
+                self.write_counter(&mut offset, inhibited, value);
+                self.csr.minstret_offset = offset;
+            }
             0xb03..=0xb1f | 0x323..=0x33f => {}
+            // As QEMU: values at or above the number of triggers leave tselect unchanged.
+            TSELECT if value < TRIGGERS as u64 => self.csr.tselect = value,
+            TSELECT => {}
+            TDATA1 => {
+                let i = self.selected_trigger();
+                if let Some(v) = trigger::legal_tdata1(value) {
+                    self.csr.tdata1[i] = v;
+                }
+                self.triggers_changed();
+            }
+            TDATA2 => {
+                let i = self.selected_trigger();
+                self.csr.tdata2[i] = value;
+                self.triggers_changed();
+            }
+            TDATA3 => {
+                let i = self.selected_trigger();
+                self.csr.tdata3[i] = trigger::legal_tdata3(value);
+                self.triggers_changed();
+            }
+            TINFO => {}
+            MCONTEXT => {
+                self.csr.mcontext = value & trigger::MCONTEXT_MASK;
+                self.triggers_changed();
+            }
             _ => return illegal,
         }
         Ok(())
@@ -449,9 +617,89 @@ impl Hart {
     }
 }
 
+/// A counter stored as an offset from `icount`, or as its frozen value while inhibited.
+fn counter(icount: u64, offset: u64, inhibited: bool) -> u64 {
+    if inhibited {
+        offset
+    } else {
+        icount.wrapping_add(offset)
+    }
+}
+
 /// `mtvec`/`stvec`: modes 2 and 3 are reserved, and as on QEMU such a write is ignored.
 fn write_tvec(reg: &mut u64, value: u64) {
     if value & 3 < 2 {
         *reg = value;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inhibited_counters_stop_and_resume_where_they_stopped() {
+        let mut hart = Hart::new(0, 0x8000_0000);
+        hart.icount = 100;
+        let before = hart.minstret();
+        // csrw mcountinhibit at icount 100: it counts, then minstret stops.
+        hart.write_csr(num::MCOUNTINHIBIT, INHIBIT_IR, 0).unwrap();
+        hart.icount = 500;
+        assert_eq!(hart.minstret(), before + 1);
+        assert_eq!(hart.mcycle(), 500, "mcycle keeps counting without CY");
+        hart.write_csr(num::MCOUNTINHIBIT, 0, 0).unwrap();
+        hart.icount = 501;
+        assert_eq!(
+            hart.minstret(),
+            before + 1,
+            "the restarting write does not count"
+        );
+        hart.icount = 511;
+        assert_eq!(hart.minstret(), before + 11);
+        // A write while inhibited is what the counter holds until it restarts.
+        hart.write_csr(num::MCOUNTINHIBIT, !0, 0).unwrap();
+        assert_eq!(hart.csr.mcountinhibit, 0x7fffd);
+        hart.write_csr(num::MCYCLE, 42, 0).unwrap();
+        hart.icount = 900;
+        assert_eq!(hart.mcycle(), 42);
+        assert_eq!(hart.read_csr(num::CYCLE, 0), Ok(42));
+    }
+
+    #[test]
+    fn trigger_csrs_are_warl_like_qemu() {
+        let mut hart = Hart::new(0, 0x8000_0000);
+        assert_eq!(hart.read_csr(num::TINFO, 0), Ok(0x44));
+        assert_eq!(hart.read_csr(num::TDATA1, 0), Ok(2 << 60));
+        hart.write_csr(num::TSELECT, 1, 0).unwrap();
+        hart.write_csr(num::TSELECT, 2, 0).unwrap();
+        assert_eq!(hart.read_csr(num::TSELECT, 0), Ok(1));
+        hart.write_csr(num::TDATA1, 2 << 60 | 1 << 6 | 4, 0)
+            .unwrap();
+        assert!(hart.exec_triggers_armed && !hart.data_triggers_armed);
+        hart.write_csr(num::TDATA1, 4 << 60 | 1, 0).unwrap();
+        assert_eq!(hart.read_csr(num::TDATA1, 0), Ok(2 << 60 | 1 << 6 | 4));
+        hart.write_csr(num::TDATA1, 0, 0).unwrap();
+        assert!(!hart.exec_triggers_armed);
+        assert_eq!(hart.csr.tdata1, [2 << 60; 2]);
+        let names: Vec<String> = hart
+            .csr
+            .named_values()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names[0], "mstatus");
+        assert_eq!(
+            names[names.len() - 8..],
+            [
+                "tselect",
+                "tdata1[0]",
+                "tdata2[0]",
+                "tdata3[0]",
+                "tdata1[1]",
+                "tdata2[1]",
+                "tdata3[1]",
+                "mcontext"
+            ]
+        );
     }
 }

@@ -145,6 +145,11 @@ pub struct Hart {
     pub watchpoints: Vec<Watchpoint>,
     /// The access that ended the last run with [`Exit::Watchpoint`]: address and kind.
     pub watch_hit: Option<(u64, WatchKind)>,
+    /// Some Sdtrig trigger can fire on execution: runs use the loop that checks every pc.
+    pub(crate) exec_triggers_armed: bool,
+    /// Some Sdtrig trigger can fire on loads or stores: the pages it watches get no TLB
+    /// entries, so that the slow path sees (and checks) every access to them.
+    pub(crate) data_triggers_armed: bool,
 }
 
 /// Virtual nanoseconds per `mtime` tick: `mtime` runs at 10 MHz, as on QEMU's `virt`.
@@ -177,6 +182,8 @@ impl Hart {
             resume_from_breakpoint: None,
             watchpoints: Vec::new(),
             watch_hit: None,
+            exec_triggers_armed: false,
+            data_triggers_armed: false,
         };
         hart.context_changed();
         hart
@@ -348,6 +355,58 @@ impl Hart {
         self.context_changed();
     }
 
+    /// Recomputes what the trigger CSRs arm, after any change to them: flushes the TLB so
+    /// that pages under a load/store trigger lose their fast-path entries.
+    pub(crate) fn triggers_changed(&mut self) {
+        use crate::trigger::{armed_for, EXECUTE, LOAD, STORE};
+        let tdata1 = self.csr.tdata1;
+        self.exec_triggers_armed = tdata1.iter().any(|&t| armed_for(t, EXECUTE));
+        self.data_triggers_armed = tdata1.iter().any(|&t| armed_for(t, LOAD | STORE));
+        self.flush_translations();
+    }
+
+    /// Whether an execute trigger fires on the instruction at `pc` (before it executes).
+    #[cold]
+    fn exec_trigger_hit(&self, pc: u64) -> bool {
+        let s = &self.csr;
+        (0..crate::trigger::TRIGGERS).any(|i| {
+            s.tdata2[i] == pc
+                && crate::trigger::fires(
+                    s.tdata1[i],
+                    s.tdata3[i],
+                    crate::trigger::EXECUTE,
+                    self.privilege,
+                    s.mcontext,
+                )
+        })
+    }
+
+    /// The breakpoint exception of a load/store trigger that fires on `size` bytes at virtual
+    /// address `vaddr` (`what` = LOAD and/or STORE), reporting the first watched byte accessed.
+    pub(crate) fn data_trigger_check(&self, vaddr: u64, size: u64, what: u64) -> Result<(), Trap> {
+        let s = &self.csr;
+        for i in 0..crate::trigger::TRIGGERS {
+            if !crate::trigger::fires(s.tdata1[i], s.tdata3[i], what, self.privilege, s.mcontext) {
+                continue;
+            }
+            if let Some(tval) = crate::trigger::data_hit(s.tdata1[i], s.tdata2[i], vaddr, size) {
+                return Err(Trap::new(cause::BREAKPOINT, tval));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a load/store trigger watches any byte of the page at `vaddr`.
+    pub(crate) fn data_trigger_on_page(&self, vaddr: u64) -> bool {
+        use crate::trigger::{armed_for, window_touches_page, LOAD, STORE};
+        let page = vaddr & !0xfff;
+        let s = &self.csr;
+        (0..crate::trigger::TRIGGERS).any(|i| {
+            armed_for(s.tdata1[i], LOAD | STORE)
+                && window_touches_page(s.tdata1[i], s.tdata2[i], page)
+        })
+    }
+
     pub(crate) fn request_stop(&mut self, reason: Exit) {
         // A plain yield never hides a more specific reason given by the same instruction
         // (a watched store to a page that holds code, say).
@@ -376,7 +435,7 @@ impl Hart {
 
     /// Runs at most `budget` instructions; see [`Exit`] for why it may stop sooner.
     pub fn run<M: Mmio>(&mut self, ram: &mut Ram, mmio: &mut M, budget: u64) -> Exit {
-        if self.breakpoints.is_empty() {
+        if self.breakpoints.is_empty() && !self.exec_triggers_armed {
             self.run_checked::<false, M>(ram, mmio, budget)
         } else {
             if self.at_breakpoint(self.pc) && self.resume_from_breakpoint != Some(self.icount) {
@@ -391,8 +450,9 @@ impl Hart {
         self.breakpoints.binary_search(&pc).is_ok()
     }
 
-    /// The run loop; with `BREAKPOINTS`, it stops before any instruction at a breakpoint
-    /// (a separate instance, so runs without breakpoints pay nothing for them).
+    /// The run loop; with `BREAKPOINTS`, it stops before any instruction at a breakpoint and
+    /// checks execute triggers before every instruction (a separate instance, so runs without
+    /// breakpoints or armed triggers pay nothing for them).
     fn run_checked<const BREAKPOINTS: bool, M: Mmio>(
         &mut self,
         ram: &mut Ram,
@@ -406,6 +466,17 @@ impl Hart {
         let mut pc = self.pc;
         let mut icount = self.icount;
         'blocks: while icount < end {
+            // An execute trigger outranks every exception of the instruction, fetch faults too.
+            if BREAKPOINTS && self.exec_triggers_armed && self.exec_trigger_hit(pc) {
+                self.icount = icount;
+                icount += 1;
+                pc = self.finish_insn(Err(Trap::new(cause::BREAKPOINT, pc)), pc);
+                if !self.stop_requested && self.at_breakpoint(pc) {
+                    self.request_stop(Exit::Breakpoint);
+                    break 'blocks;
+                }
+                continue;
+            }
             let (start, len) = match self.lookup_block(ram, pc) {
                 Ok(Fetched::Block(start, len)) => (start, len),
                 Ok(Fetched::Single(op)) => {
@@ -434,6 +505,14 @@ impl Hart {
             // Within a block every instruction but the last falls through to the next one.
             let count = len.min((end - icount) as usize);
             for index in start..start + count {
+                if BREAKPOINTS
+                    && index != start
+                    && self.exec_triggers_armed
+                    && self.exec_trigger_hit(pc)
+                {
+                    // The next pass of 'blocks takes the trigger's exception.
+                    continue 'blocks;
+                }
                 let op = ram.op(index);
                 self.icount = icount;
                 let result = self.exec(op, pc, ram, mmio);
@@ -707,8 +786,8 @@ impl Hart {
                 };
                 return Err(Trap::new(cause, 0));
             }
-            // QEMU 7.2 (our reference) reports 0 in mtval for a breakpoint.
-            Ebreak => return Err(Trap::new(cause::BREAKPOINT, 0)),
+            // The spec allows 0 or the pc in mtval; QEMU 10 (our reference) and Spike write the pc.
+            Ebreak => return Err(Trap::new(cause::BREAKPOINT, pc)),
             Mret => self.exec_mret(op)?,
             Sret => self.exec_sret(op)?,
             Wfi => self.exec_wfi(op, next)?,
@@ -814,7 +893,7 @@ impl Hart {
                 _ => old & !v,
             };
             self.write_csr(csr, new, bits)?;
-            if crate::csr::affects_interrupts(csr) {
+            if crate::csr::affects_interrupts(csr) || crate::csr::affects_triggers(csr) {
                 // The write may unmask or raise an interrupt, or move a timer deadline: let the
                 // machine look before the next instruction.
                 self.request_stop(Exit::Yield);
@@ -870,6 +949,10 @@ impl Hart {
                     return Err(Trap::new(cause::STORE_MISALIGNED, addr));
                 }
                 let paddr = self.translate(ram, addr, Access::Store, size)?;
+                if self.data_triggers_armed {
+                    // An AMO also loads: load triggers fire on it too (as on QEMU).
+                    self.data_trigger_check(addr, size as u64, crate::trigger::LOAD)?;
+                }
                 let old = self
                     .phys_read(ram, mmio, paddr, size)
                     .ok_or_else(|| Access::Store.access_fault(addr))?;

@@ -19,9 +19,9 @@ impl Hart {
             num::FFLAGS => s.fflags as u64,
             num::FRM => s.frm as u64,
             num::FCSR => (s.frm as u64) << 5 | s.fflags as u64,
-            0xc00 => self.icount.wrapping_add(s.mcycle_offset),
+            0xc00 => self.mcycle(),
             0xc01 => self.mtime(),
-            0xc02 => self.icount.wrapping_add(s.minstret_offset),
+            0xc02 => self.minstret(),
             _ => self.read_csr(csr, 0).ok()?,
         })
     }

@@ -11,6 +11,7 @@ mod mmu;
 pub mod ram;
 mod state;
 pub mod trap;
+pub mod trigger;
 
 pub use hart::{Exit, Hart, Mmio, WatchKind, Watchpoint, PRIV_M, PRIV_S, PRIV_U};
 pub use ram::Ram;

@@ -196,8 +196,16 @@ impl Hart {
         if self.pmp_check(paddr, size as u64, access, privilege) != PmpVerdict::Allowed {
             return Err(access.access_fault(vaddr));
         }
-        let watched_page =
+        let mut watched_page =
             !self.watchpoints.is_empty() && self.check_watchpoints(vaddr, size, access);
+        if self.data_triggers_armed && access != Access::Exec {
+            let what = match access {
+                Access::Load => crate::trigger::LOAD,
+                _ => crate::trigger::STORE,
+            };
+            self.data_trigger_check(vaddr, size as u64, what)?;
+            watched_page |= self.data_trigger_on_page(vaddr);
+        }
         let page = paddr & !(PAGE_SIZE - 1);
         if let Some(off) = ram.offset(page).filter(|_| !watched_page) {
             let whole_page_ok =

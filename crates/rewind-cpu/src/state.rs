@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::csr::{self, CsrState};
 use crate::hart::{Hart, Reservation, PRIV_M, PRIV_S, PRIV_U};
+use crate::trigger::{self, TRIGGERS};
 
 /// Everything about a hart that the guest can observe; caches (TLB, decoded blocks) excluded.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,7 +54,7 @@ impl Hart {
         hart.reservation = state
             .reservation
             .map(|(addr, value)| Reservation { addr, value });
-        hart.context_changed();
+        hart.triggers_changed();
         Ok(hart)
     }
 }
@@ -86,6 +87,22 @@ fn check(s: &HartState) -> Result<(), String> {
             "mstatus has bits that cannot be set",
         ),
         (s.icount_shift > 63, "the clock shift is out of range"),
+        (
+            c.tselect >= TRIGGERS as u64,
+            "tselect names a trigger that does not exist",
+        ),
+        (
+            !c.tdata1.iter().all(|&t| trigger::valid_tdata1(t)),
+            "a trigger's tdata1 holds a value no write can produce",
+        ),
+        (
+            !c.tdata3.iter().all(|&t| trigger::legal_tdata3(t) == t),
+            "a trigger's tdata3 holds a value no write can produce",
+        ),
+        (
+            c.mcontext & !trigger::MCONTEXT_MASK != 0,
+            "mcontext has bits that do not exist",
+        ),
     ];
     match problems.iter().find(|(bad, _)| *bad) {
         Some((_, what)) => Err(format!("the hart state is not valid: {what}")),
@@ -103,7 +120,12 @@ mod tests {
         hart.x[5] = 7;
         hart.csr.satp = 8 << 60 | 0x1234;
         hart.privilege = PRIV_S;
+        hart.csr.tselect = 1;
+        hart.csr.tdata1[1] = 6 << 60 | 1 << 4 | 1;
+        hart.csr.tdata2[1] = 0x8000_1000;
         let state = hart.save();
+        let restored = Hart::restore(&state).unwrap();
+        assert!(restored.data_triggers_armed && !restored.exec_triggers_armed);
         assert_eq!(Hart::restore(&state).unwrap().save(), state);
         for broken in [
             HartState {
@@ -122,6 +144,21 @@ mod tests {
             {
                 let mut s = state.clone();
                 s.csr.satp = 5 << 60;
+                s
+            },
+            {
+                let mut s = state.clone();
+                s.csr.tselect = 2;
+                s
+            },
+            {
+                let mut s = state.clone();
+                s.csr.tdata1[1] = 0;
+                s
+            },
+            {
+                let mut s = state.clone();
+                s.csr.tdata3[0] = 1;
                 s
             },
         ] {

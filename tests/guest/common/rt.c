@@ -321,3 +321,10 @@ void expect1(const char *name, u64 cause, u64 tval, char to, int from) {
   nl();
   trap_armed = 0;
 }
+
+void departure(const char *name, int spec_ok, const char *spec_text, const char *other_text) {
+  puts_(name);
+  puts_(": ");
+  puts_(spec_ok ? spec_text : other_text);
+  nl();
+}
