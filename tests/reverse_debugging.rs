@@ -57,8 +57,16 @@ fn gdb(server: &Server, setup: &str, commands: &str) -> Output {
         server.address.replace([':', '.'], "-")
     ));
     std::fs::write(&file, script).unwrap();
-    Command::new("gdb-multiarch")
-        .args(["-nx", "-batch", "-x", file.to_str().unwrap()])
+    // Bounded, so that a server that never answers fails the test instead of hanging it.
+    Command::new("timeout")
+        .args([
+            "300",
+            "gdb-multiarch",
+            "-nx",
+            "-batch",
+            "-x",
+            file.to_str().unwrap(),
+        ])
         .stdin(Stdio::null())
         .output()
         .expect("gdb-multiarch (Debian's package; scripts/install-deps)")
@@ -301,6 +309,59 @@ fn reverse_watchpoints_stop_at_every_write_in_reverse() {
         );
     }
     assert_eq!(counts[21], 0);
+}
+
+/// A recording that ends just after a write to the watched variable: gdb steps over the
+/// watched write by a breakpoint on the next instruction, which is the last position of the
+/// recording. The write is reported, and only then the end of the history.
+#[test]
+fn a_write_by_the_last_recorded_instruction_is_reported_before_the_end() {
+    use rewind_debug::timeline::Timeline;
+    use rewind_replay::{Player, Recording};
+    let (full, elf) = watched_recording();
+    let nm = Command::new("riscv64-unknown-elf-nm")
+        .arg(&elf)
+        .output()
+        .expect("riscv64-unknown-elf-nm (binutils-riscv64-unknown-elf)");
+    let symbols = String::from_utf8_lossy(&nm.stdout);
+    let watched = symbols
+        .lines()
+        .find_map(|l| l.strip_suffix(" B watched"))
+        .map(|a| u64::from_str_radix(a, 16).unwrap())
+        .expect("the symbol `watched`");
+    let recording = Recording::open(&full).unwrap();
+    let mut timeline = Timeline::new(Player::new(&recording, &[]).unwrap(), u64::MAX);
+    timeline.seek(timeline.end()).unwrap();
+    let (last_store, _) = timeline
+        .last_write(watched, 8, &mut |_| {})
+        .unwrap()
+        .expect("the program writes `watched`");
+    let cut = full.with_file_name("watched-ends-after-a-write.rwd");
+    let out = Command::new(env!("CARGO_BIN_EXE_rewind"))
+        .args(["record", "-o", cut.to_str().unwrap()])
+        .args(["--bios", "none", "--kernel", elf.to_str().unwrap()])
+        .args(["--max-insns", &(last_store + 1).to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(124));
+    let server = serve(&cut);
+    let hit = "printf \"VALUE %lx\\n\", watched\n";
+    let commands = format!("watch watched\n{}", format!("continue\n{hit}").repeat(11));
+    let out = gdb(&server, &format!("file {}", elf.display()), &commands);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let writes: Vec<u64> = (0..10).map(|i| 3 * i + 1).collect();
+    let values = tagged(&stdout, "VALUE ");
+    assert_eq!(values[..10], writes[..], "{stdout}");
+    assert!(
+        stdout.contains("Old value = 25\nNew value = 28"),
+        "{stdout}"
+    );
+    let (before_end, after_end) = stdout
+        .split_once("No more reverse-execution history.")
+        .unwrap_or_else(|| panic!("the end was not reported:\n{stdout}"));
+    assert_eq!(tagged(before_end, "VALUE ").len(), 10, "{stdout}");
+    assert!(!after_end.contains("watchpoint"), "{stdout}");
 }
 
 #[test]

@@ -450,6 +450,14 @@ impl Hart {
         self.breakpoints.binary_search(&pc).is_ok()
     }
 
+    /// Whether the run stops before the instruction at `pc` for a debugger breakpoint. A plain
+    /// yield asked for by the instruction just run (a store to a page of code) must not hide
+    /// it: when the run also ends at its budget there, the breakpoint would never be seen.
+    #[inline(always)]
+    fn stops_at_breakpoint(&self, pc: u64) -> bool {
+        (!self.stop_requested || self.stop_reason == Exit::Yield) && self.at_breakpoint(pc)
+    }
+
     /// The run loop; with `BREAKPOINTS`, it stops before any instruction at a breakpoint and
     /// checks execute triggers before every instruction (a separate instance, so runs without
     /// breakpoints or armed triggers pay nothing for them).
@@ -471,7 +479,7 @@ impl Hart {
                 self.icount = icount;
                 icount += 1;
                 pc = self.finish_insn(Err(Trap::new(cause::BREAKPOINT, pc)), pc);
-                if !self.stop_requested && self.at_breakpoint(pc) {
+                if self.stops_at_breakpoint(pc) {
                     self.request_stop(Exit::Breakpoint);
                     break 'blocks;
                 }
@@ -484,7 +492,7 @@ impl Hart {
                     let result = self.exec(op, pc, ram, mmio);
                     icount += 1;
                     pc = self.finish_insn(result, pc);
-                    if BREAKPOINTS && !self.stop_requested && self.at_breakpoint(pc) {
+                    if BREAKPOINTS && self.stops_at_breakpoint(pc) {
                         self.request_stop(Exit::Breakpoint);
                     }
                     if self.stop_requested {
@@ -495,7 +503,7 @@ impl Hart {
                 Err(trap) => {
                     icount += 1;
                     pc = self.finish_insn(Err(trap), pc);
-                    if BREAKPOINTS && !self.stop_requested && self.at_breakpoint(pc) {
+                    if BREAKPOINTS && self.stops_at_breakpoint(pc) {
                         self.request_stop(Exit::Breakpoint);
                         break 'blocks;
                     }
@@ -521,14 +529,14 @@ impl Hart {
                     Ok(next) => pc = next,
                     Err(trap) => {
                         pc = self.finish_insn(Err(trap), pc);
-                        if BREAKPOINTS && !self.stop_requested && self.at_breakpoint(pc) {
+                        if BREAKPOINTS && self.stops_at_breakpoint(pc) {
                             self.request_stop(Exit::Breakpoint);
                             break 'blocks;
                         }
                         continue 'blocks;
                     }
                 }
-                if BREAKPOINTS && !self.stop_requested && self.at_breakpoint(pc) {
+                if BREAKPOINTS && self.stops_at_breakpoint(pc) {
                     self.request_stop(Exit::Breakpoint);
                 }
                 if self.stop_requested {
