@@ -57,8 +57,9 @@ fn align_up(v: u64, align: u64) -> u64 {
     v.div_ceil(align) * align
 }
 
-/// Refuses images that are recognisably for another machine: other ELF machines, PE files
-/// that are not RISC-V Linux images.
+/// Refuses images that are recognisably not programs for this machine: PE files that are not
+/// RISC-V Linux images, compressed files, text. (Foreign ELF machines are refused by the
+/// ELF loader.)
 fn check_raw(bytes: &[u8], what: &str) -> Result<(), MachineError> {
     let bad = |reason: &str| MachineError::BadImage {
         what: what.to_string(),
@@ -70,6 +71,30 @@ fn check_raw(bytes: &[u8], what: &str) -> Result<(), MachineError> {
     if bytes.starts_with(b"MZ") && !is_riscv_image(bytes) {
         return Err(bad(
             "it is a PE/EFI file without a RISC-V Linux image header",
+        ));
+    }
+    // Raw binaries are loaded as they are, as QEMU does; these never run as they are.
+    const COMPRESSED: &[(&[u8], &str)] = &[
+        (b"\x1f\x8b", "gzip"),
+        (b"\xfd7zXZ\0", "xz"),
+        (b"\x28\xb5\x2f\xfd", "zstd"),
+        (b"BZh", "bzip2"),
+    ];
+    if let Some((_, format)) = COMPRESSED
+        .iter()
+        .find(|(magic, _)| bytes.starts_with(magic))
+    {
+        return Err(bad(&format!(
+            "it is {format}-compressed: decompress it first (a raw binary, an ELF or a RISC-V \
+             Linux Image runs)"
+        )));
+    }
+    if bytes
+        .iter()
+        .all(|&b| b.is_ascii_graphic() || b.is_ascii_whitespace())
+    {
+        return Err(bad(
+            "it is a text file, not a program (an ELF, a RISC-V Linux Image or a raw binary)",
         ));
     }
     Ok(())
@@ -98,8 +123,9 @@ fn load_image(
     Ok((raw_at, end))
 }
 
-/// Loads the images like QEMU 7.2's `virt`: firmware at the start of RAM; the kernel at the
-/// next 2 MiB boundary after it; the initrd at kernel + min(RAM / 2, 128 MiB).
+/// Loads the images like QEMU 10's `virt`: firmware at the start of RAM; the kernel (an ELF,
+/// a RISC-V Linux `Image`, or any raw binary) at the next 2 MiB boundary after it; the initrd
+/// at kernel + min(RAM / 2, 128 MiB).
 pub fn load(ram: &mut Ram, images: &BootImages) -> Result<BootLayout, MachineError> {
     let base = ram.base();
     let mut layout = BootLayout::default();
@@ -110,13 +136,6 @@ pub fn load(ram: &mut Ram, images: &BootImages) -> Result<BootLayout, MachineErr
         kernel_floor = align_up(end, 2 << 20);
     }
     if let Some(kernel) = &images.kernel {
-        if !is_elf(kernel) && !is_riscv_image(kernel) {
-            return Err(MachineError::BadImage {
-                what: "kernel (--kernel)".into(),
-                reason: "it is neither an ELF nor a RISC-V Linux Image (no RSC\\x05 magic at 0x38)"
-                    .into(),
-            });
-        }
         let (entry, _) = load_image(ram, kernel, kernel_floor, "kernel (--kernel)")?;
         layout.kernel_entry = Some(entry);
         if images.bios.is_none() {
@@ -238,6 +257,33 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("needs a --kernel"), "{err}");
+    }
+
+    #[test]
+    fn a_raw_binary_kernel_loads_at_the_kernel_address_but_text_and_archives_do_not() {
+        let images = |kernel: &[u8]| BootImages {
+            bios: Some(vec![0x13, 0, 0, 0]),
+            kernel: Some(kernel.to_vec()),
+            initrd: None,
+            dtb: None,
+            disks: Vec::new(),
+        };
+        let mut ram = Ram::new(0x8000_0000, 64 << 20);
+        // `li a0, 42` and `j .`: no header of any kind.
+        let raw = [0x13, 0x05, 0xa0, 0x02, 0x6f, 0x00, 0x00, 0x00];
+        let layout = load(&mut ram, &images(&raw)).unwrap();
+        assert_eq!(layout.kernel_entry, Some(0x8020_0000));
+        let mut loaded = [0u8; 8];
+        ram.read(0x8020_0000, &mut loaded).unwrap();
+        assert_eq!(loaded, raw);
+        for (bytes, why) in [
+            (&b"console=ttyS0\n"[..], "text"),
+            (&b"\x1f\x8b\x08\0\0\0"[..], "gzip"),
+            (&b"\xfd7zXZ\0\0"[..], "xz"),
+        ] {
+            let err = load(&mut ram, &images(bytes)).unwrap_err();
+            assert!(err.to_string().contains(why), "{err}");
+        }
     }
 
     #[test]
