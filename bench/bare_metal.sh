@@ -62,7 +62,7 @@ stat() { # best and median of a file of numbers
 }
 read -r r_best r_med < <(stat "$tmp/rewind.times")
 read -r q_best q_med < <(stat "$tmp/qemu.times")
-insns=$(awk -F: '/^instructions:/ { gsub(/[ ,_]/, "", $2); print $2 }' "$tmp/rewind.err")
+insns=$(awk '/^executed:/ { print $2 }' "$tmp/rewind.err")
 
 echo "compute benchmark: $(grep checksum "$tmp/rewind.out")"
 echo "instructions (rewind --stats): $insns"

@@ -103,7 +103,7 @@ def type_session(proc, out, seen):
 
 
 def executed(stderr):
-    m = re.search(r"^instructions: (\d+)", stderr, re.M)
+    m = re.search(r"^executed: (\d+) instructions", stderr, re.M)
     return int(m.group(1)) if m else None
 
 
@@ -166,7 +166,7 @@ def main():
     event_bytes = info["event_bytes"]
     qemu_log = os.path.getsize(qlog)
     print()
-    print(f"session: {info['instructions']:,} instructions, events {info['events']}")
+    print(f"session: position {info['position']:,}, events {info['events']}")
     for k, (wall, cpu) in med.items():
         print(f"  {k:<12} wall {wall:7.2f} s   cpu {cpu:7.2f} s")
     print(f"  cpu per 1e9 executed instructions: run {per_ginsn('run'):.2f} s, "

@@ -160,8 +160,8 @@ def main():
     record_time = time.monotonic() - start
     info = json.loads(subprocess.run([REWIND, "inspect", "--json", rec], check=True,
                                      capture_output=True, text=True).stdout)
-    end = info["instructions"]
-    print(f"recorded the default boot: {end:,} instructions in {record_time:.2f} s")
+    end = info["position"]
+    print(f"recorded the default boot: position {end:,} in {record_time:.2f} s")
 
     port = free_port()
     server = subprocess.Popen([REWIND, "debug", rec, "--gdb", f"127.0.0.1:{port}",

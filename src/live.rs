@@ -528,9 +528,10 @@ fn start_recording(
 pub fn print_stats(machine: &Machine, elapsed: Duration) {
     let insns = machine.executed();
     let secs = elapsed.as_secs_f64();
-    eprintln!("instructions: {insns}");
+    eprintln!("executed: {insns} instructions");
     eprintln!(
-        "virtual time: {:.6} s",
+        "position: {} ({:.6} s of virtual time)",
+        machine.hart.icount,
         machine.ns_at(machine.hart.icount) as f64 / 1e9
     );
     eprintln!("wall time: {secs:.3} s");

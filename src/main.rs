@@ -146,14 +146,15 @@ struct RunArgs {
     #[arg(long, value_name = "STRING")]
     append: Option<String>,
     /// A disk on virtio-blk (repeatable): a raw or qcow2 image (found from the file unless
-    /// `format=` says; qcow2 with a backing file, encryption or compression is refused). A
-    /// plain run writes to it unless
-    /// `readonly=on`; a recording never does (writes go to an overlay, so the recording
-    /// replays on the same image).
+    /// `format=` says; qcow2 compressed clusters are read, a backing file, an external data
+    /// file or encryption is refused). A plain run writes to it unless `readonly=on`; a
+    /// recording never does (writes go to an overlay, so the recording replays on the same
+    /// image).
     #[arg(long = "drive", value_name = "FILE[,format=raw|qcow2][,readonly=on]", value_parser = parse_drive)]
     drives: Vec<DriveSpec>,
     /// Add a device in a virtio-mmio slot (repeatable): `virtio-rng` (entropy from the
-    /// host, recorded like every input).
+    /// host), `virtio-keyboard`, `virtio-tablet` or `virtio-mouse` (fed by QMP's
+    /// input-send-event); what they give the guest is recorded like every input.
     #[arg(long = "device", value_name = "NAME", value_parser = parse_device)]
     devices: Vec<rewind_machine::DeviceKind>,
     /// A network card (virtio-net) on a host backend (repeatable), in QEMU's -netdev syntax:

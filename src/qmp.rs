@@ -185,9 +185,7 @@ pub fn execute(request: &Request, status: Status) -> (Value, Action) {
         }
         "quit" => return (ok, Action::Quit),
         "query-replay" => json!({"return": {"mode": status.mode, "icount": status.icount}}),
-        "query-version" => json!({"return": {
-            "qemu": {"major": 7, "minor": 2, "micro": 0},
-            "package": concat!("rewind ", env!("CARGO_PKG_VERSION"))}}),
+        "query-version" => json!({ "return": version() }),
         "query-commands" => {
             let names: Vec<Value> = COMMANDS.iter().map(|n| json!({ "name": n })).collect();
             json!({ "return": names })
@@ -195,6 +193,13 @@ pub fn execute(request: &Request, status: Status) -> (Value, Action) {
         _ => ok, // qmp_capabilities again: the connection already negotiated
     };
     (answer, Action::None)
+}
+
+/// The version QMP reports: the commands above behave as QEMU 10.0's do (the reference
+/// machine Rewind is tested against), and the package names Rewind itself.
+fn version() -> Value {
+    json!({"qemu": {"major": 10, "minor": 0, "micro": 0},
+           "package": concat!("rewind ", env!("CARGO_PKG_VERSION"))})
 }
 
 /// An error answer, in QMP's form.
@@ -253,10 +258,7 @@ pub fn listen(spec: &str) -> Result<Receiver<Request>, String> {
 
 /// One client: the greeting, capabilities negotiation, then commands.
 fn serve(reader: impl BufRead, mut writer: impl Write, tx: Sender<Request>) {
-    let greeting = json!({"QMP": {
-        "version": {"qemu": {"major": 7, "minor": 2, "micro": 0},
-                    "package": concat!("rewind ", env!("CARGO_PKG_VERSION"))},
-        "capabilities": []}});
+    let greeting = json!({"QMP": {"version": version(), "capabilities": []}});
     if writeln!(writer, "{greeting}").is_err() {
         return;
     }

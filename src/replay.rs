@@ -135,8 +135,10 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode, String> {
     match &recording.end {
         Some(end) => {
             eprintln!(
-                "rewind: replay complete: {} instructions, {} sync points matched; {}",
+                "rewind: replay complete at position {} ({} instructions executed), {} sync \
+                 points matched; {}",
                 end.icount,
+                end.executed,
                 recording.sync_points(),
                 end.reason.describe()
             );
@@ -243,11 +245,14 @@ fn play_all(
 pub fn inspect(args: &InspectArgs) -> Result<ExitCode, String> {
     let recording = Recording::open(&args.file).map_err(|e| e.to_string())?;
     let manifest = &recording.manifest;
-    let instructions = recording
+    // The position is the timeline's clock (instructions plus the time skipped while the guest
+    // slept); `executed` counts only the instructions run.
+    let position = recording
         .end
         .as_ref()
         .map_or(recording.known_until, |e| e.icount);
-    let virtual_ns = instructions
+    let executed = recording.end.as_ref().map(|e| e.executed);
+    let virtual_ns = position
         .checked_shl(manifest.machine.icount_shift)
         .unwrap_or(u64::MAX);
     let counts = recording.event_counts();
@@ -255,8 +260,8 @@ pub fn inspect(args: &InspectArgs) -> Result<ExitCode, String> {
         let value = json!({
             "format_version": recording.format_version,
             "tool": manifest.tool,
-            "instructions": instructions,
-            "executed": recording.end.as_ref().map(|e| e.executed),
+            "position": position,
+            "executed": executed,
             "virtual_ns": virtual_ns,
             "events": counts,
             "event_bytes": recording.event_bytes,
@@ -301,9 +306,12 @@ pub fn inspect(args: &InspectArgs) -> Result<ExitCode, String> {
         );
     }
     println!(
-        "instructions:  {instructions} ({:.3} s of virtual time)",
+        "position:      {position} ({:.3} s of virtual time)",
         virtual_ns as f64 / 1e9
     );
+    if let Some(executed) = executed {
+        println!("executed:      {executed} instructions");
+    }
     let events: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
     println!(
         "events:        {} ({} bytes in the file)",
@@ -336,7 +344,7 @@ pub fn debug(args: &DebugArgs) -> Result<ExitCode, String> {
     let listener = std::net::TcpListener::bind(&args.gdb)
         .map_err(|e| format!("cannot listen on {} for gdb: {e}", args.gdb))?;
     eprintln!(
-        "rewind: serving {} ({} instructions) to gdb on {}: `target remote {}`",
+        "rewind: serving {} (positions 0 to {}) to gdb on {}: `target remote {}`",
         args.file.display(),
         player.end,
         args.gdb,

@@ -34,8 +34,8 @@ fn typed_text(prefix: &str) -> String {
 fn last_count(console: &str) -> usize {
     console
         .lines()
-        .filter_map(|l| l.strip_prefix("count "))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("count "))
         .unwrap_or_else(|| panic!("no count in:\n{console}"))
         .trim()
         .parse()

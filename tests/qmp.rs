@@ -85,7 +85,16 @@ fn qmp_controls_a_live_recorded_run() {
         .unwrap();
     let mut qmp = Client::connect(&socket);
     let greeting = qmp.read();
-    assert_eq!(greeting["QMP"]["version"]["qemu"]["major"], 7, "{greeting}");
+    assert_eq!(
+        greeting["QMP"]["version"]["qemu"]["major"], 10,
+        "{greeting}"
+    );
+    assert!(
+        greeting["QMP"]["version"]["package"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("rewind ")),
+        "{greeting}"
+    );
     let early = qmp.execute("query-status");
     assert_eq!(early["error"]["class"], "CommandNotFound", "{early}");
     assert_eq!(qmp.execute("qmp_capabilities"), json!({"return": {}}));
