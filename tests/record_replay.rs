@@ -351,12 +351,12 @@ fn corrupted_cut_foreign_and_newer_recordings_are_refused_without_console_output
         assert!(stderr(&out).contains(expected), "{file}: {}", stderr(&out));
     }
     let mut newer = good.clone();
-    newer[8] = 2;
+    newer[8] = 3;
     std::fs::write(&bad, &newer).unwrap();
     let out = rewind(&["replay", bad_path]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("format version 2, newer"),
+        stderr(&out).contains("format version 3, newer"),
         "{}",
         stderr(&out)
     );

@@ -6,6 +6,9 @@
 //! snapshot or restore, and the dirty set says which pages may differ from it since. Restoring
 //! another snapshot rewrites only those pages and the pages in which the two snapshots differ
 //! (found by pointer comparison, chunk by chunk).
+//!
+//! Disk overlays are shared the same way, block by block: a snapshot holds the overlay's
+//! blocks by reference, and a block is copied only when the guest writes it again.
 
 use std::sync::Arc;
 
@@ -19,6 +22,7 @@ use crate::devices::finisher::Finish;
 use crate::devices::plic::PlicState;
 use crate::devices::rtc::RtcState;
 use crate::devices::uart::{UartState, FIFO_SIZE};
+use crate::devices::virtio::blk::BlkState;
 use crate::devices::virtio::queue::MAX_QUEUE_SIZE;
 use crate::devices::virtio_mmio::transport::{DeviceState, TransportState};
 use crate::{Machine, MachineConfig, MachineError};
@@ -122,6 +126,9 @@ pub struct Snapshot {
     /// Pages this snapshot copied (the ones written since the snapshot before it): what it
     /// costs in memory beyond what it shares.
     pub new_pages: usize,
+    /// Bytes of disk overlay blocks written since the snapshot before it (the blocks it does
+    /// not share with that one).
+    pub new_disk_bytes: u64,
 }
 
 impl Snapshot {
@@ -130,10 +137,31 @@ impl Snapshot {
         self.state.hart.icount
     }
 
-    /// Bytes of RAM this snapshot alone holds.
+    /// Bytes of RAM and disk overlay this snapshot alone holds (beyond the snapshot before it).
     pub fn cost_bytes(&self) -> u64 {
-        self.new_pages as u64 * PAGE_SIZE
+        self.new_pages as u64 * PAGE_SIZE + self.new_disk_bytes
     }
+
+    /// Bytes of RAM pages and disk overlay blocks this snapshot holds that `base` (a snapshot
+    /// of the same machine) does not share.
+    pub fn bytes_beyond(&self, base: &Snapshot) -> u64 {
+        let pages = self.ram.pages_beyond(&base.ram) as u64 * PAGE_SIZE;
+        let disks = disk_states(&self.state.virtio)
+            .zip(disk_states(&base.state.virtio))
+            .map(|(a, b)| a.bytes_beyond(b))
+            .sum::<u64>();
+        pages + disks
+    }
+}
+
+/// The disk overlays of a machine's saved virtio slots, in slot order.
+fn disk_states(
+    virtio: &[Option<(TransportState, DeviceState)>],
+) -> impl Iterator<Item = &BlkState> {
+    virtio.iter().flatten().filter_map(|(_, d)| match d {
+        DeviceState::Blk(b) => Some(b),
+        _ => None,
+    })
 }
 
 impl Machine {
@@ -181,10 +209,20 @@ impl Machine {
             self.snapshot_base.set(page, copy);
         });
         self.dirty_for_snapshot = vec![0; dirty.len()];
+        let state = self.save_state();
+        let empty = BlkState::default();
+        let disks: Vec<BlkState> = disk_states(&state.virtio).cloned().collect();
+        let new_disk_bytes = disks
+            .iter()
+            .enumerate()
+            .map(|(i, d)| d.bytes_beyond(self.snapshot_disks.get(i).unwrap_or(&empty)))
+            .sum();
+        self.snapshot_disks = disks;
         Snapshot {
-            state: self.save_state(),
+            state,
             ram: self.snapshot_base.clone(),
             new_pages,
+            new_disk_bytes,
         }
     }
 
@@ -256,6 +294,7 @@ impl Machine {
         self.collect_dirty();
         self.dirty_for_snapshot.fill(0);
         self.snapshot_base = snapshot.ram.clone();
+        self.snapshot_disks = disk_states(&s.virtio).cloned().collect();
 
         if s.rom != self.bus.rom {
             self.ram
@@ -300,5 +339,61 @@ pub(crate) fn for_each_bit(bits: &[u64], mut f: impl FnMut(usize)) {
             f(i * 64 + w.trailing_zeros() as usize);
             w &= w - 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::devices::virtio::blk::{DiskImage, BLOCK};
+    use crate::devices::virtio::qcow2::tests::TempDir;
+    use crate::devices::virtio_mmio::transport::{Device, Transport};
+    use crate::{Machine, MachineConfig};
+
+    fn write_disk(machine: &mut Machine, at: u64, data: &[u8]) {
+        let Some(Device::Blk(blk)) = machine.bus.virtio[7].as_mut().map(|t| &mut t.device) else {
+            panic!("no disk");
+        };
+        blk.write(at, data).unwrap();
+    }
+
+    #[test]
+    fn snapshots_share_disk_blocks_and_count_the_ones_they_do_not() {
+        let dir = TempDir::new("snapshot-disk");
+        let raw = dir.file("disk.raw");
+        std::fs::write(&raw, vec![0x5au8; 4 << 20]).unwrap();
+        let mut machine = Machine::bare(MachineConfig::default()).unwrap();
+        let image = DiskImage::open(&raw, None, false, false).unwrap();
+        machine.bus.virtio[7] = Some(Transport::blk(image));
+
+        let first = machine.snapshot();
+        assert_eq!(first.cost_bytes(), 0);
+        write_disk(&mut machine, 0, &vec![1u8; 1 << 20]);
+        let second = machine.snapshot();
+        let at_second = machine.digest();
+        assert_eq!(second.new_disk_bytes, 1 << 20);
+        assert_eq!(second.bytes_beyond(&first), 1 << 20);
+        // A small write costs its block, and the snapshot before keeps the old one.
+        write_disk(&mut machine, 40 * BLOCK + 10, &[2u8; 100]);
+        let third = machine.snapshot();
+        assert_eq!((third.new_disk_bytes, third.cost_bytes()), (BLOCK, BLOCK));
+        assert_eq!(third.bytes_beyond(&second), BLOCK);
+        assert_eq!(third.bytes_beyond(&first), (1 << 20) + BLOCK);
+        assert_eq!(machine.snapshot().new_disk_bytes, 0, "nothing written");
+        assert_ne!(machine.digest(), at_second);
+
+        machine.restore(&second).unwrap();
+        assert_eq!(machine.digest(), at_second);
+        write_disk(&mut machine, 0, &[3u8; 1]);
+        assert_eq!(machine.snapshot().new_disk_bytes, BLOCK);
+        machine.restore(&third).unwrap();
+        let Some(Device::Blk(blk)) = machine.bus.virtio[7].as_ref().map(|t| &t.device) else {
+            panic!("no disk");
+        };
+        let mut got = vec![0u8; 200];
+        blk.read(40 * BLOCK, &mut got).unwrap();
+        assert!(got[..10].iter().all(|&b| b == 0x5a));
+        assert!(got[10..110].iter().all(|&b| b == 2) && got[110..].iter().all(|&b| b == 0x5a));
+        blk.read(0, &mut got).unwrap();
+        assert!(got.iter().all(|&b| b == 1));
     }
 }

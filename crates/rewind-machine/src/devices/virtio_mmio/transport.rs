@@ -270,6 +270,30 @@ impl Transport {
         }
     }
 
+    /// The device's kind, for messages.
+    pub fn name(&self) -> &'static str {
+        match self.device {
+            Device::Rng(_) => "rng",
+            Device::Blk(_) => "blk",
+            Device::Input(_) => "input",
+            Device::Net(_) => "net",
+        }
+    }
+
+    /// A hash of the guest-visible state ([`crate::DigestVersion::Postcard`]): the transport's
+    /// and the device's, a disk overlay as its own (incremental) hash, the host's disk file not
+    /// at all.
+    pub fn digest(&self) -> u64 {
+        use crate::digest::state_hash;
+        let s = &self.state;
+        match &self.device {
+            Device::Rng(r) => state_hash(&(s, 0u8, &r.state)),
+            Device::Blk(b) => state_hash(&(s, 1u8, b.state.hash())),
+            Device::Input(i) => state_hash(&(s, 2u8, &i.state)),
+            Device::Net(n) => state_hash(&(s, 3u8, &n.state)),
+        }
+    }
+
     /// Whether the interrupt line is raised.
     pub fn irq_level(&self) -> bool {
         self.state.interrupt_status != 0
