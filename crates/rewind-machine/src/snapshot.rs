@@ -23,7 +23,6 @@ use crate::devices::plic::PlicState;
 use crate::devices::rtc::RtcState;
 use crate::devices::uart::{UartState, FIFO_SIZE};
 use crate::devices::virtio::blk::BlkState;
-use crate::devices::virtio::queue::MAX_QUEUE_SIZE;
 use crate::devices::virtio_mmio::transport::{DeviceState, TransportState};
 use crate::{Machine, MachineConfig, MachineError};
 
@@ -245,25 +244,16 @@ impl Machine {
         if s.uart.rx_fifo.len() > FIFO_SIZE {
             return Err(invalid("the UART holds more bytes than its FIFO".into()));
         }
-        let shapes_match = s.virtio.len() == self.bus.virtio.len()
-            && s.virtio
-                .iter()
-                .zip(&self.bus.virtio)
-                .all(|(a, b)| match (a, b) {
-                    (None, None) => true,
-                    (Some((transport, state)), Some(t)) => {
-                        std::mem::discriminant(state) == std::mem::discriminant(&t.device_state())
-                            && transport.queues.len() == t.state.queues.len()
-                    }
-                    _ => false,
-                });
-        let queues_valid = s
-            .virtio
-            .iter()
-            .flatten()
-            .all(|(t, _)| t.queues.iter().all(|q| q.size <= MAX_QUEUE_SIZE));
-        if !shapes_match || !queues_valid {
+        if s.virtio.len() != self.bus.virtio.len() {
             return Err(invalid("its virtio devices are not this machine's".into()));
+        }
+        for (slot, (saved, live)) in s.virtio.iter().zip(&self.bus.virtio).enumerate() {
+            let checked = match (saved, live) {
+                (None, None) => Ok(()),
+                (Some((transport, device)), Some(t)) => t.check_state(transport, device),
+                _ => Err("its virtio devices are not this machine's".into()),
+            };
+            checked.map_err(|e| invalid(format!("virtio slot {slot}: {e}")))?;
         }
         if !s.plic.is_valid() {
             return Err(invalid("the PLIC state is out of range".into()));
@@ -344,9 +334,10 @@ pub(crate) fn for_each_bit(bits: &[u64], mut f: impl FnMut(usize)) {
 
 #[cfg(test)]
 mod tests {
+    use super::Snapshot;
     use crate::devices::virtio::blk::{DiskImage, BLOCK};
     use crate::devices::virtio::qcow2::tests::TempDir;
-    use crate::devices::virtio_mmio::transport::{Device, Transport};
+    use crate::devices::virtio_mmio::transport::{Device, Transport, TransportState};
     use crate::{Machine, MachineConfig};
 
     fn write_disk(machine: &mut Machine, at: u64, data: &[u8]) {
@@ -395,5 +386,164 @@ mod tests {
         assert!(got[10..110].iter().all(|&b| b == 2) && got[110..].iter().all(|&b| b == 0x5a));
         blk.read(0, &mut got).unwrap();
         assert!(got.iter().all(|&b| b == 1));
+    }
+
+    /// A machine with virtio-rng (slot 7), -net (6), -keyboard (5) and -blk (4, a 4 MiB disk).
+    fn machine_with_devices(dir: &TempDir, disk_size: usize) -> Machine {
+        use crate::DeviceKind;
+        let raw = dir.file(&format!("disk{disk_size}.raw"));
+        std::fs::write(&raw, vec![0u8; disk_size]).unwrap();
+        let config = MachineConfig {
+            devices: vec![
+                DeviceKind::VirtioRng,
+                DeviceKind::VirtioNet,
+                DeviceKind::VirtioKeyboard,
+            ],
+            ..MachineConfig::default()
+        };
+        let mut machine = Machine::bare(config).unwrap();
+        let image = DiskImage::open(&raw, None, false, false).unwrap();
+        machine.bus.virtio[4] = Some(Transport::blk(image));
+        machine
+    }
+
+    #[test]
+    fn restoring_checks_every_virtio_field_and_says_what_is_wrong() {
+        use crate::devices::virtio::input::EvdevEvent;
+        use crate::devices::virtio::rng::Request;
+        use crate::devices::virtio_mmio::transport::DeviceState;
+        let dir = TempDir::new("snapshot-virtio");
+        let mut machine = machine_with_devices(&dir, 4 << 20);
+        let good = machine.snapshot();
+        let before = machine.digest();
+        // A disk overlay from a larger disk, with a block past this one's end.
+        let mut larger = machine_with_devices(&dir, 8 << 20);
+        write_disk_at(&mut larger, 4, 6 << 20, &[1; 512]);
+        let larger_disk = larger.snapshot().state.virtio[4].clone().unwrap().1;
+
+        type Craft = Box<dyn Fn(&mut Snapshot)>;
+        fn slot(s: &mut Snapshot, n: usize) -> &mut (TransportState, DeviceState) {
+            s.state.virtio[n].as_mut().unwrap()
+        }
+        let crafts: Vec<(&str, Craft)> = vec![
+            // Each of these made a later step panic (a division by zero in `Queue::push`, a
+            // slice out of range, an address that overflows) or broke a device's bound.
+            (
+                "does not fit its queue of size 0",
+                Box::new(move |s| {
+                    let (_, d) = slot(s, 7);
+                    *d = DeviceState::Rng(crate::devices::virtio::rng::RngState {
+                        pending: vec![Request {
+                            head: 0,
+                            wanted: 16,
+                            buffers: vec![(0x8000_0000, 16)],
+                        }],
+                    });
+                }),
+            ),
+            (
+                "size 3 is not a power of two",
+                Box::new(move |s| slot(s, 7).0.queues[0].size = 3),
+            ),
+            (
+                "size 512 is not a power of two from 1 to 256",
+                Box::new(move |s| slot(s, 6).0.queues[1].size = 512),
+            ),
+            (
+                "descriptor table at 0x80000008 is not aligned to 16 bytes",
+                Box::new(move |s| slot(s, 6).0.queues[0].desc = 0x8000_0008),
+            ),
+            (
+                "used ring at 0xfffffffffffffffc runs past the end",
+                Box::new(move |s| slot(s, 5).0.queues[0].used = u64::MAX - 3),
+            ),
+            (
+                "available ring at 0x80000001 is not aligned",
+                Box::new(move |s| slot(s, 4).0.queues[0].avail = 0x8000_0001),
+            ),
+            (
+                "which the device does not offer",
+                Box::new(move |s| slot(s, 4).0.driver_features = 1 << 40),
+            ),
+            (
+                "queues 0x4 are notified, and it has 2",
+                Box::new(move |s| slot(s, 6).0.notified = 4),
+            ),
+            (
+                "interrupt status 0x2 has bits the device never sets",
+                Box::new(move |s| slot(s, 7).0.interrupt_status = 2),
+            ),
+            (
+                "257 received frames are pending, more than the 256",
+                Box::new(move |s| {
+                    let frames = vec![vec![0u8; 60]; 257];
+                    slot(s, 6).1 = DeviceState::Net(crate::devices::virtio::net::NetState {
+                        pending: frames.into(),
+                        dropped: 0,
+                    });
+                }),
+            ),
+            (
+                "a pending frame is 3 bytes",
+                Box::new(move |s| {
+                    slot(s, 6).1 = DeviceState::Net(crate::devices::virtio::net::NetState {
+                        pending: vec![vec![0u8; 3]].into(),
+                        dropped: 0,
+                    });
+                }),
+            ),
+            (
+                "4097 input events are pending",
+                Box::new(move |s| {
+                    let events = vec![
+                        EvdevEvent {
+                            kind: 1,
+                            code: 30,
+                            value: 1
+                        };
+                        4097
+                    ];
+                    slot(s, 5).1 = DeviceState::Input(crate::devices::virtio::input::InputState {
+                        pending: events.into(),
+                        ..Default::default()
+                    });
+                }),
+            ),
+            ("block 96, beyond the end of the 4194304-byte disk", {
+                let disk = larger_disk.clone();
+                Box::new(move |s| slot(s, 4).1 = disk.clone())
+            }),
+            (
+                "not this machine's net device with 2 queues",
+                Box::new(move |s| {
+                    slot(s, 6).1 = DeviceState::Rng(Default::default());
+                }),
+            ),
+            (
+                "not this machine's",
+                Box::new(move |s| s.state.virtio[3] = s.state.virtio[7].clone()),
+            ),
+        ];
+        for (expected, craft) in crafts {
+            let mut bad = good.clone();
+            craft(&mut bad);
+            let err = machine.restore(&bad).expect_err(expected).to_string();
+            assert!(err.contains(expected), "expected {expected:?} in: {err}");
+            assert!(err.contains("virtio slot"), "{err}");
+            assert_eq!(
+                machine.digest(),
+                before,
+                "a refused snapshot changed the machine"
+            );
+        }
+        machine.restore(&good).unwrap();
+    }
+
+    fn write_disk_at(machine: &mut Machine, slot: usize, at: u64, data: &[u8]) {
+        let Some(Device::Blk(blk)) = machine.bus.virtio[slot].as_mut().map(|t| &mut t.device)
+        else {
+            panic!("no disk");
+        };
+        blk.write(at, data).unwrap();
     }
 }
