@@ -579,3 +579,81 @@ fn a_format_1_recording_still_replays_and_meets_its_sync_points() {
         "{console}"
     );
 }
+
+/// Waits for `child` to end and returns its exit code and peak resident memory in bytes
+/// (`wait4`'s rusage of that child alone).
+fn wait_with_peak_memory(child: &std::process::Child, timeout: Duration) -> (i32, u64) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let mut status = 0;
+        // SAFETY: `rusage` is plain data that wait4 fills in; zeroes are a valid value.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: wait4 writes only to the two pointers, which are valid for the call.
+        let pid = unsafe { libc::wait4(child.id() as i32, &mut status, libc::WNOHANG, &mut usage) };
+        if pid == child.id() as i32 {
+            let code = if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                -1
+            };
+            return (code, usage.ru_maxrss as u64 * 1024);
+        }
+        assert!(pid == 0, "wait4 failed");
+        assert!(std::time::Instant::now() < deadline, "rewind did not end");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A guest that writes 1 GiB to its disk is recorded holding the overlay and little more: the
+/// recorder's peak memory is within guest RAM + the overlay + a fixed bound (sync points no
+/// longer copy the overlay or format it as text), and the recording replays.
+#[test]
+fn recording_a_gib_of_disk_writes_costs_the_overlay_and_replays() {
+    const MIB: u64 = 1 << 20;
+    let dir = scratch("gib-write");
+    let disk = dir.join("disk.img");
+    std::fs::File::create(&disk)
+        .and_then(|f| f.set_len(1100 * MIB))
+        .unwrap();
+    let recording = dir.join("gib.rwd");
+    let mut console = Console::start(&[
+        "record",
+        "-o",
+        recording.to_str().unwrap(),
+        "--memory",
+        "256M",
+        "--drive",
+        disk.to_str().unwrap(),
+    ]);
+    console.wait_for(0, PROMPT, Duration::from_secs(180));
+    std::thread::sleep(Duration::from_millis(300));
+    let from = console.seen.len();
+    console.type_text("dd if=/dev/zero of=/dev/vda bs=1M count=1024 && sync\n");
+    console.wait_for(from, "1024+0 records out", Duration::from_secs(900));
+    console.wait_for(from, PROMPT, Duration::from_secs(300));
+    console.type_text("poweroff -f\n");
+    let (code, peak) = wait_with_peak_memory(&console.child, Duration::from_secs(120));
+    // Reaped here: the console must not kill or wait for it again.
+    std::mem::forget(console);
+    assert_eq!(code, 0);
+    let bound = 256 * MIB + 1024 * MIB + 384 * MIB;
+    assert!(
+        peak <= bound,
+        "the recorder peaked at {} MiB, more than {} MiB (RAM + overlay + 384 MiB)",
+        peak / MIB,
+        bound / MIB
+    );
+    // Sparse, and still without a block of data: the overlay took every write.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(&disk).unwrap().blocks(),
+        0,
+        "the recording wrote to the image"
+    );
+    let replay = rewind(&["replay", recording.to_str().unwrap()]);
+    assert_eq!(replay.status.code(), Some(0), "{}", stderr(&replay));
+    assert!(
+        String::from_utf8_lossy(&replay.stdout).contains("1024+0 records out"),
+        "the replay did not write the GiB"
+    );
+}
