@@ -121,7 +121,7 @@ fn a_typed_debian_session_replays_byte_for_byte_without_its_images() {
 
     // What inspect says about it.
     let info = inspect_json(&recording);
-    assert_eq!(info["format_version"], 1);
+    assert_eq!(info["format_version"], rewind_replay::FORMAT_VERSION);
     assert_eq!(info["complete"], true);
     let instructions = info["instructions"].as_u64().unwrap();
     assert!(instructions > 500_000_000, "{info}");

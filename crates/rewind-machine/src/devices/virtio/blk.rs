@@ -554,8 +554,15 @@ impl Blk {
             let block = match self.state.overlay.entry(index) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::btree_map::Entry::Vacant(e) => {
-                    let mut bytes = vec![0u8; block_len(index, self.image.size) as usize];
-                    self.image.read_at(&mut bytes, index * BLOCK)?;
+                    let len = block_len(index, self.image.size) as usize;
+                    let bytes = if within == 0 && n == len {
+                        // The write covers the block: nothing of the base shows through.
+                        rest[..n].to_vec()
+                    } else {
+                        let mut bytes = vec![0u8; len];
+                        self.image.read_at(&mut bytes, index * BLOCK)?;
+                        bytes
+                    };
                     e.insert(Arc::new(Block {
                         data: bytes,
                         written: 0,
