@@ -38,6 +38,11 @@ def qemu(guest, *extra):
 def session(argv, setup, timed, expect):
     """Boots `argv`, types each `setup` command, then times `timed`; the console must show
     `expect` afterwards. Returns the seconds taken."""
+    return session_stats(argv, setup, timed, expect)[0]
+
+
+def session_stats(argv, setup, timed, expect):
+    """As `session`, and also the process's peak resident memory: (seconds, bytes)."""
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL)
     out = bytearray()
@@ -65,7 +70,7 @@ def session(argv, setup, timed, expect):
 
     def wait_prompts(n):
         with cond:
-            if not cond.wait_for(lambda: out.count(PROMPT) >= n, timeout=300):
+            if not cond.wait_for(lambda: out.count(PROMPT) >= n, timeout=1800):
                 proc.kill()
                 sys.exit("no prompt:\n" + out.decode(errors="replace"))
 
@@ -77,7 +82,16 @@ def session(argv, setup, timed, expect):
     elapsed = time.monotonic() - start
     proc.stdin.write(b"poweroff -f\n")
     proc.stdin.flush()
-    proc.wait(timeout=60)
+    deadline = time.monotonic() + 60
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid == proc.pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            break
+        if time.monotonic() > deadline:
+            proc.kill()
+            sys.exit("the machine did not power off")
+        time.sleep(0.05)
     if expect.encode() not in out:
         sys.exit(f"{timed!r} did not show {expect!r}:\n" + out.decode(errors="replace"))
-    return elapsed
+    return elapsed, usage.ru_maxrss * 1024

@@ -72,7 +72,7 @@ struct DebugArgs {
     /// Where to listen for gdb. Loopback unless told otherwise.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:1234")]
     gdb: String,
-    /// Memory the automatic checkpoints may hold (RAM pages), with a K, M or G suffix.
+    /// Memory the automatic checkpoints may hold (RAM pages and disk overlay blocks), with a K, M or G suffix.
     #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
     checkpoint_mem: u64,
 }

@@ -121,7 +121,7 @@ fn a_typed_debian_session_replays_byte_for_byte_without_its_images() {
 
     // What inspect says about it.
     let info = inspect_json(&recording);
-    assert_eq!(info["format_version"], 1);
+    assert_eq!(info["format_version"], rewind_replay::FORMAT_VERSION);
     assert_eq!(info["complete"], true);
     let position = info["position"].as_u64().unwrap();
     assert!(position > 500_000_000, "{info}");
@@ -354,12 +354,12 @@ fn corrupted_cut_foreign_and_newer_recordings_are_refused_without_console_output
         assert!(stderr(&out).contains(expected), "{file}: {}", stderr(&out));
     }
     let mut newer = good.clone();
-    newer[8] = 2;
+    newer[8] = 3;
     std::fs::write(&bad, &newer).unwrap();
     let out = rewind(&["replay", bad_path]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("format version 2, newer"),
+        stderr(&out).contains("format version 3, newer"),
         "{}",
         stderr(&out)
     );
@@ -552,5 +552,111 @@ fn a_qcow2_disk_is_read_recorded_replayed_and_written() {
         stderr(&refused).contains("qemu-img convert"),
         "{}",
         stderr(&refused)
+    );
+}
+
+/// A recording made in format 1 (device digests from `Debug` text; see tests/data/README.md)
+/// still replays and meets every sync point, disk overlay and virtio queues included.
+#[test]
+fn a_format_1_recording_still_replays_and_meets_its_sync_points() {
+    let dir = scratch("format-1");
+    let disk = dir.join("blkecho-disk.raw");
+    std::fs::File::create(&disk)
+        .and_then(|f| f.set_len(1 << 20))
+        .unwrap();
+    let recording = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/format1-blkecho.rwd");
+    let info = inspect_json(&recording);
+    assert_eq!(info["format_version"], 1, "{info}");
+    let out = rewind(&[
+        "replay",
+        recording.to_str().unwrap(),
+        "--drive",
+        disk.to_str().unwrap(),
+    ]);
+    let message = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{message}");
+    assert!(message.contains("13 sync points matched"), "{message}");
+    let console = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        console.contains("line 3: last line") && console.ends_with("PASS\n"),
+        "{console}"
+    );
+}
+
+/// Waits for `child` to end and returns its exit code and peak resident memory in bytes
+/// (`wait4`'s rusage of that child alone).
+fn wait_with_peak_memory(child: &std::process::Child, timeout: Duration) -> (i32, u64) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let mut status = 0;
+        // SAFETY: `rusage` is plain data that wait4 fills in; zeroes are a valid value.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: wait4 writes only to the two pointers, which are valid for the call.
+        let pid = unsafe { libc::wait4(child.id() as i32, &mut status, libc::WNOHANG, &mut usage) };
+        if pid == child.id() as i32 {
+            let code = if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                -1
+            };
+            return (code, usage.ru_maxrss as u64 * 1024);
+        }
+        assert!(pid == 0, "wait4 failed");
+        assert!(std::time::Instant::now() < deadline, "rewind did not end");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A guest that writes 1 GiB to its disk is recorded holding the overlay and little more: the
+/// recorder's peak memory is within guest RAM + the overlay + a fixed bound (sync points no
+/// longer copy the overlay or format it as text), and the recording replays.
+#[test]
+fn recording_a_gib_of_disk_writes_costs_the_overlay_and_replays() {
+    const MIB: u64 = 1 << 20;
+    let dir = scratch("gib-write");
+    let disk = dir.join("disk.img");
+    std::fs::File::create(&disk)
+        .and_then(|f| f.set_len(1100 * MIB))
+        .unwrap();
+    let recording = dir.join("gib.rwd");
+    let mut console = Console::start(&[
+        "record",
+        "-o",
+        recording.to_str().unwrap(),
+        "--memory",
+        "256M",
+        "--drive",
+        disk.to_str().unwrap(),
+    ]);
+    console.wait_for(0, PROMPT, Duration::from_secs(180));
+    std::thread::sleep(Duration::from_millis(300));
+    let from = console.seen.len();
+    console.type_text("dd if=/dev/zero of=/dev/vda bs=1M count=1024 && sync\n");
+    console.wait_for(from, "1024+0 records out", Duration::from_secs(900));
+    console.wait_for(from, PROMPT, Duration::from_secs(300));
+    console.type_text("poweroff -f\n");
+    let (code, peak) = wait_with_peak_memory(&console.child, Duration::from_secs(120));
+    // Reaped here: the console must not kill or wait for it again.
+    std::mem::forget(console);
+    assert_eq!(code, 0);
+    let bound = 256 * MIB + 1024 * MIB + 384 * MIB;
+    assert!(
+        peak <= bound,
+        "the recorder peaked at {} MiB, more than {} MiB (RAM + overlay + 384 MiB)",
+        peak / MIB,
+        bound / MIB
+    );
+    // Sparse, and still without a block of data: the overlay took every write.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(&disk).unwrap().blocks(),
+        0,
+        "the recording wrote to the image"
+    );
+    let replay = rewind(&["replay", recording.to_str().unwrap()]);
+    assert_eq!(replay.status.code(), Some(0), "{}", stderr(&replay));
+    assert!(
+        String::from_utf8_lossy(&replay.stdout).contains("1024+0 records out"),
+        "the replay did not write the GiB"
     );
 }

@@ -175,3 +175,69 @@ fn going_back_restores_disk_writes_and_device_state() {
     timeline.seek(end).unwrap();
     assert_eq!(timeline.player.machine.digest(), at_end);
 }
+
+/// Checkpoints share disk blocks and count those they do not share: in the format-1
+/// recording (a guest that writes two 64 KiB blocks of its disk per console line), a
+/// checkpoint costs at most the two blocks it copied beyond its RAM pages, the timeline's
+/// total counts them, and going back under a budget that drops checkpoints still lands in
+/// the state of playing straight there.
+#[test]
+fn checkpoints_share_disk_blocks_and_count_the_ones_they_copy() {
+    use rewind_debug::timeline::Timeline;
+    use rewind_replay::{Player, Recording};
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("checkpoint-disk");
+    std::fs::create_dir_all(&dir).unwrap();
+    let disk = dir.join("blkecho-disk.raw");
+    std::fs::File::create(&disk)
+        .and_then(|f| f.set_len(1 << 20))
+        .unwrap();
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/format1-blkecho.rwd");
+    let recording = Recording::open(&path).unwrap();
+    let drives = [disk.clone()];
+
+    let mut player = Player::new(&recording, &drives).unwrap();
+    let (mut disk_bytes, mut total) = (0, 0);
+    let mut icount = 0;
+    while icount < player.end {
+        icount = (icount + 100_000).min(player.end);
+        player.play_to(icount).unwrap();
+        let checkpoint = player.save();
+        let s = &checkpoint.snapshot;
+        assert!(s.new_disk_bytes <= 2 << 16, "{} bytes", s.new_disk_bytes);
+        assert_eq!(s.cost_bytes(), s.new_pages as u64 * 4096 + s.new_disk_bytes);
+        disk_bytes += s.new_disk_bytes;
+        total += s.cost_bytes();
+    }
+    assert!(
+        disk_bytes >= 4 * (2 << 16),
+        "{disk_bytes} bytes of disk blocks copied"
+    );
+
+    let mut timeline = Timeline::new(Player::new(&recording, &drives).unwrap(), 1 << 30);
+    timeline.set_spacing(100_000);
+    let end = timeline.end();
+    timeline.seek(end).unwrap();
+    // The same checkpoints but for where they fall (the timeline also keeps instruction 0).
+    let counted = timeline.checkpoint_bytes();
+    assert!(
+        counted >= disk_bytes && counted.abs_diff(total) <= 64 << 10,
+        "{counted} {total}"
+    );
+    // A budget of a third: checkpoints are dropped, and the ones kept count what they no
+    // longer share.
+    let mut tight = Timeline::new(Player::new(&recording, &drives).unwrap(), total / 3);
+    tight.set_spacing(100_000);
+    tight.seek(end).unwrap();
+    assert!(tight.checkpoint_bytes() <= total / 3 + (2 << 16) + (1 << 20));
+    for target in [end / 2, end / 4, end - 1] {
+        tight.seek(target).unwrap();
+        let mut straight = Player::new(&recording, &drives).unwrap();
+        straight.play_to(target).unwrap();
+        assert_eq!(
+            tight.player.machine.digest(),
+            straight.machine.digest(),
+            "seeking back to {target} differs from playing there"
+        );
+    }
+}

@@ -34,11 +34,11 @@ pub enum Stopped {
 pub struct Timeline {
     pub player: Player,
     checkpoints: BTreeMap<u64, Checkpoint>,
-    /// Bytes of RAM pages each checkpoint keeps alive: its own new pages, plus those of
-    /// dropped checkpoints before it that it still shares.
+    /// Bytes of RAM pages and disk overlay blocks each checkpoint keeps alive: its own new
+    /// ones, plus those of dropped checkpoints before it that it still shares.
     costs: BTreeMap<u64, u64>,
     spacing: u64,
-    /// Bytes of RAM the checkpoints may hold.
+    /// Bytes of RAM and disk overlay the checkpoints may hold.
     budget: u64,
     /// Breakpoints (virtual addresses), sorted.
     breakpoints: Vec<u64>,
@@ -116,7 +116,7 @@ impl Timeline {
         self.costs.iter().map(|(&i, &c)| (i, c)).collect()
     }
 
-    /// Bytes of RAM pages all checkpoints keep alive (an upper bound).
+    /// Bytes of RAM pages and disk overlay blocks all checkpoints keep alive (an upper bound).
     pub fn checkpoint_bytes(&self) -> u64 {
         self.costs.values().sum()
     }
@@ -174,12 +174,13 @@ impl Timeline {
             let Some(k) = victim else { break };
             self.checkpoints.remove(&k);
             self.costs.remove(&k);
-            // The next checkpoint now costs the pages it does not share with the one before.
+            // The next checkpoint now costs the pages and disk blocks it does not share with
+            // the one before.
             let prev = self.checkpoints.range(..k).next_back();
             let next = self.checkpoints.range(k..).next();
             if let (Some((_, prev)), Some((&n, next))) = (prev, next) {
-                let pages = next.snapshot.ram.pages_beyond(&prev.snapshot.ram);
-                self.costs.insert(n, pages as u64 * 4096);
+                let bytes = next.snapshot.bytes_beyond(&prev.snapshot);
+                self.costs.insert(n, bytes);
             }
         }
     }

@@ -2,7 +2,11 @@
 //! two machines differ but *where*: pc, registers, CSRs, each device, and RAM by region.
 //!
 //! RAM is hashed page by page and the page hashes are kept, so a digest costs only the pages
-//! written since the previous one (the dirty set of [`rewind_cpu::Ram`]).
+//! written since the previous one (the dirty set of [`rewind_cpu::Ram`]). Disk overlays keep a
+//! hash in each block, forgotten when the block is written, to the same effect.
+//!
+//! How device states are hashed is versioned ([`DigestVersion`]), since recordings keep
+//! digests: a recording is checked with the version of its format.
 
 use rewind_cpu::ram::PAGE_SIZE;
 use rewind_cpu::Ram;
@@ -11,6 +15,19 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 /// RAM is summarised as this many region hashes (fewer for small RAM).
 pub const RAM_REGIONS: usize = 128;
+
+/// How a digest hashes device states.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DigestVersion {
+    /// Recording format 1: a hash of each state's `Debug` text, and all virtio slots as one
+    /// entry. Only for checking format-1 recordings: slow, and it changes with any `Debug`.
+    DebugText = 1,
+    /// Recording format 2: xxh3 of each state's postcard encoding (postcard's wire format is
+    /// specified and stable; the encoding streams into the hasher, nothing is copied), a
+    /// virtio entry per slot, and a disk overlay as the hashes of its blocks.
+    #[default]
+    Postcard = 2,
+}
 
 /// A summary of the machine's state at one instruction count.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,7 +66,9 @@ impl StateDigest {
     }
 
     /// What differs between `self` (expected) and `other` (found), one line each, in the order
-    /// pc, privilege, registers, CSRs, devices, RAM.
+    /// pc, privilege, registers, CSRs, devices, RAM; empty when they match. CSRs are matched
+    /// by name, and those `other` has beyond `self`'s are not compared (CSRs a newer rewind
+    /// added since a recording was made).
     pub fn differences(&self, other: &StateDigest) -> Vec<String> {
         let mut out = Vec::new();
         if self.icount != other.icount {
@@ -82,21 +101,21 @@ impl StateDigest {
         };
         pairs(&self.x, &other.x, "x", &ABI_NAMES, &mut out);
         pairs(&self.f, &other.f, "f", &[], &mut out);
-        let named =
-            |a: &[(String, u64)], b: &[(String, u64)], what: &str, out: &mut Vec<String>| {
-                for ((name, x), (_, y)) in a.iter().zip(b) {
-                    if x != y {
-                        let detail = if what == "CSR" {
-                            format!(": expected {x:#x}, found {y:#x}")
-                        } else {
-                            " state differs".to_string()
-                        };
-                        out.push(format!("{what} {name}{detail}"));
-                    }
+        // CSRs by name: a later rewind may know CSRs an older digest does not have.
+        for (name, x) in &self.csrs {
+            match other.csrs.iter().find(|(n, _)| n == name) {
+                Some((_, y)) if x != y => {
+                    out.push(format!("CSR {name}: expected {x:#x}, found {y:#x}"))
                 }
-            };
-        named(&self.csrs, &other.csrs, "CSR", &mut out);
-        named(&self.devices, &other.devices, "device", &mut out);
+                Some(_) => {}
+                None => out.push(format!("CSR {name}: expected {x:#x}, found none")),
+            }
+        }
+        for ((name, x), (_, y)) in self.devices.iter().zip(&other.devices) {
+            if x != y {
+                out.push(format!("device {name} state differs"));
+            }
+        }
         for (i, (x, y)) in self.ram_regions.iter().zip(&other.ram_regions).enumerate() {
             if x != y {
                 let start = self.ram_base + i as u64 * self.ram_region_size;
@@ -106,7 +125,18 @@ impl StateDigest {
                 ));
             }
         }
-        if out.is_empty() && self.hash() != other.hash() {
+        fn shape(d: &StateDigest) -> (usize, usize, Vec<&str>, u64, u64, usize) {
+            let names = d.devices.iter().map(|(n, _)| n.as_str()).collect();
+            (
+                d.x.len(),
+                d.f.len(),
+                names,
+                d.ram_base,
+                d.ram_region_size,
+                d.ram_regions.len(),
+            )
+        }
+        if out.is_empty() && shape(self) != shape(other) {
             out.push("the state differs (shapes differ: a different machine?)".into());
         }
         out
@@ -155,9 +185,78 @@ impl RamHashes {
     }
 }
 
-/// A hash of a value's `Debug` form: device states are plain data whose Debug lists every field.
+/// A hash of a value's `Debug` form ([`DigestVersion::DebugText`]).
 pub(crate) fn debug_hash(value: &dyn std::fmt::Debug) -> u64 {
     xxh3_64(format!("{value:?}").as_bytes())
+}
+
+/// A hash of a value's postcard encoding ([`DigestVersion::Postcard`]), streamed into the
+/// hasher.
+pub(crate) fn state_hash<T: Serialize + ?Sized>(value: &T) -> u64 {
+    struct Hasher(Xxh3);
+    impl postcard::ser_flavors::Flavor for Hasher {
+        type Output = u64;
+        fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+            self.0.update(&[byte]);
+            Ok(())
+        }
+        fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+            self.0.update(bytes);
+            Ok(())
+        }
+        fn finalize(self) -> postcard::Result<u64> {
+            Ok(self.0.digest())
+        }
+    }
+    // Plain data with derived serialisation: encoding it cannot fail.
+    postcard::serialize_with_flavor(value, Hasher(Xxh3::new())).unwrap_or_default()
+}
+
+/// The virtio slots as format 1 hashed them: the `Debug` text of each slot's transport state
+/// and device state, with the disk overlay as a map from sector to bytes (names and shapes as
+/// they were then; `Debug` of a reference is the referent's).
+pub(crate) mod legacy {
+    use std::collections::BTreeMap;
+
+    use crate::devices::virtio::input::InputState;
+    use crate::devices::virtio::net::NetState;
+    use crate::devices::virtio::rng::RngState;
+    use crate::devices::virtio_mmio::transport::{Device, Transport, TransportState};
+
+    #[derive(Debug)]
+    #[allow(dead_code)] // Read through Debug only.
+    enum DeviceState<'a> {
+        Rng(&'a RngState),
+        Blk(BlkState),
+        Input(&'a InputState),
+        Net(&'a NetState),
+    }
+
+    #[derive(Debug)]
+    #[allow(dead_code)] // Read through Debug only.
+    struct BlkState {
+        overlay: BTreeMap<u64, Vec<u8>>,
+    }
+
+    pub(crate) fn virtio_hash(slots: &[Option<Transport>]) -> u64 {
+        let slots: Vec<Option<(&TransportState, DeviceState)>> = slots
+            .iter()
+            .map(|t| {
+                t.as_ref().map(|t| {
+                    let device = match &t.device {
+                        Device::Rng(r) => DeviceState::Rng(&r.state),
+                        Device::Blk(b) => DeviceState::Blk(BlkState {
+                            overlay: b.state.written_sectors(),
+                        }),
+                        Device::Input(i) => DeviceState::Input(&i.state),
+                        Device::Net(n) => DeviceState::Net(&n.state),
+                    };
+                    (&t.state, device)
+                })
+            })
+            .collect();
+        super::debug_hash(&slots)
+    }
 }
 
 #[cfg(test)]
@@ -225,5 +324,35 @@ mod tests {
         assert_eq!(d[3], "device uart state differs");
         assert_eq!(d[4], "RAM differs in 0x80200000..0x80300000");
         assert_ne!(a.hash(), b.hash());
+    }
+
+    #[test]
+    fn csrs_are_matched_by_name_and_new_ones_are_not_compared() {
+        let old = StateDigest {
+            csrs: vec![("mstatus".into(), 1), ("satp".into(), 2)],
+            ..StateDigest::default()
+        };
+        let mut newer = old.clone();
+        newer.csrs.insert(1, ("tselect".into(), 9));
+        newer.csrs.push(("tdata1".into(), 5));
+        assert!(old.differences(&newer).is_empty());
+        newer.csrs[2].1 = 3;
+        assert_eq!(
+            old.differences(&newer),
+            ["CSR satp: expected 0x2, found 0x3"]
+        );
+        newer.csrs.remove(2);
+        assert_eq!(
+            old.differences(&newer),
+            ["CSR satp: expected 0x2, found none"]
+        );
+    }
+
+    #[test]
+    fn postcard_hashes_are_stable() {
+        // The format-2 digest of a value is fixed by postcard's wire format: a varint 300
+        // is ac 02.
+        assert_eq!(state_hash(&300u32), xxh3_64(&[0xac, 0x02]));
+        assert_eq!(state_hash(&(true, 1u64)), xxh3_64(&[1, 1]));
     }
 }

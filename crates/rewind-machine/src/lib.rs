@@ -26,8 +26,9 @@ use devices::virtio_mmio::{
     self,
     transport::{DeviceState, Transport},
 };
+pub use digest::DigestVersion;
 pub use digest::StateDigest;
-use digest::{debug_hash, RamHashes};
+use digest::{debug_hash, state_hash, RamHashes};
 use snapshot::RamPages;
 pub use snapshot::{MachineState, Snapshot};
 
@@ -319,6 +320,10 @@ pub struct Machine {
     dirty_for_snapshot: Vec<u64>,
     /// What RAM held at the last snapshot or restore (see `snapshot.rs`).
     snapshot_base: RamPages,
+    /// The disk overlays at the last snapshot or restore, in slot order.
+    snapshot_disks: Vec<devices::virtio::blk::BlkState>,
+    /// How [`Machine::digest`] hashes device states (that of the recording being replayed).
+    digest_version: DigestVersion,
     /// The hart executed WFI and sleeps until an interrupt is pending.
     sleeping: bool,
     /// Instruction counts skipped while the hart slept (virtual time without instructions).
@@ -412,6 +417,8 @@ impl Machine {
             dirty_for_digest: vec![0; dirty_words],
             dirty_for_snapshot: vec![0; dirty_words],
             snapshot_base,
+            snapshot_disks: Vec::new(),
+            digest_version: DigestVersion::default(),
             sleeping: false,
             idle_skipped: 0,
         })
@@ -613,28 +620,46 @@ impl Machine {
         let (ram_region_size, ram_regions) = self.ram_hashes.update(&self.ram, &dirty);
         let hart = &self.hart;
         let bus = &self.bus;
-        let devices = [
-            (
-                "hart-lines",
-                debug_hash(&(hart.irq_lines, hart.reservation_state())),
-            ),
-            ("sleep", debug_hash(&(self.sleeping, self.idle_skipped))),
-            ("uart", debug_hash(&bus.uart.state)),
-            ("clint", debug_hash(&bus.clint.state)),
-            ("plic", debug_hash(&bus.plic.state)),
-            ("rtc", debug_hash(&bus.rtc.state)),
-            ("finisher", debug_hash(&bus.finisher)),
-            // Guest-visible state only: the host's disk files are not part of it.
-            (
-                "virtio",
-                debug_hash(
-                    &bus.virtio
-                        .iter()
-                        .map(|t| t.as_ref().map(|t| (&t.state, t.device_state())))
-                        .collect::<Vec<_>>(),
+        let devices: Vec<(String, u64)> = match self.digest_version {
+            DigestVersion::DebugText => [
+                (
+                    "hart-lines",
+                    debug_hash(&(hart.irq_lines, hart.reservation_state())),
                 ),
-            ),
-        ];
+                ("sleep", debug_hash(&(self.sleeping, self.idle_skipped))),
+                ("uart", debug_hash(&bus.uart.state)),
+                ("clint", debug_hash(&bus.clint.state)),
+                ("plic", debug_hash(&bus.plic.state)),
+                ("rtc", debug_hash(&bus.rtc.state)),
+                ("finisher", debug_hash(&bus.finisher)),
+                // Guest-visible state only: the host's disk files are not part of it.
+                ("virtio", digest::legacy::virtio_hash(&bus.virtio)),
+            ]
+            .into_iter()
+            .map(|(name, h)| (name.to_string(), h))
+            .collect(),
+            DigestVersion::Postcard => {
+                let reservation = hart.save().reservation;
+                let mut devices: Vec<(String, u64)> = [
+                    ("hart-lines", state_hash(&(hart.irq_lines, reservation))),
+                    ("sleep", state_hash(&(self.sleeping, self.idle_skipped))),
+                    ("uart", state_hash(&bus.uart.state)),
+                    ("clint", state_hash(&bus.clint.state)),
+                    ("plic", state_hash(&bus.plic.state)),
+                    ("rtc", state_hash(&bus.rtc.state)),
+                    ("finisher", state_hash(&bus.finisher.pending())),
+                ]
+                .into_iter()
+                .map(|(name, h)| (name.to_string(), h))
+                .collect();
+                for (slot, t) in bus.virtio.iter().enumerate() {
+                    if let Some(t) = t {
+                        devices.push((format!("virtio{slot} ({})", t.name()), t.digest()));
+                    }
+                }
+                devices
+            }
+        };
         StateDigest {
             icount: hart.icount,
             pc: hart.pc,
@@ -642,14 +667,17 @@ impl Machine {
             x: hart.x.to_vec(),
             f: hart.f.to_vec(),
             csrs: hart.csr.named_values(),
-            devices: devices
-                .into_iter()
-                .map(|(name, h)| (name.to_string(), h))
-                .collect(),
+            devices,
             ram_base: self.ram.base(),
             ram_region_size,
             ram_regions,
         }
+    }
+
+    /// Makes [`Machine::digest`] hash device states as `version` says: that of the recording
+    /// being checked.
+    pub fn set_digest_version(&mut self, version: DigestVersion) {
+        self.digest_version = version;
     }
 
     /// Moves the RAM's dirty pages into the machine's two dirty sets.
@@ -684,6 +712,7 @@ impl Machine {
         fresh.idle_skipped = self.idle_skipped;
         fresh.bus.rtc.state.base_ns = self.bus.rtc.state.base_ns;
         fresh.bus.trace = self.bus.trace;
+        fresh.digest_version = self.digest_version;
         *self = fresh;
         Ok(())
     }

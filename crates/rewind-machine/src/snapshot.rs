@@ -6,6 +6,9 @@
 //! snapshot or restore, and the dirty set says which pages may differ from it since. Restoring
 //! another snapshot rewrites only those pages and the pages in which the two snapshots differ
 //! (found by pointer comparison, chunk by chunk).
+//!
+//! Disk overlays are shared the same way, block by block: a snapshot holds the overlay's
+//! blocks by reference, and a block is copied only when the guest writes it again.
 
 use std::sync::Arc;
 
@@ -19,7 +22,7 @@ use crate::devices::finisher::Finish;
 use crate::devices::plic::PlicState;
 use crate::devices::rtc::RtcState;
 use crate::devices::uart::{UartState, FIFO_SIZE};
-use crate::devices::virtio::queue::MAX_QUEUE_SIZE;
+use crate::devices::virtio::blk::BlkState;
 use crate::devices::virtio_mmio::transport::{DeviceState, TransportState};
 use crate::{Machine, MachineConfig, MachineError};
 
@@ -122,6 +125,9 @@ pub struct Snapshot {
     /// Pages this snapshot copied (the ones written since the snapshot before it): what it
     /// costs in memory beyond what it shares.
     pub new_pages: usize,
+    /// Bytes of disk overlay blocks written since the snapshot before it (the blocks it does
+    /// not share with that one).
+    pub new_disk_bytes: u64,
 }
 
 impl Snapshot {
@@ -130,10 +136,31 @@ impl Snapshot {
         self.state.hart.icount
     }
 
-    /// Bytes of RAM this snapshot alone holds.
+    /// Bytes of RAM and disk overlay this snapshot alone holds (beyond the snapshot before it).
     pub fn cost_bytes(&self) -> u64 {
-        self.new_pages as u64 * PAGE_SIZE
+        self.new_pages as u64 * PAGE_SIZE + self.new_disk_bytes
     }
+
+    /// Bytes of RAM pages and disk overlay blocks this snapshot holds that `base` (a snapshot
+    /// of the same machine) does not share.
+    pub fn bytes_beyond(&self, base: &Snapshot) -> u64 {
+        let pages = self.ram.pages_beyond(&base.ram) as u64 * PAGE_SIZE;
+        let disks = disk_states(&self.state.virtio)
+            .zip(disk_states(&base.state.virtio))
+            .map(|(a, b)| a.bytes_beyond(b))
+            .sum::<u64>();
+        pages + disks
+    }
+}
+
+/// The disk overlays of a machine's saved virtio slots, in slot order.
+fn disk_states(
+    virtio: &[Option<(TransportState, DeviceState)>],
+) -> impl Iterator<Item = &BlkState> {
+    virtio.iter().flatten().filter_map(|(_, d)| match d {
+        DeviceState::Blk(b) => Some(b),
+        _ => None,
+    })
 }
 
 impl Machine {
@@ -181,10 +208,20 @@ impl Machine {
             self.snapshot_base.set(page, copy);
         });
         self.dirty_for_snapshot = vec![0; dirty.len()];
+        let state = self.save_state();
+        let empty = BlkState::default();
+        let disks: Vec<BlkState> = disk_states(&state.virtio).cloned().collect();
+        let new_disk_bytes = disks
+            .iter()
+            .enumerate()
+            .map(|(i, d)| d.bytes_beyond(self.snapshot_disks.get(i).unwrap_or(&empty)))
+            .sum();
+        self.snapshot_disks = disks;
         Snapshot {
-            state: self.save_state(),
+            state,
             ram: self.snapshot_base.clone(),
             new_pages,
+            new_disk_bytes,
         }
     }
 
@@ -207,25 +244,16 @@ impl Machine {
         if s.uart.rx_fifo.len() > FIFO_SIZE {
             return Err(invalid("the UART holds more bytes than its FIFO".into()));
         }
-        let shapes_match = s.virtio.len() == self.bus.virtio.len()
-            && s.virtio
-                .iter()
-                .zip(&self.bus.virtio)
-                .all(|(a, b)| match (a, b) {
-                    (None, None) => true,
-                    (Some((transport, state)), Some(t)) => {
-                        std::mem::discriminant(state) == std::mem::discriminant(&t.device_state())
-                            && transport.queues.len() == t.state.queues.len()
-                    }
-                    _ => false,
-                });
-        let queues_valid = s
-            .virtio
-            .iter()
-            .flatten()
-            .all(|(t, _)| t.queues.iter().all(|q| q.size <= MAX_QUEUE_SIZE));
-        if !shapes_match || !queues_valid {
+        if s.virtio.len() != self.bus.virtio.len() {
             return Err(invalid("its virtio devices are not this machine's".into()));
+        }
+        for (slot, (saved, live)) in s.virtio.iter().zip(&self.bus.virtio).enumerate() {
+            let checked = match (saved, live) {
+                (None, None) => Ok(()),
+                (Some((transport, device)), Some(t)) => t.check_state(transport, device),
+                _ => Err("its virtio devices are not this machine's".into()),
+            };
+            checked.map_err(|e| invalid(format!("virtio slot {slot}: {e}")))?;
         }
         if !s.plic.is_valid() {
             return Err(invalid("the PLIC state is out of range".into()));
@@ -256,6 +284,7 @@ impl Machine {
         self.collect_dirty();
         self.dirty_for_snapshot.fill(0);
         self.snapshot_base = snapshot.ram.clone();
+        self.snapshot_disks = disk_states(&s.virtio).cloned().collect();
 
         if s.rom != self.bus.rom {
             self.ram
@@ -300,5 +329,221 @@ pub(crate) fn for_each_bit(bits: &[u64], mut f: impl FnMut(usize)) {
             f(i * 64 + w.trailing_zeros() as usize);
             w &= w - 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Snapshot;
+    use crate::devices::virtio::blk::{DiskImage, BLOCK};
+    use crate::devices::virtio::qcow2::tests::TempDir;
+    use crate::devices::virtio_mmio::transport::{Device, Transport, TransportState};
+    use crate::{Machine, MachineConfig};
+
+    fn write_disk(machine: &mut Machine, at: u64, data: &[u8]) {
+        let Some(Device::Blk(blk)) = machine.bus.virtio[7].as_mut().map(|t| &mut t.device) else {
+            panic!("no disk");
+        };
+        blk.write(at, data).unwrap();
+    }
+
+    #[test]
+    fn snapshots_share_disk_blocks_and_count_the_ones_they_do_not() {
+        let dir = TempDir::new("snapshot-disk");
+        let raw = dir.file("disk.raw");
+        std::fs::write(&raw, vec![0x5au8; 4 << 20]).unwrap();
+        let mut machine = Machine::bare(MachineConfig::default()).unwrap();
+        let image = DiskImage::open(&raw, None, false, false).unwrap();
+        machine.bus.virtio[7] = Some(Transport::blk(image));
+
+        let first = machine.snapshot();
+        assert_eq!(first.cost_bytes(), 0);
+        write_disk(&mut machine, 0, &vec![1u8; 1 << 20]);
+        let second = machine.snapshot();
+        let at_second = machine.digest();
+        assert_eq!(second.new_disk_bytes, 1 << 20);
+        assert_eq!(second.bytes_beyond(&first), 1 << 20);
+        // A small write costs its block, and the snapshot before keeps the old one.
+        write_disk(&mut machine, 40 * BLOCK + 10, &[2u8; 100]);
+        let third = machine.snapshot();
+        assert_eq!((third.new_disk_bytes, third.cost_bytes()), (BLOCK, BLOCK));
+        assert_eq!(third.bytes_beyond(&second), BLOCK);
+        assert_eq!(third.bytes_beyond(&first), (1 << 20) + BLOCK);
+        assert_eq!(machine.snapshot().new_disk_bytes, 0, "nothing written");
+        assert_ne!(machine.digest(), at_second);
+
+        machine.restore(&second).unwrap();
+        assert_eq!(machine.digest(), at_second);
+        write_disk(&mut machine, 0, &[3u8; 1]);
+        assert_eq!(machine.snapshot().new_disk_bytes, BLOCK);
+        machine.restore(&third).unwrap();
+        let Some(Device::Blk(blk)) = machine.bus.virtio[7].as_ref().map(|t| &t.device) else {
+            panic!("no disk");
+        };
+        let mut got = vec![0u8; 200];
+        blk.read(40 * BLOCK, &mut got).unwrap();
+        assert!(got[..10].iter().all(|&b| b == 0x5a));
+        assert!(got[10..110].iter().all(|&b| b == 2) && got[110..].iter().all(|&b| b == 0x5a));
+        blk.read(0, &mut got).unwrap();
+        assert!(got.iter().all(|&b| b == 1));
+    }
+
+    /// A machine with virtio-rng (slot 7), -net (6), -keyboard (5) and -blk (4, a 4 MiB disk).
+    fn machine_with_devices(dir: &TempDir, disk_size: usize) -> Machine {
+        use crate::DeviceKind;
+        let raw = dir.file(&format!("disk{disk_size}.raw"));
+        std::fs::write(&raw, vec![0u8; disk_size]).unwrap();
+        let config = MachineConfig {
+            devices: vec![
+                DeviceKind::VirtioRng,
+                DeviceKind::VirtioNet,
+                DeviceKind::VirtioKeyboard,
+            ],
+            ..MachineConfig::default()
+        };
+        let mut machine = Machine::bare(config).unwrap();
+        let image = DiskImage::open(&raw, None, false, false).unwrap();
+        machine.bus.virtio[4] = Some(Transport::blk(image));
+        machine
+    }
+
+    #[test]
+    fn restoring_checks_every_virtio_field_and_says_what_is_wrong() {
+        use crate::devices::virtio::input::EvdevEvent;
+        use crate::devices::virtio::rng::Request;
+        use crate::devices::virtio_mmio::transport::DeviceState;
+        let dir = TempDir::new("snapshot-virtio");
+        let mut machine = machine_with_devices(&dir, 4 << 20);
+        let good = machine.snapshot();
+        let before = machine.digest();
+        // A disk overlay from a larger disk, with a block past this one's end.
+        let mut larger = machine_with_devices(&dir, 8 << 20);
+        write_disk_at(&mut larger, 4, 6 << 20, &[1; 512]);
+        let larger_disk = larger.snapshot().state.virtio[4].clone().unwrap().1;
+
+        type Craft = Box<dyn Fn(&mut Snapshot)>;
+        fn slot(s: &mut Snapshot, n: usize) -> &mut (TransportState, DeviceState) {
+            s.state.virtio[n].as_mut().unwrap()
+        }
+        let crafts: Vec<(&str, Craft)> = vec![
+            // Each of these made a later step panic (a division by zero in `Queue::push`, a
+            // slice out of range, an address that overflows) or broke a device's bound.
+            (
+                "does not fit its queue of size 0",
+                Box::new(move |s| {
+                    let (_, d) = slot(s, 7);
+                    *d = DeviceState::Rng(crate::devices::virtio::rng::RngState {
+                        pending: vec![Request {
+                            head: 0,
+                            wanted: 16,
+                            buffers: vec![(0x8000_0000, 16)],
+                        }],
+                    });
+                }),
+            ),
+            (
+                "size 3 is not a power of two",
+                Box::new(move |s| slot(s, 7).0.queues[0].size = 3),
+            ),
+            (
+                "size 512 is not a power of two from 1 to 256",
+                Box::new(move |s| slot(s, 6).0.queues[1].size = 512),
+            ),
+            (
+                "descriptor table at 0x80000008 is not aligned to 16 bytes",
+                Box::new(move |s| slot(s, 6).0.queues[0].desc = 0x8000_0008),
+            ),
+            (
+                "used ring at 0xfffffffffffffffc runs past the end",
+                Box::new(move |s| slot(s, 5).0.queues[0].used = u64::MAX - 3),
+            ),
+            (
+                "available ring at 0x80000001 is not aligned",
+                Box::new(move |s| slot(s, 4).0.queues[0].avail = 0x8000_0001),
+            ),
+            (
+                "which the device does not offer",
+                Box::new(move |s| slot(s, 4).0.driver_features = 1 << 40),
+            ),
+            (
+                "queues 0x4 are notified, and it has 2",
+                Box::new(move |s| slot(s, 6).0.notified = 4),
+            ),
+            (
+                "interrupt status 0x2 has bits the device never sets",
+                Box::new(move |s| slot(s, 7).0.interrupt_status = 2),
+            ),
+            (
+                "257 received frames are pending, more than the 256",
+                Box::new(move |s| {
+                    let frames = vec![vec![0u8; 60]; 257];
+                    slot(s, 6).1 = DeviceState::Net(crate::devices::virtio::net::NetState {
+                        pending: frames.into(),
+                        dropped: 0,
+                    });
+                }),
+            ),
+            (
+                "a pending frame is 3 bytes",
+                Box::new(move |s| {
+                    slot(s, 6).1 = DeviceState::Net(crate::devices::virtio::net::NetState {
+                        pending: vec![vec![0u8; 3]].into(),
+                        dropped: 0,
+                    });
+                }),
+            ),
+            (
+                "4097 input events are pending",
+                Box::new(move |s| {
+                    let events = vec![
+                        EvdevEvent {
+                            kind: 1,
+                            code: 30,
+                            value: 1
+                        };
+                        4097
+                    ];
+                    slot(s, 5).1 = DeviceState::Input(crate::devices::virtio::input::InputState {
+                        pending: events.into(),
+                        ..Default::default()
+                    });
+                }),
+            ),
+            ("block 96, beyond the end of the 4194304-byte disk", {
+                let disk = larger_disk.clone();
+                Box::new(move |s| slot(s, 4).1 = disk.clone())
+            }),
+            (
+                "not this machine's net device with 2 queues",
+                Box::new(move |s| {
+                    slot(s, 6).1 = DeviceState::Rng(Default::default());
+                }),
+            ),
+            (
+                "not this machine's",
+                Box::new(move |s| s.state.virtio[3] = s.state.virtio[7].clone()),
+            ),
+        ];
+        for (expected, craft) in crafts {
+            let mut bad = good.clone();
+            craft(&mut bad);
+            let err = machine.restore(&bad).expect_err(expected).to_string();
+            assert!(err.contains(expected), "expected {expected:?} in: {err}");
+            assert!(err.contains("virtio slot"), "{err}");
+            assert_eq!(
+                machine.digest(),
+                before,
+                "a refused snapshot changed the machine"
+            );
+        }
+        machine.restore(&good).unwrap();
+    }
+
+    fn write_disk_at(machine: &mut Machine, slot: usize, at: u64, data: &[u8]) {
+        let Some(Device::Blk(blk)) = machine.bus.virtio[slot].as_mut().map(|t| &mut t.device)
+        else {
+            panic!("no disk");
+        };
+        blk.write(at, data).unwrap();
     }
 }

@@ -6,7 +6,12 @@ use thiserror::Error;
 
 pub const MAGIC: &[u8; 8] = b"REWINDRC";
 /// The format this build writes; it reads this version and older ones.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// - 1: sync points hash device states from their `Debug` text
+///   ([`rewind_machine::DigestVersion::DebugText`]).
+/// - 2: sync points hash device states from their postcard encoding, a virtio entry per slot
+///   ([`rewind_machine::DigestVersion::Postcard`]). The container is unchanged.
+pub const FORMAT_VERSION: u32 = 2;
 const HEADER_LEN: usize = 16;
 const CHUNK_HEADER_LEN: usize = 16;
 /// The largest chunk payload accepted: bounds what a hostile file can make us allocate.

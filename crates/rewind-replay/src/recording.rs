@@ -210,6 +210,14 @@ impl Recording {
         Recording::parse(&data)
     }
 
+    /// How this recording's sync points hash the machine's state.
+    pub fn digest_version(&self) -> rewind_machine::DigestVersion {
+        match self.format_version {
+            ..=1 => rewind_machine::DigestVersion::DebugText,
+            _ => rewind_machine::DigestVersion::Postcard,
+        }
+    }
+
     /// Parses and checks a whole recording held in memory. Untrusted input gives an error,
     /// never a panic.
     pub fn parse(data: &[u8]) -> Result<Recording, RecordingError> {

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use super::queue::{GuestMemory, Queue, QueueError};
 
 pub const DEVICE_ID: u32 = 18;
+/// Events held for a driver that does not take them.
+pub const MAX_PENDING: usize = 4096;
 
 const EV_SYN: u16 = 0;
 const EV_KEY: u16 = 1;
@@ -192,7 +194,7 @@ impl Input {
     ) -> Result<bool, QueueError> {
         // Bounded, so a guest that never reads cannot make the host hold events forever.
         for e in events {
-            if self.state.pending.len() < 4096 {
+            if self.state.pending.len() < MAX_PENDING {
                 self.state.pending.push_back(*e);
             }
         }

@@ -34,6 +34,8 @@ pub const MAX_PENDING: usize = 256;
 pub const MAX_FRAME: usize = 65536 + 14;
 /// The smallest frame that makes sense (an Ethernet header).
 const MIN_FRAME: usize = 14;
+/// Lengths of the frames the device takes.
+pub const FRAME_LEN: std::ops::RangeInclusive<usize> = MIN_FRAME..=MAX_FRAME;
 
 /// QEMU's first MAC address for a guest NIC, 52:54:00:12:34:56; NIC n adds n.
 pub fn default_mac(nic: usize) -> [u8; 6] {

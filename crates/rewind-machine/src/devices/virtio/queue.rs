@@ -113,6 +113,43 @@ pub struct Queue {
     pub signalled_used: u16,
 }
 
+/// One of a split queue's three rings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ring {
+    Desc,
+    Avail,
+    Used,
+}
+
+impl Ring {
+    /// Required alignment (virtio 1.x, 2.7).
+    fn align(self) -> u64 {
+        match self {
+            Ring::Desc => 16,
+            Ring::Avail => 2,
+            Ring::Used => 4,
+        }
+    }
+
+    /// Bytes the ring takes for a queue of `size` (with the event-index word).
+    fn len(self, size: u16) -> u64 {
+        let size = size as u64;
+        match self {
+            Ring::Desc => 16 * size,
+            Ring::Avail => 6 + 2 * size,
+            Ring::Used => 6 + 8 * size,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Ring::Desc => "descriptor table",
+            Ring::Avail => "available ring",
+            Ring::Used => "used ring",
+        }
+    }
+}
+
 fn read_u16(mem: &dyn GuestMemory, addr: u64) -> Result<u16, QueueError> {
     let mut b = [0u8; 2];
     mem.read(addr, &mut b).ok_or(QueueError::OutOfMemory)?;
@@ -142,6 +179,53 @@ fn read_desc(
 }
 
 impl Queue {
+    /// Sets the size the driver chose: a power of two up to [`MAX_QUEUE_SIZE`] (split rings,
+    /// 2.7). Anything else is refused and leaves the queue as it was.
+    pub fn try_set_size(&mut self, size: u32) -> Result<(), String> {
+        if !size.is_power_of_two() || size > MAX_QUEUE_SIZE as u32 {
+            return Err(format!(
+                "size {size} is not a power of two from 1 to {MAX_QUEUE_SIZE}"
+            ));
+        }
+        self.size = size as u16;
+        Ok(())
+    }
+
+    /// Sets a ring's guest address: aligned as the ring must be, and with room below 2^64 for
+    /// the largest ring (so address arithmetic never wraps). Anything else is refused and
+    /// leaves the queue as it was.
+    pub fn try_set_address(&mut self, ring: Ring, addr: u64) -> Result<(), String> {
+        check_address(ring, addr)?;
+        *match ring {
+            Ring::Desc => &mut self.desc,
+            Ring::Avail => &mut self.avail,
+            Ring::Used => &mut self.used,
+        } = addr;
+        Ok(())
+    }
+
+    /// A ring's guest address.
+    pub fn address(&self, ring: Ring) -> u64 {
+        match ring {
+            Ring::Desc => self.desc,
+            Ring::Avail => self.avail,
+            Ring::Used => self.used,
+        }
+    }
+
+    /// Checks what the setters guarantee, for a queue from a saved state: a size of 0 (never
+    /// set) or one [`Queue::try_set_size`] takes, and ring addresses
+    /// [`Queue::try_set_address`] takes.
+    pub fn check(&self) -> Result<(), String> {
+        if self.size != 0 {
+            Queue::default().try_set_size(self.size as u32)?;
+        }
+        for ring in [Ring::Desc, Ring::Avail, Ring::Used] {
+            check_address(ring, self.address(ring))?;
+        }
+        Ok(())
+    }
+
     /// Takes the next available chain, if the driver made one available.
     pub fn pop(&mut self, mem: &mut dyn GuestMemory) -> Result<Option<Chain>, QueueError> {
         if !self.ready || self.size == 0 {
@@ -213,6 +297,9 @@ impl Queue {
         head: u16,
         len: u32,
     ) -> Result<bool, QueueError> {
+        if self.size == 0 {
+            return Err(QueueError::BadIndex);
+        }
         let slot = (self.next_used % self.size) as u64;
         let mut entry = [0u8; 8];
         entry[..4].copy_from_slice(&(head as u32).to_le_bytes());
@@ -232,6 +319,23 @@ impl Queue {
         let flags = read_u16(mem, self.avail)?;
         Ok(flags & AVAIL_F_NO_INTERRUPT == 0)
     }
+}
+
+fn check_address(ring: Ring, addr: u64) -> Result<(), String> {
+    if !addr.is_multiple_of(ring.align()) {
+        return Err(format!(
+            "its {} at {addr:#x} is not aligned to {} bytes",
+            ring.name(),
+            ring.align()
+        ));
+    }
+    if addr.checked_add(ring.len(MAX_QUEUE_SIZE)).is_none() {
+        return Err(format!(
+            "its {} at {addr:#x} runs past the end of the address space",
+            ring.name()
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -448,5 +552,30 @@ mod tests {
         d.offer(0);
         let chain = q.pop(&mut d.mem).unwrap().unwrap();
         assert_eq!(chain.write_all(&mut d.mem, &[1; 16]), None);
+    }
+
+    #[test]
+    fn setters_refuse_what_a_queue_cannot_be_and_leave_it_unchanged() {
+        let mut q = Queue::default();
+        for bad in [0, 3, 384, 512, 1 << 20] {
+            assert!(q.try_set_size(bad).is_err(), "size {bad}");
+        }
+        assert_eq!(q.size, 0);
+        q.try_set_size(MAX_QUEUE_SIZE as u32).unwrap();
+        assert!(q.try_set_address(Ring::Desc, 0x1008).is_err());
+        assert!(q.try_set_address(Ring::Used, 0x1002).is_err());
+        assert!(q.try_set_address(Ring::Avail, u64::MAX - 1).is_err());
+        assert_eq!((q.desc, q.avail, q.used), (0, 0, 0));
+        q.try_set_address(Ring::Desc, 0x1010).unwrap();
+        q.try_set_address(Ring::Avail, 0x2002).unwrap();
+        q.try_set_address(Ring::Used, 0x3004).unwrap();
+        assert_eq!((q.desc, q.avail, q.used), (0x1010, 0x2002, 0x3004));
+        assert!(q.check().is_ok());
+        q.size = 7;
+        assert!(q.check().is_err());
+        // A queue of size 0 is an error to push to, not a division by zero.
+        let mut mem = Memory(vec![0; 0x10000]);
+        q.size = 0;
+        assert_eq!(q.push(&mut mem, 0, 0), Err(QueueError::BadIndex));
     }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::devices::virtio::blk::{self, Blk, BlkState, DiskImage};
 use crate::devices::virtio::input::{self, EvdevEvent, Input, InputKind, InputState};
 use crate::devices::virtio::net::{self, Net, NetState};
-use crate::devices::virtio::queue::{GuestMemory, Queue, MAX_QUEUE_SIZE};
+use crate::devices::virtio::queue::{GuestMemory, Queue, Ring, MAX_QUEUE_SIZE};
 use crate::devices::virtio::rng::{self, Rng, RngState};
 
 const MAGIC: u32 = 0x7472_6976; // "virt"
@@ -222,10 +222,8 @@ impl Transport {
             0x030 => self.state.queue_sel = value,
             0x038 => {
                 if let Some(q) = self.queue() {
-                    // Sizes are powers of two up to the maximum (split rings, 2.7).
-                    if value.is_power_of_two() && value <= MAX_QUEUE_SIZE as u32 {
-                        q.size = value as u16;
-                    }
+                    // Other sizes are ignored.
+                    let _ = q.try_set_size(value);
                 }
             }
             0x044 => {
@@ -254,19 +252,141 @@ impl Transport {
             0x080 | 0x084 | 0x090 | 0x094 | 0x0a0 | 0x0a4 => {
                 let high = offset & 4 != 0;
                 if let Some(q) = self.queue() {
-                    let field = match offset & !4 {
-                        0x080 => &mut q.desc,
-                        0x090 => &mut q.avail,
-                        _ => &mut q.used,
+                    let ring = match offset & !4 {
+                        0x080 => Ring::Desc,
+                        0x090 => Ring::Avail,
+                        _ => Ring::Used,
                     };
-                    *field = if high {
-                        (*field & 0xffff_ffff) | (value as u64) << 32
+                    let old = q.address(ring);
+                    let new = if high {
+                        (old & 0xffff_ffff) | (value as u64) << 32
                     } else {
-                        (*field & !0xffff_ffff) | value as u64
+                        (old & !0xffff_ffff) | value as u64
                     };
+                    // Misaligned addresses, and those whose ring would wrap, are ignored.
+                    let _ = q.try_set_address(ring, new);
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Checks a saved state before it replaces this transport's (restored state is untrusted):
+    /// the same kind of device with as many queues, features the driver acknowledged among
+    /// those offered, queues and rings as the register setters allow, and device state within
+    /// the device's limits. Says what is wrong.
+    pub fn check_state(&self, saved: &TransportState, device: &DeviceState) -> Result<(), String> {
+        let kind_matches =
+            std::mem::discriminant(device) == std::mem::discriminant(&self.device_state_kind());
+        if !kind_matches || saved.queues.len() != self.state.queues.len() {
+            return Err(format!(
+                "it is not this machine's {} device with {} queues",
+                self.name(),
+                self.state.queues.len()
+            ));
+        }
+        let offered = self.device_features();
+        if saved.driver_features & !offered != 0 {
+            return Err(format!(
+                "the driver acknowledged features {:#x}, which the device does not offer \
+                 (it offers {offered:#x})",
+                saved.driver_features & !offered
+            ));
+        }
+        if saved.notified >> saved.queues.len() != 0 {
+            return Err(format!(
+                "queues {:#x} are notified, and it has {}",
+                saved.notified,
+                saved.queues.len()
+            ));
+        }
+        if saved.interrupt_status & !INT_USED != 0 {
+            return Err(format!(
+                "its interrupt status {:#x} has bits the device never sets",
+                saved.interrupt_status
+            ));
+        }
+        for (i, q) in saved.queues.iter().enumerate() {
+            q.check().map_err(|e| format!("queue {i}: {e}"))?;
+        }
+        match (device, &self.device) {
+            (DeviceState::Rng(r), _) => {
+                let size = saved.queues[0].size;
+                for req in &r.pending {
+                    if req.head >= size || req.buffers.len() > size as usize {
+                        return Err(format!(
+                            "a pending entropy request (head {}, {} buffers) does not fit its \
+                             queue of size {size}",
+                            req.head,
+                            req.buffers.len()
+                        ));
+                    }
+                }
+            }
+            (DeviceState::Blk(b), Device::Blk(blk)) => b.validate(blk.image.size)?,
+            (DeviceState::Input(i), _) if i.pending.len() > input::MAX_PENDING => {
+                return Err(format!(
+                    "{} input events are pending, more than the {} it holds",
+                    i.pending.len(),
+                    input::MAX_PENDING
+                ));
+            }
+            (DeviceState::Net(n), _) => {
+                if n.pending.len() > net::MAX_PENDING {
+                    return Err(format!(
+                        "{} received frames are pending, more than the {} it holds",
+                        n.pending.len(),
+                        net::MAX_PENDING
+                    ));
+                }
+                if let Some(f) = n
+                    .pending
+                    .iter()
+                    .find(|f| !net::FRAME_LEN.contains(&f.len()))
+                {
+                    return Err(format!(
+                        "a pending frame is {} bytes, outside {:?}",
+                        f.len(),
+                        net::FRAME_LEN
+                    ));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// An empty state of this device's kind (its variant is what matters).
+    fn device_state_kind(&self) -> DeviceState {
+        match &self.device {
+            Device::Rng(_) => DeviceState::Rng(RngState::default()),
+            Device::Blk(_) => DeviceState::Blk(BlkState::default()),
+            Device::Input(_) => DeviceState::Input(InputState::default()),
+            Device::Net(_) => DeviceState::Net(NetState::default()),
+        }
+    }
+
+    /// The device's kind, for messages.
+    pub fn name(&self) -> &'static str {
+        match self.device {
+            Device::Rng(_) => "rng",
+            Device::Blk(_) => "blk",
+            Device::Input(_) => "input",
+            Device::Net(_) => "net",
+        }
+    }
+
+    /// A hash of the guest-visible state ([`crate::DigestVersion::Postcard`]): the transport's
+    /// and the device's, a disk overlay as its own (incremental) hash, the host's disk file not
+    /// at all.
+    pub fn digest(&self) -> u64 {
+        use crate::digest::state_hash;
+        let s = &self.state;
+        match &self.device {
+            Device::Rng(r) => state_hash(&(s, 0u8, &r.state)),
+            Device::Blk(b) => state_hash(&(s, 1u8, b.state.hash())),
+            Device::Input(i) => state_hash(&(s, 2u8, &i.state)),
+            Device::Net(n) => state_hash(&(s, 3u8, &n.state)),
         }
     }
 
