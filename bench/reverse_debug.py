@@ -7,7 +7,7 @@ of the whole recording), and `monitor seek` to random points. Also reverse-stepi
 checkpoint (the worst case: a whole checkpoint interval replayed) and the checkpoints' memory.
 
 Targets (issue 5): reverse-stepi under 0.1 s typical and under 1 s at worst; any seek under
-5 s; checkpoints within their budget. Then QEMU 7.2 records the same boot
+5 s; checkpoints within their budget. Then QEMU 10 records the same boot
 (-icount shift=0,rr=record,rrsnapshot=init with a qcow2 drive for the snapshot, as its docs
 say) and replays it under the same gdb procedure (its seek is the `replay_seek` monitor
 command); each answer is printed as it comes, and QEMU gets QEMU_TIMEOUT seconds (120) in all.
@@ -206,7 +206,7 @@ def main():
         print("QEMU: skipped (its snapshot needs qemu-img: apt install qemu-utils)")
     elif os.environ.get("QEMU", "1") == "1":
         answers, limit = qemu_procedure(guest, work, end)
-        print(f"QEMU 7.2 (rr=replay, rrsnapshot=init), same procedure, {limit:.0f} s allowed:")
+        print(f"QEMU 10 (rr=replay, rrsnapshot=init), same procedure, {limit:.0f} s allowed:")
         for label in ["stepi", "reverse-stepi", "seek_90", "reverse-stepi_at_90",
                       "stepi_at_90", "reverse-continue_to_start"]:
             if label in answers:

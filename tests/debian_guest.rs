@@ -184,7 +184,7 @@ fn runs_with_pinned_inputs_are_identical() {
 
 /// OpenSBI's fw_jump also boots the default guest's kernel to its init, which powers off. Its
 /// ELF build is position-independent and linked at 0, outside RAM: refused with a message
-/// (QEMU 7.2 refuses it too, with "Some ROM regions are overlapping").
+/// (QEMU 10 refuses it too, with "Some ROM regions are overlapping").
 #[test]
 fn opensbi_fw_jump_boots_and_an_elf_linked_outside_ram_is_refused() {
     require_default_guest();

@@ -125,8 +125,12 @@ fn load_image(
 
 /// Loads the images like QEMU 10's `virt`: firmware at the start of RAM; the kernel (an ELF,
 /// a RISC-V Linux `Image`, or any raw binary) at the next 2 MiB boundary after it; the initrd
-/// at kernel + min(RAM / 2, 128 MiB).
-pub fn load(ram: &mut Ram, images: &BootImages) -> Result<BootLayout, MachineError> {
+/// at kernel + min(RAM / 2, `initrd_max_offset`) (512 MiB in QEMU 10, 128 MiB in QEMU 7.2).
+pub fn load(
+    ram: &mut Ram,
+    images: &BootImages,
+    initrd_max_offset: u64,
+) -> Result<BootLayout, MachineError> {
     let base = ram.base();
     let mut layout = BootLayout::default();
     let mut kernel_floor = base;
@@ -142,7 +146,7 @@ pub fn load(ram: &mut Ram, images: &BootImages) -> Result<BootLayout, MachineErr
             layout.entry = entry;
         }
         if let Some(initrd) = &images.initrd {
-            let start = entry + (ram.size() / 2).min(128 << 20);
+            let start = entry + (ram.size() / 2).min(initrd_max_offset);
             let end = start + initrd.len() as u64;
             if ram.write(start, initrd).is_none() {
                 return Err(MachineError::DoesNotFit {
@@ -198,6 +202,8 @@ pub fn rom_image(start: u64, dtb: u64, kernel_entry: Option<u64>) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    const QEMU10_INITRD: u64 = 512 << 20;
+
     #[test]
     fn rom_hands_over_like_qemu() {
         let rom = rom_image(0x8000_0000, 0x87e0_0000, Some(0x8020_0000));
@@ -210,24 +216,30 @@ mod tests {
     }
 
     #[test]
-    fn kernel_goes_after_firmware_on_a_2mib_boundary() {
-        let mut ram = Ram::new(0x8000_0000, 256 << 20);
+    fn kernel_goes_after_firmware_on_a_2mib_boundary_and_the_initrd_half_ram_above_it() {
         let mut kernel = vec![0u8; 4096];
         kernel[0x38..0x3c].copy_from_slice(IMAGE_MAGIC2);
-        let layout = load(
-            &mut ram,
-            &BootImages {
-                bios: Some(vec![0x13; 300_000]),
-                kernel: Some(kernel),
-                initrd: Some(vec![1; 1000]),
-                dtb: None,
-                disks: Vec::new(),
-            },
-        )
-        .unwrap();
-        assert_eq!(layout.entry, 0x8000_0000);
-        assert_eq!(layout.kernel_entry, Some(0x8020_0000));
-        assert_eq!(layout.initrd, Some((0x8820_0000, 0x8820_0000 + 1000)));
+        let images = BootImages {
+            bios: Some(vec![0x13; 300_000]),
+            kernel: Some(kernel),
+            initrd: Some(vec![1; 1000]),
+            dtb: None,
+            disks: Vec::new(),
+        };
+        // (RAM, the initrd's cap, where QEMU puts the initrd): QEMU 10 caps the distance at
+        // 512 MiB, QEMU 7.2 (older recordings) at 128 MiB.
+        for (ram_size, cap, initrd) in [
+            (256 << 20, QEMU10_INITRD, 0x8820_0000),
+            (128 << 20, QEMU10_INITRD, 0x8420_0000),
+            (1 << 30, QEMU10_INITRD, 0xa020_0000),
+            (1 << 30, 128 << 20, 0x8820_0000),
+        ] {
+            let mut ram = Ram::new(0x8000_0000, ram_size);
+            let layout = load(&mut ram, &images, cap).unwrap();
+            assert_eq!(layout.entry, 0x8000_0000);
+            assert_eq!(layout.kernel_entry, Some(0x8020_0000));
+            assert_eq!(layout.initrd, Some((initrd, initrd + 1000)));
+        }
     }
 
     #[test]
@@ -242,6 +254,7 @@ mod tests {
                 dtb: None,
                 disks: Vec::new(),
             },
+            QEMU10_INITRD,
         )
         .unwrap_err();
         assert!(err.to_string().contains("RISC-V"), "{err}");
@@ -254,6 +267,7 @@ mod tests {
                 dtb: None,
                 disks: Vec::new(),
             },
+            QEMU10_INITRD,
         )
         .unwrap_err();
         assert!(err.to_string().contains("needs a --kernel"), "{err}");
@@ -271,7 +285,7 @@ mod tests {
         let mut ram = Ram::new(0x8000_0000, 64 << 20);
         // `li a0, 42` and `j .`: no header of any kind.
         let raw = [0x13, 0x05, 0xa0, 0x02, 0x6f, 0x00, 0x00, 0x00];
-        let layout = load(&mut ram, &images(&raw)).unwrap();
+        let layout = load(&mut ram, &images(&raw), QEMU10_INITRD).unwrap();
         assert_eq!(layout.kernel_entry, Some(0x8020_0000));
         let mut loaded = [0u8; 8];
         ram.read(0x8020_0000, &mut loaded).unwrap();
@@ -281,7 +295,7 @@ mod tests {
             (&b"\x1f\x8b\x08\0\0\0"[..], "gzip"),
             (&b"\xfd7zXZ\0\0"[..], "xz"),
         ] {
-            let err = load(&mut ram, &images(bytes)).unwrap_err();
+            let err = load(&mut ram, &images(bytes), QEMU10_INITRD).unwrap_err();
             assert!(err.to_string().contains(why), "{err}");
         }
     }
@@ -300,6 +314,7 @@ mod tests {
                 dtb: None,
                 disks: Vec::new(),
             },
+            QEMU10_INITRD,
         )
         .unwrap_err();
         assert!(err.to_string().contains("initrd"), "{err}");

@@ -1,5 +1,5 @@
 //! The device tree handed to the guest in `a1`, generated from the machine as configured and
-//! laid out like the one QEMU 7.2 builds for `virt` (the nodes both machines have).
+//! laid out like the one QEMU 10 builds for `virt` (the nodes both machines have).
 
 use vm_fdt::FdtWriter;
 

@@ -64,6 +64,11 @@ pub struct MachineConfig {
     /// Devices in the virtio-mmio slots, from the last slot down (as QEMU fills them).
     #[serde(default)]
     pub devices: Vec<DeviceKind>,
+    /// How far above the kernel's start the initrd goes at most: it lies at kernel +
+    /// min(RAM / 2, this), as QEMU places it. A recording names it, so that one made when
+    /// Rewind followed QEMU 7.2 (128 MiB; the field did not exist then) replays unchanged.
+    #[serde(default = "qemu7_initrd_offset")]
+    pub initrd_max_offset: u64,
     /// Wall-clock nanoseconds since the epoch that the RTC shows at virtual time 0. A host
     /// value: [`InputEvent::RtcBase`] sets it.
     #[serde(skip)]
@@ -74,6 +79,10 @@ pub struct MachineConfig {
     pub rng_seed: Vec<u8>,
 }
 
+fn qemu7_initrd_offset() -> u64 {
+    128 << 20
+}
+
 impl Default for MachineConfig {
     fn default() -> Self {
         MachineConfig {
@@ -82,6 +91,7 @@ impl Default for MachineConfig {
             bootargs: None,
             icount_shift: 0,
             devices: Vec::new(),
+            initrd_max_offset: 512 << 20, // QEMU 10
             rtc_base_ns: 0,
             rng_seed: Vec::new(),
         }
@@ -350,7 +360,8 @@ impl Machine {
                 machine.bus.virtio[slots - 1 - i] = Some(Transport::blk(disk.clone()));
             }
         }
-        machine.layout = boot::load(&mut machine.ram, images)?;
+        let initrd_max_offset = machine.config.initrd_max_offset;
+        machine.layout = boot::load(&mut machine.ram, images, initrd_max_offset)?;
         machine.dtb_given = images.dtb.is_some();
         machine.place_dtb(images.dtb.clone())?;
         let entry = machine.layout.entry;
