@@ -94,7 +94,7 @@ fn bad_images_are_refused_before_the_machine_starts() {
                 "--kernel".into(),
                 text.clone(),
             ],
-            "neither an ELF nor a RISC-V Linux Image",
+            "it is a text file, not a program",
         ),
         (
             vec![
