@@ -353,7 +353,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => replay::inspect(args),
         Command::Debug(args) => replay::debug(args),
         Command::Gdbinit => {
-            print!("{}", replay::GDBINIT);
+            replay::print_stdout(replay::GDBINIT);
             Ok(ExitCode::SUCCESS)
         }
     };

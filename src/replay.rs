@@ -1,6 +1,7 @@
 //! `rewind replay` and `rewind inspect`: a recording replayed from the file alone, checked
 //! against its sync points, or described.
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -241,9 +242,22 @@ fn play_all(
     Ok(())
 }
 
+/// Writes `text` to standard output; a reader that went away is not an error.
+pub fn print_stdout(text: &str) {
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
 /// `rewind inspect FILE [--json]`.
 pub fn inspect(args: &InspectArgs) -> Result<ExitCode, String> {
     let recording = Recording::open(&args.file).map_err(|e| e.to_string())?;
+    // Everything goes out in one write at the end: a reader that stops early (`| head`)
+    // is no error.
+    let mut out = String::new();
+    macro_rules! say {
+        ($($arg:tt)*) => {{
+            let _ = writeln!(out, $($arg)*);
+        }};
+    }
     let manifest = &recording.manifest;
     // The position is the timeline's clock (instructions plus the time skipped while the guest
     // slept); `executed` counts only the instructions run.
@@ -278,42 +292,46 @@ pub fn inspect(args: &InspectArgs) -> Result<ExitCode, String> {
             "complete": recording.end.is_some(),
             "cut_at": recording.cut_at.filter(|_| recording.end.is_none()),
         });
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&value).expect("JSON values always print")
         );
+        print_stdout(&out);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("recording:     {}", args.file.display());
-    println!(
+    say!("recording:     {}", args.file.display());
+    say!(
         "format:        version {}, written by {}",
-        recording.format_version, manifest.tool
+        recording.format_version,
+        manifest.tool
     );
     let m = &manifest.machine;
-    println!(
+    say!(
         "machine:       virt, {} MiB RAM at {:#x}, icount shift {}",
         m.ram_size >> 20,
         m.ram_base,
         m.icount_shift
     );
     if let Some(args) = &m.bootargs {
-        println!("command line:  {args}");
+        say!("command line:  {args}");
     }
     for image in &manifest.images {
-        println!(
+        say!(
             "image:         {:<7} {:>10} bytes  sha256 {}",
-            image.name, image.size, image.sha256
+            image.name,
+            image.size,
+            image.sha256
         );
     }
-    println!(
+    say!(
         "position:      {position} ({:.3} s of virtual time)",
         virtual_ns as f64 / 1e9
     );
     if let Some(executed) = executed {
-        println!("executed:      {executed} instructions");
+        say!("executed:      {executed} instructions");
     }
     let events: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
-    println!(
+    say!(
         "events:        {} ({} bytes in the file)",
         if events.is_empty() {
             "none".to_string()
@@ -322,18 +340,19 @@ pub fn inspect(args: &InspectArgs) -> Result<ExitCode, String> {
         },
         recording.event_bytes
     );
-    println!(
+    say!(
         "sync points:   {} ({} bytes)",
         recording.sync_points(),
         recording.sync_bytes
     );
     match (&recording.end, recording.cut_at) {
-        (Some(end), _) => println!("end:           {}", end.reason.describe()),
-        (None, cut) => println!(
+        (Some(end), _) => say!("end:           {}", end.reason.describe()),
+        (None, cut) => say!(
             "end:           none: the file was cut at byte {} (its recorder was killed?)",
             cut.unwrap_or(recording.file_bytes)
         ),
     }
+    print_stdout(&out);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -583,6 +583,36 @@ fn a_format_1_recording_still_replays_and_meets_its_sync_points() {
     );
 }
 
+/// `rewind inspect FILE | head -1`: a reader that goes away early is no error (it was a panic).
+#[test]
+fn inspect_into_a_closed_pipe_ends_quietly() {
+    use std::os::fd::FromRawFd;
+    let recording = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/format1-blkecho.rwd");
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: pipe(2) just returned these descriptors, and nothing else owns them.
+    let (reader, writer) = unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    drop(reader);
+    for args in [
+        &["inspect", recording.to_str().unwrap()][..],
+        &["gdbinit"][..],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_rewind"))
+            .args(args)
+            .stdout(writer.try_clone().unwrap())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    }
+}
+
 /// Waits for `child` to end and returns its exit code and peak resident memory in bytes
 /// (`wait4`'s rusage of that child alone).
 fn wait_with_peak_memory(child: &std::process::Child, timeout: Duration) -> (i32, u64) {
