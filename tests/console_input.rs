@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, Write};
-use std::net::TcpListener;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -45,29 +44,13 @@ fn last_count(console: &str) -> usize {
 #[test]
 fn input_typed_while_gdb_steps_reaches_the_guest() {
     let elf = console_count();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rewind"))
-        .args(["run", "--bios", "none", "--kernel", elf.to_str().unwrap()])
-        .args(["--gdb", &address])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("waiting for gdb") {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "rewind ended early"
-        );
-    }
+    let (mut child, address) = common::start_waiting_for_gdb(&[
+        "run",
+        "--bios",
+        "none",
+        "--kernel",
+        elf.to_str().unwrap(),
+    ]);
     // Everything is typed at once, while gdb takes the run one instruction at a time.
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(typed_text("").as_bytes()).unwrap();

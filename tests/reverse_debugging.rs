@@ -490,34 +490,18 @@ fn reverse_finish_and_reverse_next_go_back_by_frames_and_lines() {
 /// watchpoint, continue to the end), and the recording replays.
 #[test]
 fn gdb_drives_a_live_recorded_run() {
-    use std::io::BufRead;
     let (_, elf) = watched_recording();
     let recording = Path::new(env!("CARGO_TARGET_TMPDIR")).join("reverse-debugging/live.rwd");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rewind"))
-        .args(["record", "-o", recording.to_str().unwrap()])
-        .args(["--bios", "none", "--kernel", elf.to_str().unwrap()])
-        .args(["--gdb", &address])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     // The machine waits for gdb, and says so.
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("waiting for gdb") {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "rewind ended early"
-        );
-    }
+    let (child, address) = common::start_waiting_for_gdb(&[
+        "record",
+        "-o",
+        recording.to_str().unwrap(),
+        "--bios",
+        "none",
+        "--kernel",
+        elf.to_str().unwrap(),
+    ]);
     let server = Server { child, address };
     let commands = "break main\ncontinue\nprintf \"PC %lx\\n\", $pc\nstepi\nstepi\n\
                     watch watched\ncontinue\nprintf \"VALUE %lx\\n\", watched\n\

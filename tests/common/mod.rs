@@ -163,3 +163,35 @@ pub fn default_guest_dir() -> std::path::PathBuf {
         .expect("run scripts/fetch-guest");
     std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
+
+/// Starts `rewind ARGS --gdb ADDRESS` on a free loopback port and waits until the machine says
+/// it waits for gdb; returns the process (standard input and output piped) and the address.
+pub fn start_waiting_for_gdb(args: &[&str]) -> (Child, String) {
+    use std::io::BufRead;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rewind"))
+        .args(args)
+        .args(["--gdb", &address])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("waiting for gdb") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "rewind ended early"
+        );
+    }
+    // Its later messages go to the test's output (a closed pipe would fail its writes).
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::stderr()));
+    (child, address)
+}
