@@ -279,3 +279,36 @@ fn ctrl_a_x_quits_on_a_terminal_and_completes_the_recording() {
     assert_eq!(replay.status.code(), Some(0), "{message}");
     assert!(message.contains("the user quit (Ctrl-A x)"), "{message}");
 }
+
+/// U-Boot (Debian's u-boot-qemu, S-mode), a raw binary given as the kernel, starts under
+/// OpenSBI, finds nothing to boot and waits at its prompt, where it answers: on Rewind as on
+/// QEMU 10.
+#[test]
+fn u_boot_given_as_a_raw_kernel_reaches_its_prompt_as_under_qemu() {
+    let guest = common::default_guest_dir();
+    let firmware = guest.join("fw_dynamic.bin");
+    let u_boot = guest.join("u-boot.bin");
+    let mut qemu = Command::new("qemu-system-riscv64");
+    qemu.args([
+        "-M", "virt", "-m", "512M", "-display", "none", "-serial", "stdio",
+    ])
+    .args(["-monitor", "none", "-nic", "none", "-bios"])
+    .arg(&firmware)
+    .arg("-kernel")
+    .arg(&u_boot);
+    let rewind = Console::start(&[
+        "run",
+        "--bios",
+        firmware.to_str().unwrap(),
+        "--kernel",
+        u_boot.to_str().unwrap(),
+    ]);
+    for (name, mut console) in [("rewind", rewind), ("qemu", Console::start_command(qemu))] {
+        let boot = console.wait_for(0, "=> ", Duration::from_secs(120));
+        assert!(boot.contains("OpenSBI v"), "{name}:\n{boot}");
+        let from = console.seen.len();
+        console.type_text("version\r");
+        let answer = console.wait_for(from, "\n=> ", Duration::from_secs(30));
+        assert!(answer.contains("U-Boot 20"), "{name}:\n{answer}");
+    }
+}
