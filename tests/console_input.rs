@@ -15,14 +15,7 @@ const TYPED: usize = 5000;
 
 /// Our bare-metal program that counts console input (tests/guest/special/console_count.c).
 fn console_count() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let status = Command::new("make")
-        .args(["-s", "-C", "tests/guest", "build/console_count.elf"])
-        .current_dir(root)
-        .status()
-        .expect("make (gcc-riscv64-unknown-elf: scripts/install-deps)");
-    assert!(status.success());
-    root.join("tests/guest/build/console_count.elf")
+    common::guest_program("console_count")
 }
 
 fn typed_text(prefix: &str) -> String {

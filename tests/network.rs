@@ -326,14 +326,7 @@ fn a_rewind_guest_and_a_qemu_guest_talk_over_a_stream_netdev() {
 /// starts, with exit status 1.
 #[test]
 fn bad_netdev_options_are_refused_before_the_guest_starts() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    assert!(Command::new("make")
-        .args(["-s", "-C", "tests/guest", "build/loop.elf"])
-        .current_dir(root)
-        .status()
-        .expect("make")
-        .success());
-    let kernel = root.join("tests/guest/build/loop.elf");
+    let kernel = common::guest_program("loop");
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port();
     for (netdev, says) in [

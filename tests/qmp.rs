@@ -55,13 +55,7 @@ impl Client {
 
 #[test]
 fn qmp_controls_a_live_recorded_run() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    assert!(Command::new("make")
-        .args(["-s", "-C", "tests/guest", "build/loop.elf"])
-        .current_dir(root)
-        .status()
-        .expect("make")
-        .success());
+    let program = common::guest_program("loop");
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("qmp");
     std::fs::create_dir_all(&dir).unwrap();
     let socket = dir.join("qmp.sock");
@@ -75,7 +69,7 @@ fn qmp_controls_a_live_recorded_run() {
             "none",
         ])
         .arg("--kernel")
-        .arg(root.join("tests/guest/build/loop.elf"))
+        .arg(&program)
         .arg("--qmp")
         .arg(format!("unix:{}", socket.display()))
         .stdin(Stdio::piped())

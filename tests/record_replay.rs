@@ -267,13 +267,7 @@ fn signals_end_recordings_cleanly_and_a_killed_recorder_leaves_a_replayable_pref
 
 /// A small recording of a bare-metal program, fast to replay.
 fn small_recording(dir: &Path) -> (PathBuf, Vec<u8>) {
-    let program = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guest/build/cprog.elf");
-    let status = Command::new("make")
-        .args(["-s", "-C", "tests/guest", "build/cprog.elf"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("make (gcc-riscv64-unknown-elf: scripts/install-deps)");
-    assert!(status.success());
+    let program = common::guest_program("cprog");
     let recording = dir.join("small.rwd");
     let out = rewind(&[
         "record",
@@ -343,7 +337,7 @@ fn corrupted_cut_foreign_and_newer_recordings_are_refused_without_console_output
     }
 
     // Not a recording at all, or from a newer Rewind.
-    let elf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guest/build/cprog.elf");
+    let elf = common::guest_program("cprog");
     for (file, expected) in [
         (elf.to_str().unwrap(), "not a Rewind recording"),
         ("/nonexistent.rwd", "cannot read /nonexistent.rwd"),

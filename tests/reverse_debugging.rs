@@ -208,14 +208,7 @@ fn going_back_and_forth_shows_the_same_registers_and_memory() {
 
 /// Records our bare-metal program that writes `watched` ten times.
 fn watched_recording() -> (PathBuf, PathBuf) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let status = Command::new("make")
-        .args(["-s", "-C", "tests/guest", "build/watched.elf"])
-        .current_dir(root)
-        .status()
-        .expect("make (gcc-riscv64-unknown-elf: scripts/install-deps)");
-    assert!(status.success());
-    let elf = root.join("tests/guest/build/watched.elf");
+    let elf = common::guest_program("watched");
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("reverse-debugging");
     std::fs::create_dir_all(&dir).unwrap();
     let recording = dir.join("watched.rwd");

@@ -195,3 +195,20 @@ pub fn start_waiting_for_gdb(args: &[&str]) -> (Child, String) {
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::stderr()));
     (child, address)
 }
+
+/// One of our bare-metal programs, `tests/guest/build/NAME.elf`, built first if needed. Tests
+/// of one process build one at a time: two makes writing the same file would let a test read
+/// a half-written program.
+pub fn guest_program(name: &str) -> std::path::PathBuf {
+    static MAKE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = MAKE.lock().unwrap_or_else(|e| e.into_inner());
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = format!("build/{name}.elf");
+    let status = Command::new("make")
+        .args(["-s", "-C", "tests/guest", &target])
+        .current_dir(root)
+        .status()
+        .expect("make (gcc-riscv64-unknown-elf: scripts/install-deps)");
+    assert!(status.success(), "make {target} failed");
+    root.join("tests/guest").join(target)
+}
