@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use rewind_cpu::Engine;
 
 /// Exit status when `--max-insns` ends a run.
 const EXIT_LIMIT: u8 = 124;
@@ -36,6 +37,21 @@ const EXIT_CUT: u8 = 4;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How guest code runs: `jit` compiles hot code to host code (x86-64 hosts), `interp`
+    /// interprets every instruction. Both compute exactly the same thing, so a recording made
+    /// with one replays with the other. [default: jit where the host supports it]
+    #[arg(long, global = true, value_name = "interp|jit", value_parser = parse_engine)]
+    engine: Option<Engine>,
+}
+
+fn parse_engine(s: &str) -> Result<Engine, String> {
+    let engine = match s {
+        "interp" => Engine::Interp,
+        "jit" => Engine::Jit,
+        _ => return Err("expected `interp` or `jit`".into()),
+    };
+    engine.check_host().map_err(|e| e.to_string())?;
+    Ok(engine)
 }
 
 #[derive(Subcommand)]
@@ -346,6 +362,9 @@ fn entropy_from_seed(seed: u64) -> Vec<u8> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(engine) = cli.engine {
+        Engine::set_default(engine);
+    }
     let result = match &cli.command {
         Command::Run(args) => live::run(args, None),
         Command::Record(args) => live::run(&args.run, Some(args)),

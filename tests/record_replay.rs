@@ -102,7 +102,15 @@ fn a_typed_debian_session_replays_byte_for_byte_without_its_images() {
     for image in &images {
         std::fs::remove_file(image).unwrap();
     }
-    let replay1 = rewind(&["replay", "--state-hash", recording.to_str().unwrap()]);
+    // Recorded with the compiling engine (the default), replayed with both: the engine is
+    // not part of the recording.
+    let replay1 = rewind(&[
+        "replay",
+        "--engine",
+        "interp",
+        "--state-hash",
+        recording.to_str().unwrap(),
+    ]);
     assert_eq!(replay1.status.code(), Some(0), "{}", stderr(&replay1));
     assert!(
         replay1.stdout == recorded_output,
@@ -111,12 +119,18 @@ fn a_typed_debian_session_replays_byte_for_byte_without_its_images() {
         String::from_utf8_lossy(&replay1.stdout)
     );
     assert!(stderr(&replay1).contains("replay complete"));
-    let replay2 = rewind(&["replay", "--state-hash", recording.to_str().unwrap()]);
+    let replay2 = rewind(&[
+        "replay",
+        "--engine",
+        "jit",
+        "--state-hash",
+        recording.to_str().unwrap(),
+    ]);
     assert_eq!(replay2.stdout, recorded_output);
     assert_eq!(
         state_hash(&replay1),
         state_hash(&replay2),
-        "two replays ended in different states"
+        "replays with the interpreter and the compiling engine ended in different states"
     );
 
     // What inspect says about it.
@@ -180,9 +194,14 @@ fn record_boot(dir: &Path, name: &str, extra: &[&str]) -> (PathBuf, Output) {
 #[test]
 fn replay_ends_in_the_recorded_state_and_divergence_is_caught_at_the_next_sync_point() {
     let dir = scratch("divergence");
-    let (recording, recorded) = record_boot(&dir, "boot.rwd", &["--sync-every", "50000000"]);
+    // Recorded by the interpreter, replayed by the compiling engine: every sync point is met.
+    let (recording, recorded) = record_boot(
+        &dir,
+        "boot.rwd",
+        &["--sync-every", "50000000", "--engine", "interp"],
+    );
     let path = recording.to_str().unwrap();
-    let replay = rewind(&["replay", "--state-hash", path]);
+    let replay = rewind(&["replay", "--engine", "jit", "--state-hash", path]);
     assert_eq!(replay.status.code(), Some(0), "{}", stderr(&replay));
     assert_eq!(replay.stdout, recorded.stdout);
     assert_eq!(

@@ -57,10 +57,23 @@ pub struct Watchpoint {
 
 /// What instruction fetch found at a pc.
 enum Fetched {
-    /// A cached block: (first op index, op count).
-    Block(usize, usize),
+    /// A cached block: (first op index, op count, slot index in the code cache).
+    Block(usize, usize, usize),
     /// One instruction that cannot be cached.
     Single(Op),
+}
+
+/// What became of a block offered to the compiling tier.
+#[cfg(target_arch = "x86_64")]
+enum Compiled {
+    /// It ran: `retired` instructions, and the next is at `next`.
+    Ran { next: u64, retired: u64 },
+    /// After `retired` instructions, the one at `at` trapped.
+    Trapped { at: u64, retired: u64, trap: Trap },
+    /// Compiling it found the code cache full, and every block was dropped.
+    CacheDropped,
+    /// It is not compiled (yet): interpret it.
+    No,
 }
 
 /// Whether an instruction ends a block: it may jump, trap by design, or change privilege,
@@ -486,7 +499,29 @@ impl Hart {
                 continue;
             }
             let (start, len) = match self.lookup_block(ram, pc) {
-                Ok(Fetched::Block(start, len)) => (start, len),
+                Ok(Fetched::Block(start, len, index)) => {
+                    if !BREAKPOINTS && ram.code.engine.is_on() && (end - icount) as usize >= len {
+                        #[cfg(target_arch = "x86_64")]
+                        match self.run_compiled(ram, mmio, index, start, len, pc, icount) {
+                            Compiled::Ran { next, retired } => {
+                                icount += retired;
+                                pc = next;
+                                if self.stop_requested {
+                                    break 'blocks;
+                                }
+                                continue 'blocks;
+                            }
+                            Compiled::Trapped { at, retired, trap } => {
+                                icount += retired + 1;
+                                pc = self.finish_insn(Err(trap), at);
+                                continue 'blocks;
+                            }
+                            Compiled::CacheDropped => continue 'blocks,
+                            Compiled::No => {}
+                        }
+                    }
+                    (start, len)
+                }
                 Ok(Fetched::Single(op)) => {
                     self.icount = icount;
                     let result = self.exec(op, pc, ram, mmio);
@@ -553,6 +588,82 @@ impl Hart {
         }
     }
 
+    /// Runs the block at code-cache slot `index` (decoded at `start`, `len` ops, all within
+    /// the budget) as compiled code, compiling it first if it just got hot.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn run_compiled<M: Mmio>(
+        &mut self,
+        ram: &mut Ram,
+        mmio: &mut M,
+        index: usize,
+        start: usize,
+        len: usize,
+        pc: u64,
+        icount: u64,
+    ) -> Compiled {
+        use crate::engine::Plan;
+        use crate::jit::{self, status, JitCtx};
+        let block = match ram.code.engine.plan(index) {
+            Plan::Interpret => return Compiled::No,
+            Plan::Run(block) => block,
+            Plan::Compile => {
+                let ops: Vec<Op> = (start..start + len).map(|i| ram.op(i)).collect();
+                match ram.code.engine.compile(index, &ops) {
+                    Ok(Some(block)) => block,
+                    Ok(None) => return Compiled::No,
+                    Err(()) => {
+                        // The code cache is full: start it afresh.
+                        ram.clear_code();
+                        return Compiled::CacheDropped;
+                    }
+                }
+            }
+        };
+        let (read_tlb, write_tlb) = self.tlb.data_sets(self.data_level);
+        let mut ctx = JitCtx {
+            x: self.x.as_mut_ptr(),
+            ram: ram.bytes_mut_unchecked().as_mut_ptr(),
+            read_tlb,
+            write_tlb,
+            pc,
+            icount,
+            retired: 0,
+            status: 0,
+            trap_cause: 0,
+            trap_tval: 0,
+            hart: self as *mut Hart,
+            ram_obj: ram as *mut Ram,
+            mmio: (mmio as *mut M).cast(),
+            load_slow: jit::load_slow::<M> as *const () as usize,
+            store_slow: jit::store_slow::<M> as *const () as usize,
+            exec_one: jit::exec_one::<M> as *const () as usize,
+        };
+        // SAFETY: `block` is compiled code for these ops; the context points at this hart, RAM
+        // and bus, which nothing else touches until it returns, and its helpers are
+        // instantiated for this `M`.
+        let outcome = unsafe { block(&mut ctx) };
+        if outcome == status::TRAP {
+            Compiled::Trapped {
+                at: ctx.pc,
+                retired: ctx.retired,
+                trap: Trap::new(ctx.trap_cause, ctx.trap_tval),
+            }
+        } else {
+            Compiled::Ran {
+                next: ctx.pc,
+                retired: ctx.retired,
+            }
+        }
+    }
+
+    /// Whether an instruction asked the run to stop.
+    #[inline(always)]
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.stop_requested
+    }
+
     /// The pc after an instruction: its successor, or the trap handler.
     #[inline(always)]
     fn finish_insn(&mut self, result: Result<u64, Trap>, pc: u64) -> u64 {
@@ -579,7 +690,11 @@ impl Hart {
         }
         let slot = (pc as usize & 0xfff) >> 1;
         if let Some((start, len)) = ram.block_at(self.fetch_page, slot) {
-            return Ok(Fetched::Block(start, len));
+            return Ok(Fetched::Block(
+                start,
+                len,
+                crate::ram::block_index(self.fetch_page, slot),
+            ));
         }
         self.build_block(ram, pc, slot)
     }
@@ -634,7 +749,11 @@ impl Hart {
             }
         }
         let (start, len) = ram.insert_block(self.fetch_page, slot, &ops);
-        Ok(Fetched::Block(start, len))
+        Ok(Fetched::Block(
+            start,
+            len,
+            crate::ram::block_index(self.fetch_page, slot),
+        ))
     }
 
     /// A 32-bit instruction whose halves lie in two pages: its upper half comes through the
@@ -653,7 +772,13 @@ impl Hart {
 
     /// Executes `op` at `pc` and returns the address of the next instruction.
     #[inline(always)]
-    fn exec<M: Mmio>(&mut self, op: Op, pc: u64, ram: &mut Ram, mmio: &mut M) -> Result<u64, Trap> {
+    pub(crate) fn exec<M: Mmio>(
+        &mut self,
+        op: Op,
+        pc: u64,
+        ram: &mut Ram,
+        mmio: &mut M,
+    ) -> Result<u64, Trap> {
         use Kind::*;
         let imm = op.imm as i64 as u64;
         let next = pc.wrapping_add(op.len as u64);
@@ -1022,7 +1147,7 @@ impl Hart {
     }
 
     #[cold]
-    fn load_slow<M: Mmio>(
+    pub(crate) fn load_slow<M: Mmio>(
         &mut self,
         ram: &mut Ram,
         mmio: &mut M,
@@ -1046,7 +1171,7 @@ impl Hart {
     }
 
     #[cold]
-    fn store_slow<M: Mmio>(
+    pub(crate) fn store_slow<M: Mmio>(
         &mut self,
         ram: &mut Ram,
         mmio: &mut M,

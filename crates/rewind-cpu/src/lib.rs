@@ -4,16 +4,33 @@
 
 pub mod csr;
 pub mod decode;
+mod engine;
 mod fpu;
 pub mod hart;
 mod inspect;
+#[cfg(target_arch = "x86_64")]
+mod jit;
 mod mmu;
 pub mod ram;
 mod state;
 pub mod trap;
 pub mod trigger;
 
+pub use engine::{Engine, EngineError};
 pub use hart::{Exit, Hart, Mmio, WatchKind, Watchpoint, PRIV_M, PRIV_S, PRIV_U};
 pub use ram::Ram;
 pub use state::HartState;
 pub use trap::{Access, Trap};
+
+#[cfg(target_arch = "x86_64")]
+pub use jit::JitStats;
+
+/// Counters of the compiling tier (which this host does not have).
+#[cfg(not(target_arch = "x86_64"))]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JitStats {
+    pub blocks_compiled: u64,
+    pub code_bytes: u64,
+    pub compile_time: std::time::Duration,
+    pub cache_flushes: u64,
+}

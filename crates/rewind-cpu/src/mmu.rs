@@ -10,9 +10,11 @@ use crate::hart::{Hart, PRIV_M, PRIV_S, PRIV_U};
 use crate::ram::{Ram, PAGE_SHIFT, PAGE_SIZE};
 use crate::trap::{Access, Trap};
 
-const TLB_ENTRIES: usize = 1024;
+pub(crate) const TLB_ENTRIES: usize = 1024;
 
+/// `repr(C)`: compiled code reads entries as `{ vpn, delta }`.
 #[derive(Clone, Copy)]
+#[repr(C)]
 struct TlbEntry {
     /// Virtual page number, or `u64::MAX` when empty.
     vpn: u64,
@@ -116,6 +118,15 @@ impl Tlb {
     #[inline(always)]
     pub(crate) fn write_hit(&self, level: u8, addr: u64, size: usize) -> Option<usize> {
         lookup(&self.write[level as usize], addr, size)
+    }
+
+    /// The load and store sets of data level `level`, for compiled code.
+    pub(crate) fn data_sets(&self, level: u8) -> (*const u8, *const u8) {
+        let level = level as usize;
+        (
+            self.read[level].as_ptr().cast(),
+            self.write[level].as_ptr().cast(),
+        )
     }
 
     #[inline]

@@ -19,7 +19,7 @@ pub const MAX_ROM_LEN: u64 = 64 << 10;
 const MAX_CACHED_OPS: usize = 1 << 22;
 
 #[derive(Default)]
-struct CodeCache {
+pub(crate) struct CodeCache {
     /// Per RAM page: 1 + its code page id, or 0.
     page_of: Vec<u32>,
     /// Per code page, per slot: the block starting there as `first op << 32 | op count`, or 0
@@ -28,6 +28,8 @@ struct CodeCache {
     /// Ops as `Op::to_words`, so the hot loop unpacks them in registers.
     ops: Vec<[u64; 2]>,
     epoch: u64,
+    /// The compiling tier, when it is on (see [`crate::Engine`]).
+    pub(crate) engine: crate::engine::Compiler,
 }
 
 /// Guest physical memory at `base`, a whole number of pages, and optionally a read-only
@@ -41,7 +43,7 @@ pub struct Ram {
     rom_base: u64,
     rom_len: u64,
     data: Box<[u8]>,
-    code: CodeCache,
+    pub(crate) code: CodeCache,
     /// One bit per RAM page written since [`Ram::take_dirty_pages`] last ran. The hart's store
     /// fast path never marks pages: a page gets its bit when a store TLB entry for it is
     /// filled, so whoever takes the dirty set must also drop the hart's store entries.
@@ -242,16 +244,14 @@ impl Ram {
 
     /// The code page id for the RAM page at `off`, created if needed; and whether it is new.
     pub(crate) fn code_page(&mut self, off: usize) -> (u32, bool) {
-        let c = &mut self.code;
-        if c.ops.len() > MAX_CACHED_OPS {
-            c.page_of.fill(0);
-            c.entries.clear();
-            c.ops.clear();
-            c.epoch += 1;
+        if self.code.ops.len() > MAX_CACHED_OPS {
+            self.clear_code();
         }
+        let c = &mut self.code;
         let page = off >> PAGE_SHIFT;
         if c.page_of[page] == 0 {
             c.entries.resize(c.entries.len() + SLOTS_PER_PAGE, 0);
+            c.engine.add_page();
             c.page_of[page] = (c.entries.len() / SLOTS_PER_PAGE) as u32;
             return (c.page_of[page] - 1, true);
         }
@@ -261,7 +261,7 @@ impl Ram {
     /// The block starting at `slot` of code page `page`: (first op index, op count).
     #[inline(always)]
     pub(crate) fn block_at(&self, page: u32, slot: usize) -> Option<(usize, usize)> {
-        let entry = self.code.entries[page as usize * SLOTS_PER_PAGE + slot];
+        let entry = self.code.entries[block_index(page, slot)];
         (entry != 0).then_some(((entry >> 32) as usize, entry as u32 as usize))
     }
 
@@ -271,7 +271,7 @@ impl Ram {
         let c = &mut self.code;
         let start = c.ops.len();
         c.ops.extend(ops.iter().map(|op| op.to_words()));
-        c.entries[page as usize * SLOTS_PER_PAGE + slot] = (start as u64) << 32 | ops.len() as u64;
+        c.entries[block_index(page, slot)] = (start as u64) << 32 | ops.len() as u64;
         (start, ops.len())
     }
 
@@ -280,13 +280,43 @@ impl Ram {
         Op::from_words(self.code.ops[index])
     }
 
-    /// Drops every decoded instruction (after RAM is replaced wholesale).
+    /// Drops every decoded instruction (after RAM is replaced wholesale), and the code
+    /// compiled from them.
     pub fn clear_code(&mut self) {
         self.code.page_of.fill(0);
         self.code.entries.clear();
         self.code.ops.clear();
         self.code.epoch += 1;
+        self.code.engine.clear();
     }
+
+    /// Chooses the engine that runs this RAM's code; see [`crate::Engine`].
+    pub fn set_engine(&mut self, engine: crate::Engine) -> Result<(), crate::EngineError> {
+        self.clear_code();
+        self.code.engine = crate::engine::Compiler::new(engine)?;
+        Ok(())
+    }
+
+    /// The engine in use.
+    pub fn engine(&self) -> crate::Engine {
+        self.code.engine.engine()
+    }
+
+    /// How many runs of a block make it worth compiling (tests use 0, to compile everything).
+    pub fn set_hot_threshold(&mut self, runs: u32) {
+        self.code.engine.set_hot_threshold(runs);
+    }
+
+    /// Counters of the compiling tier, if it is on.
+    pub fn jit_stats(&self) -> Option<crate::JitStats> {
+        self.code.engine.stats()
+    }
+}
+
+/// Index of a block's slot in the code cache's per-slot tables.
+#[inline(always)]
+pub(crate) fn block_index(page: u32, slot: usize) -> usize {
+    page as usize * SLOTS_PER_PAGE + slot
 }
 
 /// Pages of RAM and ROM room together.

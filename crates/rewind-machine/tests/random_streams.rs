@@ -1,6 +1,8 @@
 //! Random instruction streams on a fresh machine must only ever cause architectural events:
-//! no host panic, whatever the bytes. Each stream also runs twice and must end in the same state.
+//! no host panic, whatever the bytes. Each stream also runs twice and must end in the same state,
+//! and the compiling engine must end it in the state the interpreter does.
 
+use rewind_cpu::Engine;
 use rewind_machine::{Machine, MachineConfig, Stop};
 
 /// xorshift64*: a fixed generator, so a failing seed reproduces.
@@ -34,13 +36,16 @@ fn random_program(seed: u64, words: usize) -> Vec<u8> {
     out
 }
 
-/// Runs one stream and returns a digest of the final architectural state.
-fn run_stream(seed: u64) -> (u64, u64, [u64; 32], Stop) {
+/// Runs one stream and returns the final architectural state and the machine's state hash.
+fn run_stream(seed: u64, engine: Engine) -> ((u64, u64, [u64; 32], Stop, u64), u64) {
     let mut machine = Machine::bare(MachineConfig {
         ram_size: 4 << 20,
         ..MachineConfig::default()
     })
     .unwrap();
+    machine.ram.set_engine(engine).unwrap();
+    // Every block is compiled on its first run, so that all of the stream is compared.
+    machine.ram.set_hot_threshold(0);
     let program = random_program(seed, 4096);
     machine.ram.write(machine.ram.base(), &program).unwrap();
     machine.hart.pc = machine.ram.base();
@@ -59,14 +64,23 @@ fn run_stream(seed: u64) -> (u64, u64, [u64; 32], Stop) {
     // Traps land back in the stream, so it keeps going after faults.
     machine.hart.csr.mtvec = machine.ram.base() + 0x100;
     let stop = machine.run_unattended(Some(20_000));
-    (machine.hart.icount, machine.hart.pc, machine.hart.x, stop)
+    let hash = machine.state_hash();
+    let compiled = machine.ram.jit_stats().map_or(0, |s| s.blocks_compiled);
+    let state = (
+        machine.hart.icount,
+        machine.hart.pc,
+        machine.hart.x,
+        stop,
+        hash,
+    );
+    (state, compiled)
 }
 
 #[test]
 fn random_streams_never_panic_and_are_deterministic() {
     for seed in 0..2000 {
-        let first = run_stream(seed);
-        let second = run_stream(seed);
+        let (first, _) = run_stream(seed, Engine::Interp);
+        let (second, _) = run_stream(seed, Engine::Interp);
         assert_eq!(first, second, "seed {seed}: two runs differ");
         assert!(
             matches!(
@@ -77,4 +91,25 @@ fn random_streams_never_panic_and_are_deterministic() {
             first.3
         );
     }
+}
+
+#[test]
+fn random_streams_compute_the_same_under_both_engines() {
+    if Engine::Jit.check_host().is_err() {
+        eprintln!("this host has no compiling engine: nothing to compare");
+        return;
+    }
+    let mut blocks = 0;
+    for seed in 0..2000 {
+        let (interpreted, _) = run_stream(seed, Engine::Interp);
+        let (compiled, compiled_blocks) = run_stream(seed, Engine::Jit);
+        assert_eq!(
+            compiled, interpreted,
+            "seed {seed}: the compiling engine differs from the interpreter"
+        );
+        blocks += compiled_blocks;
+    }
+    // The streams trap often, but most of what runs between traps must be compiled code.
+    assert!(blocks > 20_000, "only {blocks} blocks were compiled");
+    eprintln!("{blocks} blocks compiled");
 }

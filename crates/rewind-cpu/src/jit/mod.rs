@@ -1,0 +1,256 @@
+//! The compiling tier: hot decoded blocks become host machine code, generated with Cranelift.
+//!
+//! A compiled block is the same block the interpreter runs (straight-line code inside one page,
+//! ending at the first instruction that may change control flow or the translation context),
+//! so the two engines agree on where blocks start and end and on every instruction count. The
+//! interpreter stays the reference: compiled code computes integer instructions and the fast
+//! path of loads and stores itself, and hands everything else (page walks, MMIO, traps, CSRs,
+//! floating point, atomics) to the interpreter one instruction at a time through helpers.
+//!
+//! A block runs only when the whole of it fits the remaining budget, so runs stop at exactly
+//! the instruction count asked for; a block that does not fit runs in the interpreter.
+//!
+//! Compiled code does not depend on the virtual address it runs at (the pc comes in through
+//! [`JitCtx`]), because one physical page of code may be mapped at several addresses.
+
+mod arena;
+mod translate;
+
+use crate::decode::Op;
+use crate::hart::{Hart, Mmio};
+use crate::ram::Ram;
+use crate::trap::Trap;
+use arena::Arena;
+use cranelift_codegen::control::ControlPlane;
+use cranelift_codegen::isa::OwnedTargetIsa;
+use cranelift_codegen::settings::{self, Configurable};
+use std::time::{Duration, Instant};
+
+/// Bytes of host code kept before the whole cache is dropped and rebuilt on demand.
+const ARENA_SIZE: usize = 64 << 20;
+
+/// What compiled code and its helpers share. Compiled code finds fields by their offsets.
+#[repr(C)]
+pub(crate) struct JitCtx {
+    /// `Hart::x`.
+    pub x: *mut u64,
+    /// Start of `Ram`'s bytes: TLB entries hold offsets from here.
+    pub ram: *mut u8,
+    /// The TLB sets for loads and stores at the current data level.
+    pub read_tlb: *const u8,
+    pub write_tlb: *const u8,
+    /// In: the pc of the block's first instruction. Out: the next pc, or the pc of the
+    /// instruction that trapped.
+    pub pc: u64,
+    /// In: the instruction count before the block.
+    pub icount: u64,
+    /// Out: instructions completed (a trapping one not included).
+    pub retired: u64,
+    /// A load helper's outcome (see `Status`).
+    pub status: u64,
+    /// The trap that ended the block, when it returned `TRAP`.
+    pub trap_cause: u64,
+    pub trap_tval: u64,
+    pub hart: *mut Hart,
+    pub ram_obj: *mut Ram,
+    pub mmio: *mut u8,
+    /// Helpers, instantiated for the run's `Mmio` type.
+    pub load_slow: usize,
+    pub store_slow: usize,
+    pub exec_one: usize,
+}
+
+/// What a compiled block or a helper returns.
+pub(crate) mod status {
+    /// Carry on (a block: it ran to its end; the pc is in the context).
+    pub const OK: u64 = 0;
+    /// An instruction trapped: `trap_cause`/`trap_tval`, at `pc`, after `retired` others.
+    pub const TRAP: u64 = 1;
+    /// The instruction asked the run to stop (see `Hart::request_stop`): the block ends after it.
+    pub const STOP: u64 = 2;
+}
+
+/// A compiled block: `extern "C" fn(*mut JitCtx) -> u64` (a `status`).
+pub(crate) type BlockFn = unsafe extern "C" fn(*mut JitCtx) -> u64;
+
+/// Why a block was not compiled.
+pub(crate) enum CompileError {
+    /// The code cache is full: drop it and compile again.
+    Full,
+    /// Cranelift could not (or the result needs relocation): leave the block to the
+    /// interpreter.
+    Unsupported,
+}
+
+/// Counters of the compiling tier, for `--stats` and benchmarks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JitStats {
+    pub blocks_compiled: u64,
+    pub code_bytes: u64,
+    pub compile_time: Duration,
+    pub cache_flushes: u64,
+}
+
+/// The compiler and the memory its code lives in.
+pub(crate) struct Jit {
+    isa: OwnedTargetIsa,
+    ctx: cranelift_codegen::Context,
+    builder: cranelift_frontend::FunctionBuilderContext,
+    arena: Arena,
+    pub stats: JitStats,
+}
+
+impl Jit {
+    /// A compiler for this host, or `None` where Cranelift or executable memory is unavailable.
+    pub(crate) fn new() -> Option<Jit> {
+        let mut flags = settings::builder();
+        flags.set("opt_level", "none").ok()?;
+        flags.enable("enable_verifier").ok()?;
+        if !cfg!(debug_assertions) {
+            flags.set("enable_verifier", "false").ok()?;
+        }
+        let isa = cranelift_native::builder()
+            .ok()?
+            .finish(settings::Flags::new(flags))
+            .ok()?;
+        Some(Jit {
+            isa,
+            ctx: cranelift_codegen::Context::new(),
+            builder: cranelift_frontend::FunctionBuilderContext::new(),
+            arena: Arena::new(ARENA_SIZE)?,
+            stats: JitStats::default(),
+        })
+    }
+
+    /// Compiles a block; returns its entry point.
+    pub(crate) fn compile(&mut self, ops: &[Op]) -> Result<BlockFn, CompileError> {
+        let started = Instant::now();
+        self.ctx.clear();
+        translate::build(&mut self.ctx.func, &mut self.builder, &*self.isa, ops);
+        let code = self
+            .ctx
+            .compile(&*self.isa, &mut ControlPlane::default())
+            .map_err(|_| CompileError::Unsupported)?;
+        if !code.buffer.relocs().is_empty() {
+            return Err(CompileError::Unsupported);
+        }
+        let addr = self
+            .arena
+            .push(code.code_buffer())
+            .ok_or(CompileError::Full)?;
+        self.stats.blocks_compiled += 1;
+        self.stats.code_bytes = self.arena.used() as u64;
+        self.stats.compile_time += started.elapsed();
+        // SAFETY: the arena now holds the complete function Cranelift compiled with the
+        // signature `translate::build` gave it, which is `BlockFn`'s.
+        Ok(unsafe { std::mem::transmute::<usize, BlockFn>(addr) })
+    }
+
+    /// Drops all compiled code; the caller drops every pointer to it first.
+    pub(crate) fn clear(&mut self) {
+        self.arena.clear();
+        self.stats.cache_flushes += 1;
+        self.stats.code_bytes = 0;
+    }
+}
+
+/// Reborrows the parts of a run from the context. Sound because the run loop that built the
+/// context does not touch them while compiled code (and so a helper) runs.
+///
+/// # Safety
+/// `ctx` must come from `Hart::run_jit_block`, with `M` the run's `Mmio` type.
+unsafe fn parts<'a, M: Mmio>(
+    ctx: *mut JitCtx,
+) -> (&'a mut JitCtx, &'a mut Hart, &'a mut Ram, &'a mut M) {
+    let ctx = &mut *ctx;
+    let hart = &mut *ctx.hart;
+    let ram = &mut *ctx.ram_obj;
+    let mmio = &mut *(ctx.mmio as *mut M);
+    (ctx, hart, ram, mmio)
+}
+
+fn report_trap(ctx: &mut JitCtx, trap: Trap, pc: u64, k: u64) -> u64 {
+    ctx.trap_cause = trap.cause;
+    ctx.trap_tval = trap.tval;
+    ctx.pc = pc;
+    ctx.retired = k;
+    status::TRAP
+}
+
+/// A load that missed the TLB: the `k`-th instruction of the block, at `pc`, then `next`.
+/// Returns the value; `ctx.status` says whether it trapped or asked to stop.
+pub(crate) unsafe extern "C" fn load_slow<M: Mmio>(
+    ctx: *mut JitCtx,
+    addr: u64,
+    size: u64,
+    k: u64,
+    pc: u64,
+    next: u64,
+) -> u64 {
+    let (ctx, hart, ram, mmio) = parts::<M>(ctx);
+    hart.icount = ctx.icount + k;
+    match hart.load_slow(ram, mmio, addr, size as u8) {
+        Ok(value) => {
+            ctx.status = if hart.stop_requested() {
+                ctx.pc = next;
+                ctx.retired = k + 1;
+                status::STOP
+            } else {
+                status::OK
+            };
+            value
+        }
+        Err(trap) => {
+            ctx.status = report_trap(ctx, trap, pc, k);
+            0
+        }
+    }
+}
+
+/// A store that missed the TLB (or goes to a page of code); returns a `status`.
+pub(crate) unsafe extern "C" fn store_slow<M: Mmio>(
+    ctx: *mut JitCtx,
+    addr: u64,
+    value: u64,
+    size: u64,
+    k: u64,
+    pc: u64,
+    next: u64,
+) -> u64 {
+    let (ctx, hart, ram, mmio) = parts::<M>(ctx);
+    hart.icount = ctx.icount + k;
+    match hart.store_slow(ram, mmio, addr, size as u8, value) {
+        Ok(()) if hart.stop_requested() => {
+            ctx.pc = next;
+            ctx.retired = k + 1;
+            status::STOP
+        }
+        Ok(()) => status::OK,
+        Err(trap) => report_trap(ctx, trap, pc, k),
+    }
+}
+
+/// Interprets one instruction (given as `Op::to_words`), the `k`-th of the block at `pc`.
+/// Sets `ctx.pc` and `ctx.retired` as for the end of a block, and returns a `status`.
+pub(crate) unsafe extern "C" fn exec_one<M: Mmio>(
+    ctx: *mut JitCtx,
+    lo: u64,
+    hi: u64,
+    k: u64,
+    pc: u64,
+) -> u64 {
+    let (ctx, hart, ram, mmio) = parts::<M>(ctx);
+    hart.icount = ctx.icount + k;
+    match hart.exec(Op::from_words([lo, hi]), pc, ram, mmio) {
+        Ok(next) => {
+            ctx.pc = next;
+            ctx.retired = k + 1;
+            if hart.stop_requested() {
+                status::STOP
+            } else {
+                status::OK
+            }
+        }
+        Err(trap) => report_trap(ctx, trap, pc, k),
+    }
+}

@@ -1,0 +1,593 @@
+//! Decoded instructions to Cranelift IR.
+//!
+//! Guest registers live in SSA values while the block runs: each is loaded from `Hart::x` at
+//! its first use and stored back, if written, wherever the block can be left. Integer
+//! instructions, branches and jumps are compiled; loads and stores look the TLB up inline and
+//! call a helper on a miss; every other instruction is interpreted through a helper.
+
+use super::{status, JitCtx};
+use crate::decode::{Kind, Op};
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::types::{I16, I32, I64, I8};
+use cranelift_codegen::ir::{
+    AbiParam, Block, Function, InstBuilder, MemFlagsData, SigRef, Signature, Type, Value,
+};
+use cranelift_codegen::isa::TargetIsa;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use std::mem::offset_of;
+
+/// Entries of one TLB set, as `mmu::Tlb` lays them out: `{ vpn: u64, delta: u64 }`.
+const TLB_ENTRIES: i64 = crate::mmu::TLB_ENTRIES as i64;
+
+fn ctx_offset(offset: usize) -> i32 {
+    offset as i32
+}
+
+/// Fills `func` with the code of a block of `ops`.
+pub(super) fn build(
+    func: &mut Function,
+    builder: &mut FunctionBuilderContext,
+    isa: &dyn TargetIsa,
+    ops: &[Op],
+) {
+    let call_conv = isa.default_call_conv();
+    let mut sig = Signature::new(call_conv);
+    sig.params.push(AbiParam::new(I64));
+    sig.returns.push(AbiParam::new(I64));
+    func.signature = sig;
+
+    let helper_sig = |params: usize| {
+        let mut s = Signature::new(call_conv);
+        s.params.extend((0..params).map(|_| AbiParam::new(I64)));
+        s.returns.push(AbiParam::new(I64));
+        s
+    };
+    let mut b = FunctionBuilder::new(func, builder);
+    let load_sig = b.import_signature(helper_sig(6));
+    let store_sig = b.import_signature(helper_sig(7));
+    let exec_sig = b.import_signature(helper_sig(5));
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let ctx = b.block_params(entry)[0];
+    let flags = MemFlagsData::trusted();
+    let x = b
+        .ins()
+        .load(I64, flags, ctx, ctx_offset(offset_of!(JitCtx, x)));
+    let entry_pc = b
+        .ins()
+        .load(I64, flags, ctx, ctx_offset(offset_of!(JitCtx, pc)));
+    let mut t = Translator {
+        b,
+        ctx,
+        x,
+        entry_pc,
+        regs: [None; 32],
+        dirty: 0,
+        load_sig,
+        store_sig,
+        exec_sig,
+    };
+    let mut offset = 0u64;
+    for (k, op) in ops.iter().enumerate() {
+        let last = k + 1 == ops.len();
+        let next = offset + op.len as u64;
+        t.op(op, k as u64, offset, next, last);
+        offset = next;
+    }
+    t.b.seal_all_blocks();
+    t.b.finalize(isa.frontend_config());
+}
+
+struct Translator<'a> {
+    b: FunctionBuilder<'a>,
+    ctx: Value,
+    /// Address of `Hart::x`.
+    x: Value,
+    entry_pc: Value,
+    /// The current value of each register, once loaded or computed.
+    regs: [Option<Value>; 32],
+    /// Registers written since they were last stored to `Hart::x`.
+    dirty: u32,
+    load_sig: SigRef,
+    store_sig: SigRef,
+    exec_sig: SigRef,
+}
+
+impl Translator<'_> {
+    /// Accesses to the context, `Hart::x` and the TLB: aligned, and never faulting.
+    fn flags() -> MemFlagsData {
+        MemFlagsData::trusted()
+    }
+
+    /// Accesses to guest RAM: never faulting (the TLB proved the page is there), but guests
+    /// may access memory at any alignment.
+    fn guest_flags() -> MemFlagsData {
+        MemFlagsData::new().with_notrap()
+    }
+
+    fn iconst(&mut self, v: u64) -> Value {
+        self.b.ins().iconst(I64, v as i64)
+    }
+
+    fn get(&mut self, r: u8) -> Value {
+        let r = (r & 31) as usize;
+        if r == 0 {
+            return self.iconst(0);
+        }
+        if let Some(v) = self.regs[r] {
+            return v;
+        }
+        let v = self.b.ins().load(I64, Self::flags(), self.x, 8 * r as i32);
+        self.regs[r] = Some(v);
+        v
+    }
+
+    fn set(&mut self, r: u8, v: Value) {
+        let r = (r & 31) as usize;
+        if r != 0 {
+            self.regs[r] = Some(v);
+            self.dirty |= 1 << r;
+        }
+    }
+
+    /// Stores the written registers to `Hart::x` (in the current block of code; the values
+    /// stay cached, so this also serves side exits).
+    fn store_dirty(&mut self) {
+        let mut dirty = self.dirty;
+        while dirty != 0 {
+            let r = dirty.trailing_zeros() as usize;
+            dirty &= dirty - 1;
+            let v = self.regs[r].expect("a dirty register has a value");
+            self.b.ins().store(Self::flags(), v, self.x, 8 * r as i32);
+        }
+    }
+
+    /// The pc of the instruction at `offset` bytes into the block.
+    fn pc_at(&mut self, offset: u64) -> Value {
+        self.b.ins().iadd_imm_s(self.entry_pc, offset as i64)
+    }
+
+    fn store_ctx(&mut self, v: Value, offset: usize) {
+        self.b
+            .ins()
+            .store(Self::flags(), v, self.ctx, ctx_offset(offset));
+    }
+
+    fn load_ctx(&mut self, offset: usize) -> Value {
+        self.b
+            .ins()
+            .load(I64, Self::flags(), self.ctx, ctx_offset(offset))
+    }
+
+    /// Leaves the block normally: `retired` instructions done, the next one at `pc`.
+    fn exit(&mut self, pc: Value, retired: u64) {
+        self.store_dirty();
+        self.store_ctx(pc, offset_of!(JitCtx, pc));
+        let n = self.iconst(retired);
+        self.store_ctx(n, offset_of!(JitCtx, retired));
+        let ok = self.iconst(status::OK);
+        self.b.ins().return_(&[ok]);
+    }
+
+    fn op(&mut self, op: &Op, k: u64, offset: u64, next: u64, last: bool) {
+        use Kind::*;
+        let imm = op.imm as i64;
+        match op.kind {
+            Lui => {
+                let v = self.iconst(imm as u64);
+                self.set(op.rd, v);
+            }
+            Auipc => {
+                let v = self.pc_at(offset.wrapping_add(imm as u64));
+                self.set(op.rd, v);
+            }
+            Jal => {
+                let link = self.pc_at(next);
+                let target = self.pc_at(offset.wrapping_add(imm as u64));
+                self.set(op.rd, link);
+                self.exit(target, k + 1);
+                return;
+            }
+            Jalr => {
+                let a = self.get(op.rs1);
+                let sum = self.b.ins().iadd_imm_s(a, imm);
+                let target = self.b.ins().band_imm_s(sum, !1);
+                let link = self.pc_at(next);
+                self.set(op.rd, link);
+                self.exit(target, k + 1);
+                return;
+            }
+            Beq | Bne | Blt | Bge | Bltu | Bgeu => {
+                let cc = match op.kind {
+                    Beq => IntCC::Equal,
+                    Bne => IntCC::NotEqual,
+                    Blt => IntCC::SignedLessThan,
+                    Bge => IntCC::SignedGreaterThanOrEqual,
+                    Bltu => IntCC::UnsignedLessThan,
+                    _ => IntCC::UnsignedGreaterThanOrEqual,
+                };
+                let a = self.get(op.rs1);
+                let b = self.get(op.rs2);
+                let taken = self.b.ins().icmp(cc, a, b);
+                let target = self.pc_at(offset.wrapping_add(imm as u64));
+                let fall = self.pc_at(next);
+                let pc = self.b.ins().select(taken, target, fall);
+                self.exit(pc, k + 1);
+                return;
+            }
+            Lb | Lh | Lw | Ld | Lbu | Lhu | Lwu => self.load(op, k, offset, next),
+            Sb | Sh | Sw | Sd => self.store(op, k, offset, next),
+            Fence => {}
+            Addi | Slti | Sltiu | Xori | Ori | Andi | Slli | Srli | Srai | Addiw | Slliw
+            | Srliw | Sraiw => {
+                let a = self.get(op.rs1);
+                let v = self.alu_imm(op.kind, a, imm);
+                self.set(op.rd, v);
+            }
+            Add | Sub | Sll | Slt | Sltu | Xor | Srl | Sra | Or | And | Addw | Subw | Sllw
+            | Srlw | Sraw | Mul | Mulh | Mulhsu | Mulhu | Div | Divu | Rem | Remu | Mulw | Divw
+            | Divuw | Remw | Remuw => {
+                let a = self.get(op.rs1);
+                let b = self.get(op.rs2);
+                let v = self.alu(op.kind, a, b);
+                self.set(op.rd, v);
+            }
+            _ => {
+                self.interpret(op, k, offset, last);
+                return;
+            }
+        }
+        if last {
+            let pc = self.pc_at(next);
+            self.exit(pc, k + 1);
+        }
+    }
+
+    fn alu_imm(&mut self, kind: Kind, a: Value, imm: i64) -> Value {
+        use Kind::*;
+        let ins = self.b.ins();
+        match kind {
+            Addi => ins.iadd_imm_s(a, imm),
+            Slti => {
+                let c = ins.icmp_imm_s(IntCC::SignedLessThan, a, imm);
+                self.b.ins().uextend(I64, c)
+            }
+            Sltiu => {
+                let c = ins.icmp_imm_s(IntCC::UnsignedLessThan, a, imm);
+                self.b.ins().uextend(I64, c)
+            }
+            Xori => ins.bxor_imm_s(a, imm),
+            Ori => ins.bor_imm_s(a, imm),
+            Andi => ins.band_imm_s(a, imm),
+            Slli => ins.ishl_imm_u(a, imm & 63),
+            Srli => ins.ushr_imm_u(a, imm & 63),
+            Srai => ins.sshr_imm_u(a, imm & 63),
+            Addiw => {
+                let v = ins.iadd_imm_s(a, imm);
+                self.sext32(v)
+            }
+            Slliw => {
+                let v = ins.ireduce(I32, a);
+                let v = self.b.ins().ishl_imm_u(v, imm & 31);
+                self.b.ins().sextend(I64, v)
+            }
+            Srliw => {
+                let v = ins.ireduce(I32, a);
+                let v = self.b.ins().ushr_imm_u(v, imm & 31);
+                self.b.ins().sextend(I64, v)
+            }
+            _ => {
+                let v = ins.ireduce(I32, a);
+                let v = self.b.ins().sshr_imm_u(v, imm & 31);
+                self.b.ins().sextend(I64, v)
+            }
+        }
+    }
+
+    fn sext32(&mut self, v: Value) -> Value {
+        let v = self.b.ins().ireduce(I32, v);
+        self.b.ins().sextend(I64, v)
+    }
+
+    fn bool64(&mut self, c: Value) -> Value {
+        self.b.ins().uextend(I64, c)
+    }
+
+    fn alu(&mut self, kind: Kind, a: Value, b: Value) -> Value {
+        use Kind::*;
+        match kind {
+            Add => self.b.ins().iadd(a, b),
+            Sub => self.b.ins().isub(a, b),
+            Sll => self.b.ins().ishl(a, b),
+            Srl => self.b.ins().ushr(a, b),
+            Sra => self.b.ins().sshr(a, b),
+            Slt => {
+                let c = self.b.ins().icmp(IntCC::SignedLessThan, a, b);
+                self.bool64(c)
+            }
+            Sltu => {
+                let c = self.b.ins().icmp(IntCC::UnsignedLessThan, a, b);
+                self.bool64(c)
+            }
+            Xor => self.b.ins().bxor(a, b),
+            Or => self.b.ins().bor(a, b),
+            And => self.b.ins().band(a, b),
+            Addw | Subw | Sllw | Srlw | Sraw | Mulw => {
+                let a32 = self.b.ins().ireduce(I32, a);
+                let b32 = self.b.ins().ireduce(I32, b);
+                let v = match kind {
+                    Addw => self.b.ins().iadd(a32, b32),
+                    Subw => self.b.ins().isub(a32, b32),
+                    Sllw => self.b.ins().ishl(a32, b32),
+                    Srlw => self.b.ins().ushr(a32, b32),
+                    Sraw => self.b.ins().sshr(a32, b32),
+                    _ => self.b.ins().imul(a32, b32),
+                };
+                self.b.ins().sextend(I64, v)
+            }
+            Mul => self.b.ins().imul(a, b),
+            Mulh => self.b.ins().smulhi(a, b),
+            Mulhu => self.b.ins().umulhi(a, b),
+            Mulhsu => {
+                // The unsigned high product, less b when a is negative.
+                let hi = self.b.ins().umulhi(a, b);
+                let negative = self.b.ins().sshr_imm_u(a, 63);
+                let correction = self.b.ins().band(negative, b);
+                self.b.ins().isub(hi, correction)
+            }
+            Div | Rem => self.signed_div(kind == Rem, a, b, I64),
+            Divu | Remu => self.unsigned_div(kind == Remu, a, b, I64),
+            Divw | Remw => {
+                let a32 = self.b.ins().ireduce(I32, a);
+                let b32 = self.b.ins().ireduce(I32, b);
+                let v = self.signed_div(kind == Remw, a32, b32, I32);
+                self.b.ins().sextend(I64, v)
+            }
+            _ => {
+                let a32 = self.b.ins().ireduce(I32, a);
+                let b32 = self.b.ins().ireduce(I32, b);
+                let v = self.unsigned_div(kind == Remuw, a32, b32, I32);
+                self.b.ins().sextend(I64, v)
+            }
+        }
+    }
+
+    /// RISC-V division never traps: x/0 = -1, x%0 = x, MIN/-1 = MIN, MIN%-1 = 0. The host's
+    /// divide would trap on both, so the divisor becomes 1 there and the result is chosen.
+    fn signed_div(&mut self, rem: bool, a: Value, b: Value, ty: Type) -> Value {
+        let min = if ty == I32 { i32::MIN as i64 } else { i64::MIN };
+        let ins = &mut self.b;
+        let zero = ins.ins().icmp_imm_s(IntCC::Equal, b, 0);
+        let minus_one = ins.ins().icmp_imm_s(IntCC::Equal, b, -1);
+        let is_min = ins.ins().icmp_imm_s(IntCC::Equal, a, min);
+        let overflow = ins.ins().band(minus_one, is_min);
+        let unsafe_divisor = ins.ins().bor(zero, overflow);
+        let one = ins.ins().iconst(ty, 1);
+        let divisor = ins.ins().select(unsafe_divisor, one, b);
+        if rem {
+            let r = ins.ins().srem(a, divisor);
+            ins.ins().select(zero, a, r)
+        } else {
+            let q = ins.ins().sdiv(a, divisor);
+            let all_ones = ins.ins().iconst(ty, -1);
+            ins.ins().select(zero, all_ones, q)
+        }
+    }
+
+    fn unsigned_div(&mut self, rem: bool, a: Value, b: Value, ty: Type) -> Value {
+        let ins = &mut self.b;
+        let zero = ins.ins().icmp_imm_s(IntCC::Equal, b, 0);
+        let one = ins.ins().iconst(ty, 1);
+        let divisor = ins.ins().select(zero, one, b);
+        if rem {
+            let r = ins.ins().urem(a, divisor);
+            ins.ins().select(zero, a, r)
+        } else {
+            let q = ins.ins().udiv(a, divisor);
+            let all_ones = ins.ins().iconst(ty, -1);
+            ins.ins().select(zero, all_ones, q)
+        }
+    }
+
+    /// The host address of a `size`-byte access at `addr` if the TLB set at `tlb_offset` (a
+    /// `JitCtx` field) has the page, branching to `hit` with it, or to `miss`.
+    fn tlb_lookup(&mut self, addr: Value, size: u64, tlb_offset: usize, hit: Block, miss: Block) {
+        let set = self.load_ctx(tlb_offset);
+        let vpn = self.b.ins().ushr_imm_u(addr, 12);
+        let index = self.b.ins().band_imm_s(vpn, TLB_ENTRIES - 1);
+        let entry_offset = self.b.ins().ishl_imm_u(index, 4);
+        let entry = self.b.ins().iadd(set, entry_offset);
+        let entry_vpn = self.b.ins().load(I64, Self::flags(), entry, 0);
+        let delta = self.b.ins().load(I64, Self::flags(), entry, 8);
+        let mut hit_cond = self.b.ins().icmp(IntCC::Equal, entry_vpn, vpn);
+        if size > 1 {
+            // The access must not run past the page.
+            let in_page = self.b.ins().band_imm_s(addr, 0xfff);
+            let fits = self.b.ins().icmp_imm_s(
+                IntCC::UnsignedLessThanOrEqual,
+                in_page,
+                (4096 - size) as i64,
+            );
+            hit_cond = self.b.ins().band(hit_cond, fits);
+        }
+        let ram = self.load_ctx(offset_of!(JitCtx, ram));
+        let host = self.b.ins().iadd(ram, addr);
+        let host = self.b.ins().iadd(host, delta);
+        self.b.ins().brif(hit_cond, hit, &[host.into()], miss, &[]);
+    }
+
+    fn load(&mut self, op: &Op, k: u64, offset: u64, next: u64) {
+        use Kind::*;
+        let size: u64 = match op.kind {
+            Lb | Lbu => 1,
+            Lh | Lhu => 2,
+            Lw | Lwu => 4,
+            _ => 8,
+        };
+        let base = self.get(op.rs1);
+        let addr = self.b.ins().iadd_imm_s(base, op.imm as i64);
+        let hit = self.b.create_block();
+        let host = self.b.append_block_param(hit, I64);
+        let miss = self.b.create_block();
+        let join = self.b.create_block();
+        let value = self.b.append_block_param(join, I64);
+        let not_ok = self.b.create_block();
+        let stopped = self.b.create_block();
+        self.b.set_cold_block(miss);
+        self.b.set_cold_block(not_ok);
+        self.b.set_cold_block(stopped);
+        self.tlb_lookup(addr, size, offset_of!(JitCtx, read_tlb), hit, miss);
+
+        self.b.switch_to_block(hit);
+        let flags = Self::guest_flags();
+        let v = match op.kind {
+            Lb => self.b.ins().sload8(I64, flags, host, 0),
+            Lbu => self.b.ins().uload8(I64, flags, host, 0),
+            Lh => self.b.ins().sload16(I64, flags, host, 0),
+            Lhu => self.b.ins().uload16(I64, flags, host, 0),
+            Lw => self.b.ins().sload32(flags, host, 0),
+            Lwu => self.b.ins().uload32(flags, host, 0),
+            _ => self.b.ins().load(I64, flags, host, 0),
+        };
+        self.b.ins().jump(join, &[v.into()]);
+
+        // The slow path leaves every register in memory, so that its exits need nothing more.
+        self.b.switch_to_block(miss);
+        self.store_dirty();
+        let helper = self.load_ctx(offset_of!(JitCtx, load_slow));
+        let size_v = self.iconst(size);
+        let k_v = self.iconst(k);
+        let pc = self.pc_at(offset);
+        let next_pc = self.pc_at(next);
+        let call = self.b.ins().call_indirect(
+            self.load_sig,
+            helper,
+            &[self.ctx, addr, size_v, k_v, pc, next_pc],
+        );
+        let raw = self.b.inst_results(call)[0];
+        let loaded = self.extend_loaded(op.kind, raw);
+        let st = self.load_ctx(offset_of!(JitCtx, status));
+        self.b.ins().brif(st, not_ok, &[], join, &[loaded.into()]);
+
+        self.b.switch_to_block(not_ok);
+        let trapped = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::Equal, st, status::TRAP as i64);
+        let trap_status = self.iconst(status::TRAP);
+        let trap_exit = self.b.create_block();
+        self.b.set_cold_block(trap_exit);
+        self.b.ins().brif(trapped, trap_exit, &[], stopped, &[]);
+        self.b.switch_to_block(trap_exit);
+        self.b.ins().return_(&[trap_status]);
+
+        // The load completed but the run must stop after it: its result goes to memory too.
+        self.b.switch_to_block(stopped);
+        if op.rd & 31 != 0 {
+            self.b
+                .ins()
+                .store(Self::flags(), loaded, self.x, 8 * (op.rd & 31) as i32);
+        }
+        let stop = self.iconst(status::STOP);
+        self.b.ins().return_(&[stop]);
+
+        self.b.switch_to_block(join);
+        self.set(op.rd, value);
+    }
+
+    /// The helper returns the bytes zero-extended; signed loads extend their sign, as the
+    /// fast path's loads do.
+    fn extend_loaded(&mut self, kind: Kind, raw: Value) -> Value {
+        let ty = match kind {
+            Kind::Lb => I8,
+            Kind::Lh => I16,
+            Kind::Lw => I32,
+            _ => return raw,
+        };
+        let v = self.b.ins().ireduce(ty, raw);
+        self.b.ins().sextend(I64, v)
+    }
+
+    fn store(&mut self, op: &Op, k: u64, offset: u64, next: u64) {
+        use Kind::*;
+        let size: u64 = match op.kind {
+            Sb => 1,
+            Sh => 2,
+            Sw => 4,
+            _ => 8,
+        };
+        let base = self.get(op.rs1);
+        let value = self.get(op.rs2);
+        let addr = self.b.ins().iadd_imm_s(base, op.imm as i64);
+        let hit = self.b.create_block();
+        let host = self.b.append_block_param(hit, I64);
+        let miss = self.b.create_block();
+        let join = self.b.create_block();
+        let not_ok = self.b.create_block();
+        self.b.set_cold_block(miss);
+        self.b.set_cold_block(not_ok);
+        self.tlb_lookup(addr, size, offset_of!(JitCtx, write_tlb), hit, miss);
+
+        self.b.switch_to_block(hit);
+        let flags = Self::guest_flags();
+        match size {
+            1 => self.b.ins().istore8(flags, value, host, 0),
+            2 => self.b.ins().istore16(flags, value, host, 0),
+            4 => self.b.ins().istore32(flags, value, host, 0),
+            _ => self.b.ins().store(flags, value, host, 0),
+        };
+        self.b.ins().jump(join, &[]);
+
+        self.b.switch_to_block(miss);
+        self.store_dirty();
+        let helper = self.load_ctx(offset_of!(JitCtx, store_slow));
+        let size_v = self.iconst(size);
+        let k_v = self.iconst(k);
+        let pc = self.pc_at(offset);
+        let next_pc = self.pc_at(next);
+        let call = self.b.ins().call_indirect(
+            self.store_sig,
+            helper,
+            &[self.ctx, addr, value, size_v, k_v, pc, next_pc],
+        );
+        let st = self.b.inst_results(call)[0];
+        self.b.ins().brif(st, not_ok, &[], join, &[]);
+
+        // A trap, or a stop after the store: the helper set the pc and count.
+        self.b.switch_to_block(not_ok);
+        self.b.ins().return_(&[st]);
+
+        self.b.switch_to_block(join);
+    }
+
+    /// Hands the instruction to the interpreter. Registers go to memory first and are
+    /// reloaded after, since the instruction may read or write any of them.
+    fn interpret(&mut self, op: &Op, k: u64, offset: u64, last: bool) {
+        self.store_dirty();
+        self.dirty = 0;
+        self.regs = [None; 32];
+        let [lo, hi] = op.to_words();
+        let helper = self.load_ctx(offset_of!(JitCtx, exec_one));
+        let lo = self.iconst(lo);
+        let hi = self.iconst(hi);
+        let k_v = self.iconst(k);
+        let pc = self.pc_at(offset);
+        let call = self
+            .b
+            .ins()
+            .call_indirect(self.exec_sig, helper, &[self.ctx, lo, hi, k_v, pc]);
+        let st = self.b.inst_results(call)[0];
+        if last {
+            self.b.ins().return_(&[st]);
+            return;
+        }
+        let leave = self.b.create_block();
+        let go_on = self.b.create_block();
+        self.b.set_cold_block(leave);
+        self.b.ins().brif(st, leave, &[], go_on, &[]);
+        self.b.switch_to_block(leave);
+        self.b.ins().return_(&[st]);
+        self.b.switch_to_block(go_on);
+    }
+}

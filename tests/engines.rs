@@ -1,0 +1,117 @@
+//! The compiling engine computes exactly what the interpreter computes: every guest program
+//! ends with the same console output, instruction count and state hash under both, with every
+//! block compiled on its first run so that nothing escapes the comparison.
+
+mod common;
+
+use rewind_cpu::Engine;
+use rewind_machine::{BootImages, Machine, MachineConfig, Stop};
+
+/// What a run left behind that a user could tell apart.
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome {
+    console: String,
+    stop: Stop,
+    icount: u64,
+    state_hash: u64,
+}
+
+fn run(elf: &[u8], engine: Engine, hot_threshold: u32) -> Outcome {
+    let images = BootImages {
+        kernel: Some(elf.to_vec()),
+        ..BootImages::default()
+    };
+    let config = MachineConfig {
+        rtc_base_ns: 1_700_000_000_000_000_000,
+        rng_seed: vec![7; 32],
+        ..MachineConfig::default()
+    };
+    let mut machine = Machine::new(config, &images).expect("the program loads");
+    machine
+        .ram
+        .set_engine(engine)
+        .expect("this host runs the engine");
+    machine.ram.set_hot_threshold(hot_threshold);
+    let stop = machine.run_unattended(Some(2_000_000_000));
+    if engine == Engine::Jit && hot_threshold == 0 {
+        let stats = machine.ram.jit_stats().expect("the compiler is on");
+        assert!(stats.blocks_compiled > 0, "nothing was compiled");
+    }
+    Outcome {
+        console: String::from_utf8_lossy(&machine.take_console_output()).into_owned(),
+        stop,
+        icount: machine.hart.icount,
+        state_hash: machine.state_hash(),
+    }
+}
+
+fn programs() -> Vec<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guest/progs");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("tests/guest/progs")
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            let ext = path.extension()?.to_str()?;
+            matches!(ext, "c" | "S").then(|| path.file_stem()?.to_str().map(String::from))?
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn every_guest_program_computes_the_same_under_both_engines() {
+    if Engine::Jit.check_host().is_err() {
+        eprintln!("this host has no compiling engine: nothing to compare");
+        return;
+    }
+    let names = programs();
+    assert!(names.len() >= 10, "guest programs not found: {names:?}");
+    for name in names {
+        let elf = std::fs::read(common::guest_program(&name)).unwrap();
+        let reference = run(&elf, Engine::Interp, 0);
+        assert_eq!(
+            reference.stop,
+            Stop::PowerOff(0),
+            "{name}: the program's checks failed under the interpreter:\n{}",
+            reference.console
+        );
+        for threshold in [0, 3] {
+            let compiled = run(&elf, Engine::Jit, threshold);
+            assert_eq!(
+                compiled, reference,
+                "{name}: the compiling engine (hot after {threshold} runs) differs from the \
+                 interpreter"
+            );
+        }
+    }
+}
+
+#[test]
+fn code_that_rewrites_itself_runs_its_new_instructions_under_both_engines() {
+    if Engine::Jit.check_host().is_err() {
+        eprintln!("this host has no compiling engine: nothing to compare");
+        return;
+    }
+    let elf = std::fs::read(common::guest_program("smc")).unwrap();
+    let reference = run(&elf, Engine::Interp, 0);
+    assert_eq!(
+        reference.stop,
+        Stop::PowerOff(0),
+        "stale code ran under the interpreter:\n{}",
+        reference.console
+    );
+    assert!(
+        reference.console.contains("stale 0"),
+        "{}",
+        reference.console
+    );
+    // Compiled at once, after a few runs, and (the default) after many.
+    for threshold in [0, 3, 1024] {
+        let compiled = run(&elf, Engine::Jit, threshold);
+        assert_eq!(
+            compiled, reference,
+            "the compiling engine (hot after {threshold} runs) ran other code"
+        );
+    }
+}
