@@ -52,13 +52,22 @@ impl Clock {
 
     /// Virtual nanoseconds at instruction count `icount`.
     pub fn ns_at(&self, icount: u64) -> u64 {
-        let scaled = |n: u64| (n as u128) << self.shift;
         let ns = if icount >= self.base_icount {
-            self.base_ns as u128 + scaled(icount - self.base_icount)
+            (self.base_ns as u128).saturating_add(self.scaled(icount - self.base_icount))
         } else {
-            (self.base_ns as u128).saturating_sub(scaled(self.base_icount - icount))
+            (self.base_ns as u128).saturating_sub(self.scaled(self.base_icount - icount))
         };
         ns.min(u64::MAX as u128) as u64
+    }
+
+    /// `n` instructions in nanoseconds, exactly (beyond any `u64` for a shift of 64 or more,
+    /// which only a crafted recording can ask for).
+    fn scaled(&self, n: u64) -> u128 {
+        match self.shift {
+            0..64 => (n as u128) << self.shift,
+            _ if n == 0 => 0,
+            _ => u128::MAX,
+        }
     }
 
     /// The first instruction count, from the start of the current segment on, at which virtual
@@ -68,7 +77,7 @@ impl Clock {
         let Some(ahead) = ns.checked_sub(self.base_ns).filter(|&a| a > 0) else {
             return self.base_icount;
         };
-        let steps = (ahead as u128).div_ceil(1u128 << self.shift);
+        let steps = (ahead as u128).div_ceil(1u128 << self.shift.min(64));
         (self.base_icount as u128 + steps).min(u64::MAX as u128) as u64
     }
 
@@ -203,6 +212,14 @@ mod tests {
         c.set_shift(10, 4);
         assert_eq!(c.ns_at(9), 0);
         assert_eq!(c.ns_at(10), 10);
+        // Shifts no option gives (a crafted recording's) saturate instead of overflowing.
+        for shift in [63, 64, 127, 128, 200, u32::MAX] {
+            let c = Clock::fixed(shift);
+            assert_eq!(c.ns_at(0), 0);
+            assert_eq!(c.ns_at(1), if shift == 63 { 1 << 63 } else { u64::MAX });
+            assert_eq!(c.icount_at_ns(1), 1);
+            assert_eq!(c.icount_at_ns(u64::MAX), if shift == 63 { 2 } else { 1 });
+        }
     }
 
     #[test]
