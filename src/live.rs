@@ -16,11 +16,14 @@ use rewind_machine::{BootImages, DeviceKind, InputEvent, Machine, MachineConfig,
 use rewind_replay::{DriveRef, End, EndReason, Recorder};
 use xxhash_rust::xxh3::Xxh3;
 
+use crate::autoshift::{self, AutoShift};
 use crate::console::{self, ConsoleEvent};
 use crate::net::Backend;
 use crate::qmp;
 
-use crate::{entropy_from_seed, guest, RecordArgs, RunArgs, EXIT_DEADLOCK, EXIT_LIMIT};
+use crate::{
+    entropy_from_seed, guest, IcountShift, RecordArgs, RunArgs, EXIT_DEADLOCK, EXIT_LIMIT,
+};
 
 /// Instructions run between looks at the console.
 const SLICE: u64 = 1 << 20;
@@ -155,6 +158,8 @@ struct Live<'a> {
     /// Console bytes typed that the UART has not accepted yet. They outlive each drive loop
     /// (a gdb step, a guest reboot), so no input is ever lost.
     typed: VecDeque<u8>,
+    /// `--icount-shift auto`: when and how to change the clock's shift.
+    auto: Option<AutoShift>,
 }
 
 /// Frames a NIC may hold for its driver before the host waits for it to take them (flow
@@ -171,6 +176,20 @@ impl Live<'_> {
                 .map_err(|e| e.to_string())?;
         }
         Ok(())
+    }
+
+    /// `--icount-shift auto`: moves the clock's shift towards the wall clock, if it is time to
+    /// look; the change is an input event, recorded where it takes effect.
+    fn adjust_shift(&mut self) -> Result<(), String> {
+        let Some(auto) = &mut self.auto else {
+            return Ok(());
+        };
+        let clock = self.machine.clock();
+        let virtual_ns = clock.ns_at(self.machine.hart.icount);
+        match auto.tick(Instant::now(), virtual_ns, clock.shift) {
+            Some(shift) => self.inject(InputEvent::IcountShift(shift as u8)),
+            None => Ok(()),
+        }
     }
 
     /// Where the next run must stop: `--max-insns` or the next sync point.
@@ -346,10 +365,15 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, Stri
         .chain(args.devices.iter().copied())
         .chain(args.netdevs.iter().map(|_| DeviceKind::VirtioNet))
         .collect();
+    let (icount_shift, icount_auto) = match args.icount_shift {
+        IcountShift::Fixed(n) => (n, false),
+        IcountShift::Auto => (autoshift::INITIAL_SHIFT, true),
+    };
     let config = MachineConfig {
         ram_size: args.memory,
         bootargs: append,
-        icount_shift: args.icount_shift,
+        icount_shift,
+        icount_auto,
         devices,
         ..MachineConfig::default()
     };
@@ -382,6 +406,7 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, Stri
         backends: Vec::new(),
         frames_waiting: vec![VecDeque::new(); args.netdevs.len()],
         typed: VecDeque::new(),
+        auto: icount_auto.then(|| AutoShift::new(Instant::now())),
     };
     let (host_events, input) = std::sync::mpsc::channel();
     for (nic, spec) in args.netdevs.iter().enumerate() {
@@ -684,6 +709,10 @@ fn drive(live: &mut Live, input: &Receiver<ConsoleEvent>) -> Outcome {
 fn drive_inner(live: &mut Live, input: &Receiver<ConsoleEvent>) -> Result<Outcome, String> {
     let mut input_open = true;
     let pacing = !live.args.no_pacing;
+    // Wall time before this drive (a debugger's pause) is not time the guest ran.
+    if let Some(auto) = &mut live.auto {
+        auto.pause(Instant::now());
+    }
     loop {
         if console::signalled() {
             return Ok(Outcome::Signal);
@@ -698,8 +727,12 @@ fn drive_inner(live: &mut Live, input: &Receiver<ConsoleEvent>) -> Result<Outcom
                     return Ok(outcome);
                 }
             }
+            if let Some(auto) = &mut live.auto {
+                auto.pause(Instant::now());
+            }
             continue;
         }
+        live.adjust_shift()?;
         // Take what has been typed; the UART accepts what fits in its FIFO.
         while let Ok(event) = input.try_recv() {
             if let Some(outcome) = live.host_event(event) {
@@ -764,8 +797,14 @@ fn drive_inner(live: &mut Live, input: &Receiver<ConsoleEvent>) -> Result<Outcom
             std::thread::sleep(step.saturating_sub(waited_from.elapsed()));
         }
         // The guest's clock moves as far as the wall's did, up to its deadline.
-        let slept = (waited_from.elapsed().as_nanos() as u64) >> machine.config.icount_shift;
-        machine.skip_idle(until.map_or(now + slept, |t| t.min(now + slept)));
+        let woken_ns = machine
+            .ns_at(now)
+            .saturating_add(waited_from.elapsed().as_nanos() as u64);
+        let mut woken = machine.icount_at_ns(woken_ns);
+        if machine.ns_at(woken) > woken_ns {
+            woken -= 1; // the last instruction count not past the wall's time
+        }
+        machine.skip_idle(until.map_or(woken, |t| t.min(woken)));
         // Input that arrived while the guest slept arrives at the virtual time that
         // corresponds to the wall time waited.
         if let Ok(event) = event {

@@ -1,6 +1,7 @@
 //! `rewind`: the command line. Standard output carries only what the guest writes to its
 //! console; every message of the tool goes to standard error.
 
+mod autoshift;
 mod console;
 mod guest;
 mod live;
@@ -192,9 +193,11 @@ struct RunArgs {
     /// Stop after N instructions, with exit status 124.
     #[arg(long, value_name = "N")]
     max_insns: Option<u64>,
-    /// Virtual nanoseconds per instruction are 2^N; `mtime` (10 MHz) follows from it.
-    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10))]
-    icount_shift: u32,
+    /// Virtual nanoseconds per instruction are 2^N (0 to 10); `mtime` (10 MHz) follows from
+    /// it. `auto` adjusts N as the run goes so that virtual time keeps near wall time (as
+    /// QEMU's shift=auto); each change is recorded, so a replay follows the same clock.
+    #[arg(long, value_name = "N|auto", default_value = "0", value_parser = parse_icount_shift)]
+    icount_shift: IcountShift,
     /// Do not pace idle time to the wall clock: when the guest waits, jump to its next timer.
     #[arg(long)]
     no_pacing: bool,
@@ -226,6 +229,27 @@ struct RunArgs {
     /// to go backwards).
     #[arg(long, value_name = "HOST:PORT")]
     gdb: Option<String>,
+}
+
+/// An `--icount-shift` option.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IcountShift {
+    Fixed(u32),
+    /// Follow the wall clock (`autoshift.rs`).
+    Auto,
+}
+
+fn parse_icount_shift(text: &str) -> Result<IcountShift, String> {
+    if text == "auto" {
+        return Ok(IcountShift::Auto);
+    }
+    match text.parse::<u32>() {
+        Ok(n) if n <= rewind_machine::MAX_ICOUNT_SHIFT => Ok(IcountShift::Fixed(n)),
+        _ => Err(format!(
+            "`{text}` is not a shift: give a number from 0 to {} or `auto`",
+            rewind_machine::MAX_ICOUNT_SHIFT
+        )),
+    }
 }
 
 /// A `--drive` option.
@@ -388,6 +412,17 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::parse_size;
+
+    #[test]
+    fn icount_shifts() {
+        use super::{parse_icount_shift, IcountShift};
+        assert_eq!(parse_icount_shift("auto"), Ok(IcountShift::Auto));
+        assert_eq!(parse_icount_shift("0"), Ok(IcountShift::Fixed(0)));
+        assert_eq!(parse_icount_shift("10"), Ok(IcountShift::Fixed(10)));
+        assert!(parse_icount_shift("11").is_err());
+        assert!(parse_icount_shift("-1").is_err());
+        assert!(parse_icount_shift("Auto").is_err());
+    }
 
     #[test]
     fn times() {

@@ -266,9 +266,8 @@ pub fn inspect(args: &InspectArgs) -> Result<ExitCode, String> {
         .as_ref()
         .map_or(recording.known_until, |e| e.icount);
     let executed = recording.end.as_ref().map(|e| e.executed);
-    let virtual_ns = position
-        .checked_shl(manifest.machine.icount_shift)
-        .unwrap_or(u64::MAX);
+    let clock = recording.clock_at(position);
+    let virtual_ns = clock.ns_at(position);
     let counts = recording.event_counts();
     if args.json {
         let value = json!({
@@ -277,6 +276,7 @@ pub fn inspect(args: &InspectArgs) -> Result<ExitCode, String> {
             "position": position,
             "executed": executed,
             "virtual_ns": virtual_ns,
+            "icount_shift": clock.shift,
             "events": counts,
             "event_bytes": recording.event_bytes,
             "sync_points": recording.sync_points(),
@@ -306,11 +306,18 @@ pub fn inspect(args: &InspectArgs) -> Result<ExitCode, String> {
         manifest.tool
     );
     let m = &manifest.machine;
+    let shift = if m.icount_auto {
+        format!(
+            "auto (started at {}, {} at the end)",
+            m.icount_shift, clock.shift
+        )
+    } else {
+        m.icount_shift.to_string()
+    };
     say!(
-        "machine:       virt, {} MiB RAM at {:#x}, icount shift {}",
+        "machine:       virt, {} MiB RAM at {:#x}, icount shift {shift}",
         m.ram_size >> 20,
         m.ram_base,
-        m.icount_shift
     );
     if let Some(args) = &m.bootargs {
         say!("command line:  {args}");

@@ -1,5 +1,6 @@
 //! One RV64GC hart: architectural state and the interpreter loop.
 
+use crate::clock::Clock;
 use crate::csr::CsrState;
 use crate::decode::{self, Kind, Op};
 use crate::mmu::Tlb;
@@ -127,8 +128,8 @@ pub struct Hart {
     pub icount: u64,
     pub csr: CsrState,
     pub hart_id: u64,
-    /// Virtual nanoseconds per instruction are `1 << icount_shift`.
-    pub icount_shift: u32,
+    /// Virtual time as a function of `icount` (the machine keeps the bus's copy in step).
+    pub clock: Clock,
     /// Interrupt lines driven by devices (MTIP, MSIP, MEIP, SEIP), ORed into `mip`.
     pub irq_lines: u64,
     pub(crate) reservation: Option<Reservation>,
@@ -165,9 +166,6 @@ pub struct Hart {
     pub(crate) data_triggers_armed: bool,
 }
 
-/// Virtual nanoseconds per `mtime` tick: `mtime` runs at 10 MHz, as on QEMU's `virt`.
-pub const NS_PER_MTIME_TICK: u64 = 100;
-
 impl Hart {
     /// A hart at reset: M-mode, all registers zero, `pc` = `reset_pc`.
     pub fn new(hart_id: u64, reset_pc: u64) -> Hart {
@@ -179,7 +177,7 @@ impl Hart {
             icount: 0,
             csr: CsrState::default(),
             hart_id,
-            icount_shift: 0,
+            clock: Clock::default(),
             irq_lines: 0,
             reservation: None,
             data_priv: PRIV_M,
@@ -212,6 +210,7 @@ impl Hart {
         sink(&[self.privilege]);
         sink(&self.icount.to_le_bytes());
         sink(&self.irq_lines.to_le_bytes());
+        sink(format!("{:?}", self.clock).as_bytes());
         // CsrState and the reservation are plain data: their Debug form lists every field.
         sink(format!("{:?}{:?}", self.csr, self.reservation).as_bytes());
     }
@@ -227,21 +226,9 @@ impl Hart {
         self.tlb.flush_writes();
     }
 
-    /// `mtime` at instruction count `icount`.
-    pub fn mtime_at(icount: u64, shift: u32) -> u64 {
-        ((icount as u128) << shift).min(u64::MAX as u128) as u64 / NS_PER_MTIME_TICK
-    }
-
     /// The current value of `mtime`.
     pub fn mtime(&self) -> u64 {
-        Hart::mtime_at(self.icount, self.icount_shift)
-    }
-
-    /// The first instruction count at which `mtime >= deadline`.
-    pub fn icount_for_mtime(deadline: u64, shift: u32) -> u64 {
-        let ns = deadline as u128 * NS_PER_MTIME_TICK as u128;
-        let per_insn = 1u128 << shift;
-        ns.div_ceil(per_insn).min(u64::MAX as u128) as u64
+        self.clock.mtime_at(self.icount)
     }
 
     /// Effective `mip`: software-writable bits plus device lines.
@@ -261,7 +248,7 @@ impl Hart {
         if self.csr.menvcfg & crate::csr::MENVCFG_STCE == 0 || self.mtime() >= self.csr.stimecmp {
             return None;
         }
-        Some(Hart::icount_for_mtime(self.csr.stimecmp, self.icount_shift))
+        Some(self.clock.icount_for_mtime(self.csr.stimecmp))
     }
 
     /// Whether WFI should wake: some interrupt is pending and enabled in `mie`, whatever the

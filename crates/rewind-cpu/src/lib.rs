@@ -2,6 +2,7 @@
 //! Sv39/Sv48; PMP) with no I/O of its own. It sees RAM directly and everything else through
 //! the [`Mmio`] trait, and counts time only in executed instructions.
 
+pub mod clock;
 pub mod csr;
 pub mod decode;
 mod engine;
@@ -16,6 +17,7 @@ mod state;
 pub mod trap;
 pub mod trigger;
 
+pub use clock::Clock;
 pub use engine::{Engine, EngineError};
 pub use hart::{Exit, Hart, Mmio, WatchKind, Watchpoint, PRIV_M, PRIV_S, PRIV_U};
 pub use ram::Ram;

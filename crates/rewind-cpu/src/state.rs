@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Clock;
 use crate::csr::{self, CsrState};
 use crate::hart::{Hart, Reservation, PRIV_M, PRIV_S, PRIV_U};
 use crate::trigger::{self, TRIGGERS};
@@ -17,7 +18,8 @@ pub struct HartState {
     pub icount: u64,
     pub csr: CsrState,
     pub hart_id: u64,
-    pub icount_shift: u32,
+    /// The guest clock (its current segment).
+    pub clock: Clock,
     pub irq_lines: u64,
     /// An LR reservation: address and the value loaded.
     pub reservation: Option<(u64, u64)>,
@@ -33,7 +35,7 @@ impl Hart {
             icount: self.icount,
             csr: self.csr.clone(),
             hart_id: self.hart_id,
-            icount_shift: self.icount_shift,
+            clock: self.clock,
             irq_lines: self.irq_lines,
             reservation: self.reservation.map(|r| (r.addr, r.value)),
         }
@@ -49,7 +51,7 @@ impl Hart {
         hart.privilege = state.privilege;
         hart.icount = state.icount;
         hart.csr = state.csr.clone();
-        hart.icount_shift = state.icount_shift;
+        hart.clock = state.clock;
         hart.irq_lines = state.irq_lines;
         hart.reservation = state
             .reservation
@@ -86,7 +88,10 @@ fn check(s: &HartState) -> Result<(), String> {
             c.mstatus & !csr::MSTATUS_STORED != 0,
             "mstatus has bits that cannot be set",
         ),
-        (s.icount_shift > 63, "the clock shift is out of range"),
+        (
+            s.clock.check(s.icount).is_err(),
+            "the clock does not fit the instruction count",
+        ),
         (
             c.tselect >= TRIGGERS as u64,
             "tselect names a trigger that does not exist",

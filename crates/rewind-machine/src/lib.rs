@@ -9,6 +9,8 @@ pub mod fdt;
 pub mod loader;
 pub mod snapshot;
 
+pub use rewind_cpu::clock::MAX_SHIFT as MAX_ICOUNT_SHIFT;
+pub use rewind_cpu::Clock;
 use rewind_cpu::{Exit, Hart, Mmio, Ram};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -59,8 +61,14 @@ pub struct MachineConfig {
     pub ram_base: u64,
     pub ram_size: u64,
     pub bootargs: Option<String>,
-    /// Virtual nanoseconds per instruction = 2^icount_shift.
+    /// Virtual nanoseconds per instruction = 2^icount_shift at the start; with
+    /// `--icount-shift auto`, [`InputEvent::IcountShift`] changes it as the run goes.
     pub icount_shift: u32,
+    /// The shift follows the wall clock (`--icount-shift auto`): for reports only; the
+    /// changes themselves are input events. Not written when false, so a fixed-shift
+    /// manifest reads as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub icount_auto: bool,
     /// Devices in the virtio-mmio slots, from the last slot down (as QEMU fills them).
     #[serde(default)]
     pub devices: Vec<DeviceKind>,
@@ -90,6 +98,7 @@ impl Default for MachineConfig {
             ram_size: 128 << 20,
             bootargs: None,
             icount_shift: 0,
+            icount_auto: false,
             devices: Vec::new(),
             initrd_max_offset: 512 << 20, // QEMU 10
             rtc_base_ns: 0,
@@ -138,6 +147,9 @@ pub enum InputEvent {
     /// An Ethernet frame for virtio-net device `nic` (counted in the order of
     /// [`MachineConfig::devices`]).
     Net { nic: u8, frame: Vec<u8> },
+    /// `--icount-shift auto`: from this instruction on, each instruction is 2^shift virtual
+    /// nanoseconds (at most [`MAX_ICOUNT_SHIFT`]); virtual time goes on from where it is.
+    IcountShift(u8),
 }
 
 impl InputEvent {
@@ -150,6 +162,7 @@ impl InputEvent {
             InputEvent::Rng(_) => "rng",
             InputEvent::Input(_) => "input",
             InputEvent::Net { .. } => "net",
+            InputEvent::IcountShift(_) => "icount_shift",
         }
     }
 }
@@ -187,8 +200,9 @@ pub struct Bus {
     rom: Vec<u8>,
     /// Log every MMIO access on standard error (`--trace-mmio`).
     pub trace: bool,
-    /// The hart's clock parameter, so MMIO reads of time see the exact instruction count.
-    icount_shift: u32,
+    /// A copy of the hart's clock, so that MMIO reads of time see the exact instruction
+    /// count ([`Machine::set_clock`] keeps the two equal).
+    clock: Clock,
 }
 
 fn in_region(addr: u64, base: u64, size: u64) -> bool {
@@ -202,12 +216,6 @@ fn read_bytes(image: &[u8], offset: u64, size: u8) -> u64 {
         *b = image.get(offset as usize + i).copied().unwrap_or(0);
     }
     u64::from_le_bytes(buf)
-}
-
-impl Bus {
-    fn virtual_ns(&self, icount: u64) -> u64 {
-        icount.checked_shl(self.icount_shift).unwrap_or(u64::MAX)
-    }
 }
 
 impl Mmio for Bus {
@@ -251,14 +259,14 @@ impl Bus {
             return Some(self.uart.read(addr - uart::BASE) as u64);
         }
         if in_region(addr, clint::BASE, clint::SIZE) {
-            let mtime = Hart::mtime_at(icount, self.icount_shift);
+            let mtime = self.clock.mtime_at(icount);
             return self.clint.read(addr - clint::BASE, size, mtime);
         }
         if in_region(addr, plic::BASE, plic::SIZE) {
             return Some(self.plic.read(addr - plic::BASE) as u64);
         }
         if in_region(addr, rtc::BASE, rtc::SIZE) {
-            let ns = self.virtual_ns(icount);
+            let ns = self.clock.ns_at(icount);
             return Some(self.rtc.read(addr - rtc::BASE, ns) as u64);
         }
         if in_region(
@@ -287,7 +295,7 @@ impl Bus {
         } else if in_region(addr, plic::BASE, plic::SIZE) {
             self.plic.write(addr - plic::BASE, value as u32);
         } else if in_region(addr, rtc::BASE, rtc::SIZE) {
-            let ns = self.virtual_ns(icount);
+            let ns = self.clock.ns_at(icount);
             self.rtc.write(addr - rtc::BASE, value as u32, ns);
         } else if in_region(addr, finisher::BASE, finisher::SIZE) {
             self.finisher.write(addr - finisher::BASE, value);
@@ -387,7 +395,7 @@ impl Machine {
                 size: config.ram_size,
             })?;
         let mut hart = Hart::new(0, config.ram_base);
-        hart.icount_shift = config.icount_shift;
+        hart.clock = Clock::fixed(config.icount_shift);
         let dirty_words = ram.pages().div_ceil(64);
         let snapshot_base = RamPages::zeroed(ram.pages());
         let mut virtio: Vec<Option<Transport>> = (0..virtio_mmio::SLOTS).map(|_| None).collect();
@@ -410,7 +418,7 @@ impl Machine {
             };
         }
         let bus = Bus {
-            icount_shift: config.icount_shift,
+            clock: hart.clock,
             rtc: Rtc::new(config.rtc_base_ns),
             virtio,
             ..Bus::default()
@@ -488,7 +496,18 @@ impl Machine {
     }
 
     fn virtual_ns(&self) -> u64 {
-        self.bus.virtual_ns(self.hart.icount)
+        self.hart.clock.ns_at(self.hart.icount)
+    }
+
+    /// The guest clock.
+    pub fn clock(&self) -> Clock {
+        self.hart.clock
+    }
+
+    /// Sets the guest clock, for the hart and the bus alike.
+    fn set_clock(&mut self, clock: Clock) {
+        self.hart.clock = clock;
+        self.bus.clock = clock;
     }
 
     /// Drives interrupt lines from device state at the current time.
@@ -521,13 +540,14 @@ impl Machine {
     /// The next instruction count at which a timer or alarm fires, if any.
     fn next_deadline(&self) -> Option<u64> {
         let now = self.hart.icount;
-        let shift = self.hart.icount_shift;
-        let rtc = self.bus.rtc.next_deadline_ns().map(|ns| {
-            let per_insn = 1u64 << shift;
-            ns.div_ceil(per_insn)
-        });
+        let clock = &self.hart.clock;
+        let rtc = self
+            .bus
+            .rtc
+            .next_deadline_ns()
+            .map(|ns| clock.icount_at_ns(ns));
         [
-            self.bus.clint.next_deadline(now, shift),
+            self.bus.clint.next_deadline(now, clock),
             self.hart.stimecmp_deadline(),
             rtc.filter(|&d| d > now),
         ]
@@ -615,9 +635,14 @@ impl Machine {
         self.sleeping
     }
 
-    /// Virtual nanoseconds at instruction count `icount`.
+    /// Virtual nanoseconds at instruction count `icount` (the present or later).
     pub fn ns_at(&self, icount: u64) -> u64 {
-        self.bus.virtual_ns(icount)
+        self.hart.clock.ns_at(icount)
+    }
+
+    /// The first instruction count, from the present on, at which virtual time reaches `ns`.
+    pub fn icount_at_ns(&self, ns: u64) -> u64 {
+        self.hart.clock.icount_at_ns(ns)
     }
 
     /// A summary of all guest-visible state: the hart, every device, RAM, and whether the
@@ -631,7 +656,7 @@ impl Machine {
         let (ram_region_size, ram_regions) = self.ram_hashes.update(&self.ram, &dirty);
         let hart = &self.hart;
         let bus = &self.bus;
-        let devices: Vec<(String, u64)> = match self.digest_version {
+        let mut devices: Vec<(String, u64)> = match self.digest_version {
             DigestVersion::DebugText => [
                 (
                     "hart-lines",
@@ -671,6 +696,16 @@ impl Machine {
                 devices
             }
         };
+        // The clock of a fixed shift follows from the configuration; one that changed its
+        // shift (`--icount-shift auto`) is state of its own. Hashed only then, so that the
+        // digests of fixed-shift runs are what they always were.
+        if !hart.clock.is_fixed(self.config.icount_shift) {
+            let hash = match self.digest_version {
+                DigestVersion::DebugText => debug_hash(&hart.clock),
+                DigestVersion::Postcard => state_hash(&hart.clock),
+            };
+            devices.push(("clock".to_string(), hash));
+        }
         StateDigest {
             icount: hart.icount,
             pc: hart.pc,
@@ -720,6 +755,7 @@ impl Machine {
             }
         }
         fresh.hart.icount = self.hart.icount;
+        fresh.set_clock(self.hart.clock);
         fresh.idle_skipped = self.idle_skipped;
         fresh.bus.rtc.state.base_ns = self.bus.rtc.state.base_ns;
         fresh.bus.trace = self.bus.trace;
@@ -848,6 +884,11 @@ impl Machine {
                     }
                 }
             }
+            InputEvent::IcountShift(shift) => {
+                let mut clock = self.hart.clock;
+                clock.set_shift(self.hart.icount, (*shift as u32).min(MAX_ICOUNT_SHIFT));
+                self.set_clock(clock);
+            }
             InputEvent::Entropy(bytes) => {
                 self.config.rng_seed = bytes.clone();
                 let before_start = self.hart.icount == 0 && self.dtb_addr != 0;
@@ -878,5 +919,58 @@ mod tests {
         assert_eq!(machine.hart.irq_lines & (1 << 9), 1 << 9, "SEIP raised");
         assert_eq!(machine.bus.uart.read(0), b'h');
         assert_eq!(machine.bus.uart.read(0), b'i');
+    }
+
+    #[test]
+    fn a_change_of_shift_keeps_time_continuous_and_is_state() {
+        let config = MachineConfig {
+            icount_shift: 3,
+            ..MachineConfig::default()
+        };
+        let mut machine = Machine::bare(config).unwrap();
+        // An endless loop (`j .`) to run in.
+        machine
+            .ram
+            .write(RAM_BASE, &0x0000_006fu32.to_le_bytes())
+            .unwrap();
+        machine.run(Some(1000), u64::MAX);
+        let fixed = machine.digest();
+        assert!(
+            fixed.devices.iter().all(|(n, _)| n != "clock"),
+            "a fixed clock is not hashed: fixed-shift digests stay as they were"
+        );
+        let before = machine.snapshot();
+        machine.inject(&InputEvent::IcountShift(5));
+        assert_eq!(machine.ns_at(1000), 8000, "continuous");
+        assert_eq!(machine.ns_at(1001), 8032);
+        assert_eq!(
+            machine.bus.clock, machine.hart.clock,
+            "the bus reads the same clock"
+        );
+        // mtime through the CLINT and the CSR agree.
+        let mmio = machine.bus.read(clint::BASE + 0xbff8, 8, 1000).unwrap();
+        assert_eq!(mmio, machine.hart.mtime());
+        let changed = machine.digest();
+        assert!(changed.devices.iter().any(|(n, _)| n == "clock"));
+        assert_ne!(changed.hash(), fixed.hash());
+        // Snapshots keep the clock; restoring gives the bus its copy too.
+        let after = machine.snapshot();
+        machine.restore(&before).unwrap();
+        assert_eq!(machine.clock(), Clock::fixed(3));
+        assert_eq!(machine.bus.clock, Clock::fixed(3));
+        machine.restore(&after).unwrap();
+        assert_eq!(machine.clock().shift, 5);
+        assert_eq!(machine.bus.clock, machine.hart.clock);
+        // A reset keeps virtual time going, at the shift of the moment.
+        machine.run(Some(2000), u64::MAX);
+        let clock = machine.clock();
+        let images = BootImages {
+            kernel: Some(vec![0x6f, 0, 0, 0]),
+            ..BootImages::default()
+        };
+        machine.reset(&images).unwrap();
+        assert_eq!(machine.clock(), clock);
+        assert_eq!(machine.bus.clock, clock);
+        assert_eq!(machine.ns_at(2000), 8000 + 1000 * 32);
     }
 }

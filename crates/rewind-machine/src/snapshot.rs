@@ -238,9 +238,6 @@ impl Machine {
             return Err(invalid("it is of a machine with other RAM".into()));
         }
         let hart = Hart::restore(&s.hart).map_err(invalid)?;
-        if s.hart.icount_shift != s.config.icount_shift {
-            return Err(invalid("its clock disagrees with its configuration".into()));
-        }
         if s.uart.rx_fifo.len() > FIFO_SIZE {
             return Err(invalid("the UART holds more bytes than its FIFO".into()));
         }
@@ -308,7 +305,7 @@ impl Machine {
                 t.set_device_state(device);
             }
         }
-        self.bus.icount_shift = s.config.icount_shift;
+        self.set_clock(self.hart.clock);
         self.sleeping = s.sleeping;
         self.idle_skipped = s.idle_skipped;
         self.layout = s.layout;

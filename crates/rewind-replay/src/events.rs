@@ -17,6 +17,8 @@ const KIND_ENTROPY: u8 = 3;
 const KIND_RNG: u8 = 4;
 const KIND_INPUT: u8 = 5;
 const KIND_NET: u8 = 6;
+/// A change of the clock's shift (`--icount-shift auto`): one byte, the new shift.
+const KIND_ICOUNT_SHIFT: u8 = 7;
 /// The most bytes one event may carry (the largest is a network frame).
 const MAX_EVENT_BYTES: u64 = 1 << 17;
 
@@ -89,6 +91,11 @@ pub fn encode_events(events: &[Event], base: u64) -> Vec<u8> {
                 put_varint(&mut out, *ns);
                 continue;
             }
+            InputEvent::IcountShift(shift) => {
+                out.push(KIND_ICOUNT_SHIFT);
+                out.push(*shift);
+                continue;
+            }
         };
         put_varint(&mut out, bytes.len() as u64);
         out.extend_from_slice(bytes);
@@ -142,6 +149,19 @@ pub fn decode_events(data: &[u8], base: u64) -> Result<Vec<Event>, ReadError> {
                 InputEvent::Input(events)
             }
             KIND_RTC_BASE => InputEvent::RtcBase(get_varint(data, &mut pos)?),
+            KIND_ICOUNT_SHIFT => {
+                let shift = *data
+                    .get(pos)
+                    .ok_or_else(|| ReadError::BadPayload("an event is cut short".into()))?;
+                pos += 1;
+                if shift as u32 > rewind_machine::MAX_ICOUNT_SHIFT {
+                    return Err(ReadError::BadPayload(format!(
+                        "a change of the clock's shift to {shift} (at most {})",
+                        rewind_machine::MAX_ICOUNT_SHIFT
+                    )));
+                }
+                InputEvent::IcountShift(shift)
+            }
             KIND_NET => {
                 let nic = *data
                     .get(pos)
@@ -195,6 +215,14 @@ mod tests {
                 },
             },
             Event {
+                icount: 90,
+                input: InputEvent::IcountShift(10),
+            },
+            Event {
+                icount: 90,
+                input: InputEvent::IcountShift(0),
+            },
+            Event {
                 icount: 100,
                 input: InputEvent::Console(b"ls\n".to_vec()),
             },
@@ -219,6 +247,11 @@ mod tests {
     fn garbage_is_an_error() {
         assert!(decode_events(&[0xff; 11], 0).is_err());
         assert!(decode_events(&[0, 9], 0).is_err());
+        assert!(
+            decode_events(&[0, KIND_ICOUNT_SHIFT, 11], 0).is_err(),
+            "shift past 10"
+        );
+        assert!(decode_events(&[0, KIND_ICOUNT_SHIFT], 0).is_err());
         assert!(decode_events(&[0, 1, 0xff, 0xff, 0x03], 0).is_err());
         assert!(decode_events(
             &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 1, 0],

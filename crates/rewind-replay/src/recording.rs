@@ -404,6 +404,18 @@ impl Recording {
         counts
     }
 
+    /// The guest clock at instruction count `position`: the configured shift, changed by
+    /// every shift event (`--icount-shift auto`) up to there, as the replay applies them.
+    pub fn clock_at(&self, position: u64) -> rewind_machine::Clock {
+        let mut clock = rewind_machine::Clock::fixed(self.manifest.machine.icount_shift);
+        for entry in self.timeline.iter().take_while(|e| e.icount <= position) {
+            if let Item::Event(InputEvent::IcountShift(shift)) = entry.item {
+                clock.set_shift(entry.icount, shift as u32);
+            }
+        }
+        clock
+    }
+
     /// Number of sync points.
     pub fn sync_points(&self) -> usize {
         self.timeline

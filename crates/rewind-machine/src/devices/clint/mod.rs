@@ -1,7 +1,7 @@
 //! The CLINT at 0x200_0000: `msip` and `mtimecmp` per hart, and `mtime`, which is derived from
-//! the instruction count (see `Hart::mtime_at`) and so needs no state of its own.
+//! the instruction count (see `rewind_cpu::Clock`) and so needs no state of its own.
 
-use rewind_cpu::Hart;
+use rewind_cpu::Clock;
 
 pub const BASE: u64 = 0x200_0000;
 pub const SIZE: u64 = 0x1_0000;
@@ -82,8 +82,8 @@ impl Clint {
     }
 
     /// The instruction count at which the timer next fires, if it has not yet.
-    pub fn next_deadline(&self, now_icount: u64, shift: u32) -> Option<u64> {
-        let at = Hart::icount_for_mtime(self.state.mtimecmp, shift);
+    pub fn next_deadline(&self, now_icount: u64, clock: &Clock) -> Option<u64> {
+        let at = clock.icount_for_mtime(self.state.mtimecmp);
         (at > now_icount).then_some(at)
     }
 }
@@ -95,18 +95,22 @@ mod tests {
     #[test]
     fn mtimecmp_halves_and_deadline() {
         let mut c = Clint::default();
-        assert_eq!(c.next_deadline(0, 0), None, "already due at reset");
+        assert_eq!(
+            c.next_deadline(0, &Clock::fixed(0)),
+            None,
+            "already due at reset"
+        );
         assert!(c.timer_pending(0));
         c.write(MTIMECMP, 4, 0x10);
         c.write(MTIMECMP + 4, 4, 0);
         assert_eq!(c.read(MTIMECMP, 8, 0), Some(0x10));
         // 10 MHz ticks of 100 ns; one instruction is 1 ns at shift 0.
-        assert_eq!(c.next_deadline(0, 0), Some(1600));
-        assert_eq!(c.next_deadline(1600, 0), None);
+        assert_eq!(c.next_deadline(0, &Clock::fixed(0)), Some(1600));
+        assert_eq!(c.next_deadline(1600, &Clock::fixed(0)), None);
         assert!(!c.timer_pending(0xf));
         assert!(c.timer_pending(0x10));
         // At shift 2 an instruction is 4 ns.
-        assert_eq!(c.next_deadline(0, 2), Some(400));
+        assert_eq!(c.next_deadline(0, &Clock::fixed(2)), Some(400));
     }
 
     #[test]
