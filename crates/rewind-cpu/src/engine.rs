@@ -89,7 +89,7 @@ impl std::error::Error for EngineError {}
 
 /// A block slot's entry in [`Compiler`]'s table: below this, how many times the block has run;
 /// from it up, the address of its compiled code.
-const FIRST_ADDRESS: usize = 4096;
+pub(crate) const FIRST_ADDRESS: usize = 4096;
 /// Never compile this block (Cranelift refused it).
 const NEVER: usize = FIRST_ADDRESS - 1;
 
@@ -210,6 +210,16 @@ impl Compiler {
         }
     }
 
+    /// The per-slot table, for compiled code to find the blocks it jumps to, and the
+    /// trampoline into compiled code. Valid until the next change to the cache.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn entry_points(&self) -> Option<(*const usize, crate::jit::EnterFn)> {
+        match &self.state {
+            State::On(jit) => Some((self.compiled.as_ptr(), jit.enter)),
+            _ => None,
+        }
+    }
+
     /// Counts a run of the block at `index` and says how to run it.
     #[inline(always)]
     pub(crate) fn plan(&mut self, index: usize) -> Plan {
@@ -218,9 +228,7 @@ impl Compiler {
         };
         #[cfg(target_arch = "x86_64")]
         if *entry >= FIRST_ADDRESS {
-            // SAFETY: entries from FIRST_ADDRESS up are addresses `Jit::compile` returned, and
-            // they are dropped whenever the code they point to is.
-            return Plan::Run(unsafe { std::mem::transmute::<usize, BlockFn>(*entry) });
+            return Plan::Run(*entry);
         }
         if *entry == NEVER {
             return Plan::Interpret;
@@ -246,9 +254,14 @@ impl Compiler {
         let State::On(jit) = &mut self.state else {
             return Ok(None);
         };
-        match jit.compile(ops) {
+        let slot = index % crate::ram::SLOTS_PER_PAGE;
+        let placement = crate::jit::Placement {
+            page_offset: 2 * slot as u64,
+            page_first_index: (index - slot) as u64,
+        };
+        match jit.compile(ops, placement) {
             Ok(f) => {
-                self.compiled[index] = f as usize;
+                self.compiled[index] = f;
                 Ok(Some(f))
             }
             Err(CompileError::Unsupported) => {

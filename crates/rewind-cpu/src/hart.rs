@@ -67,10 +67,11 @@ enum Fetched {
 /// What became of a block offered to the compiling tier.
 #[cfg(target_arch = "x86_64")]
 enum Compiled {
-    /// It ran: `retired` instructions, and the next is at `next`.
-    Ran { next: u64, retired: u64 },
-    /// After `retired` instructions, the one at `at` trapped.
-    Trapped { at: u64, retired: u64, trap: Trap },
+    /// It ran, and maybe blocks it jumped to: the next instruction is at `next`, and the
+    /// count is `icount`.
+    Ran { next: u64, icount: u64 },
+    /// The instruction at `at` trapped, at count `icount`.
+    Trapped { at: u64, icount: u64, trap: Trap },
     /// Compiling it found the code cache full, and every block was dropped.
     CacheDropped,
     /// It is not compiled (yet): interpret it.
@@ -489,17 +490,24 @@ impl Hart {
                 Ok(Fetched::Block(start, len, index)) => {
                     if !BREAKPOINTS && ram.code.engine.is_on() && (end - icount) as usize >= len {
                         #[cfg(target_arch = "x86_64")]
-                        match self.run_compiled(ram, mmio, index, start, len, pc, icount) {
-                            Compiled::Ran { next, retired } => {
-                                icount += retired;
+                        match self.run_compiled(ram, mmio, index, start, len, pc, icount, end) {
+                            Compiled::Ran {
+                                next,
+                                icount: after,
+                            } => {
+                                icount = after;
                                 pc = next;
                                 if self.stop_requested {
                                     break 'blocks;
                                 }
                                 continue 'blocks;
                             }
-                            Compiled::Trapped { at, retired, trap } => {
-                                icount += retired + 1;
+                            Compiled::Trapped {
+                                at,
+                                icount: after,
+                                trap,
+                            } => {
+                                icount = after + 1;
                                 pc = self.finish_insn(Err(trap), at);
                                 continue 'blocks;
                             }
@@ -576,7 +584,8 @@ impl Hart {
     }
 
     /// Runs the block at code-cache slot `index` (decoded at `start`, `len` ops, all within
-    /// the budget) as compiled code, compiling it first if it just got hot.
+    /// the budget) as compiled code, compiling it first if it just got hot. Compiled code goes
+    /// on into the blocks it jumps to within the page while they fit the budget (`end`).
     #[cfg(target_arch = "x86_64")]
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
@@ -589,6 +598,7 @@ impl Hart {
         len: usize,
         pc: u64,
         icount: u64,
+        end: u64,
     ) -> Compiled {
         use crate::engine::Plan;
         use crate::jit::{self, status, JitCtx};
@@ -608,6 +618,9 @@ impl Hart {
                 }
             }
         };
+        let Some((compiled, enter)) = ram.code.engine.entry_points() else {
+            return Compiled::No;
+        };
         let (read_tlb, write_tlb) = self.tlb.data_sets(self.data_level);
         let mut ctx = JitCtx {
             x: self.x.as_mut_ptr(),
@@ -616,7 +629,8 @@ impl Hart {
             write_tlb,
             pc,
             icount,
-            retired: 0,
+            end,
+            compiled,
             status: 0,
             trap_cause: 0,
             trap_tval: 0,
@@ -627,21 +641,21 @@ impl Hart {
             store_slow: jit::store_slow::<M> as *const () as usize,
             exec_one: jit::exec_one::<M> as *const () as usize,
         };
-        // SAFETY: `block` is compiled code for these ops; the context points at this hart, RAM
-        // and bus, which nothing else touches until it returns, and its helpers are
-        // instantiated for this `M`.
-        let outcome = unsafe { block(&mut ctx) };
-        if outcome == status::TRAP {
-            Compiled::Trapped {
+        // SAFETY: `block` is compiled code for these ops, entered through the trampoline made
+        // for it; the context points at this hart, RAM and bus, which nothing else touches until
+        // it returns, and at helpers instantiated for this `M`.
+        let outcome = unsafe { enter(&mut ctx, block) };
+        match outcome {
+            status::TRAP => Compiled::Trapped {
                 at: ctx.pc,
-                retired: ctx.retired,
+                icount: ctx.icount,
                 trap: Trap::new(ctx.trap_cause, ctx.trap_tval),
-            }
-        } else {
-            Compiled::Ran {
+            },
+            // The first block always fits, so something ran.
+            _ => Compiled::Ran {
                 next: ctx.pc,
-                retired: ctx.retired,
-            }
+                icount: ctx.icount,
+            },
         }
     }
 

@@ -16,6 +16,8 @@
 mod arena;
 mod translate;
 
+pub(crate) use translate::Placement;
+
 use crate::decode::Op;
 use crate::hart::{Hart, Mmio};
 use crate::ram::Ram;
@@ -42,10 +44,14 @@ pub(crate) struct JitCtx {
     /// In: the pc of the block's first instruction. Out: the next pc, or the pc of the
     /// instruction that trapped.
     pub pc: u64,
-    /// In: the instruction count before the block.
+    /// In: the instruction count before the block. Out: after it (a trapping instruction
+    /// not counted). Blocks that chain update it for the next one.
     pub icount: u64,
-    /// Out: instructions completed (a trapping one not included).
-    pub retired: u64,
+    /// The run's budget ends at this count: a block that does not fit returns `BUDGET`.
+    pub end: u64,
+    /// The code cache's per-slot table (see `engine::Compiler`), where blocks find the
+    /// compiled code of the blocks they jump to.
+    pub compiled: *const usize,
     /// A load helper's outcome (see `Status`).
     pub status: u64,
     /// The trap that ended the block, when it returned `TRAP`.
@@ -68,10 +74,16 @@ pub(crate) mod status {
     pub const TRAP: u64 = 1;
     /// The instruction asked the run to stop (see `Hart::request_stop`): the block ends after it.
     pub const STOP: u64 = 2;
+    /// The block at `pc` does not fit the budget: nothing of it ran.
+    pub const BUDGET: u64 = 3;
 }
 
-/// A compiled block: `extern "C" fn(*mut JitCtx) -> u64` (a `status`).
-pub(crate) type BlockFn = unsafe extern "C" fn(*mut JitCtx) -> u64;
+/// A compiled block's address. Blocks use Cranelift's `tail` convention, so Rust enters them
+/// through [`Jit::enter`].
+pub(crate) type BlockFn = usize;
+
+/// The trampoline from Rust into a block: `(ctx, block) -> status`.
+pub(crate) type EnterFn = unsafe extern "C" fn(*mut JitCtx, BlockFn) -> u64;
 
 /// Why a block was not compiled.
 pub(crate) enum CompileError {
@@ -97,6 +109,9 @@ pub(crate) struct Jit {
     ctx: cranelift_codegen::Context,
     builder: cranelift_frontend::FunctionBuilderContext,
     arena: Arena,
+    /// The trampoline, in its own small arena that is never cleared.
+    _enter_arena: Arena,
+    pub enter: EnterFn,
     pub stats: JitStats,
 }
 
@@ -105,6 +120,8 @@ impl Jit {
     pub(crate) fn new() -> Option<Jit> {
         let mut flags = settings::builder();
         flags.set("opt_level", "none").ok()?;
+        // Cranelift's tail calls, which blocks use to jump into each other, need them.
+        flags.enable("preserve_frame_pointers").ok()?;
         flags.enable("enable_verifier").ok()?;
         if !cfg!(debug_assertions) {
             flags.set("enable_verifier", "false").ok()?;
@@ -113,24 +130,56 @@ impl Jit {
             .ok()?
             .finish(settings::Flags::new(flags))
             .ok()?;
+        let mut ctx = cranelift_codegen::Context::new();
+        let mut builder = cranelift_frontend::FunctionBuilderContext::new();
+        translate::build_enter(&mut ctx.func, &mut builder, &*isa);
+        let code = ctx.compile(&*isa, &mut ControlPlane::default()).ok()?;
+        if !code.buffer.relocs().is_empty() {
+            return None;
+        }
+        let mut enter_arena = Arena::new(4096)?;
+        let enter = enter_arena.push(code.code_buffer())?;
+        // SAFETY: the arena holds the trampoline `build_enter` made, whose signature in the
+        // host's C convention is `EnterFn`'s.
+        let enter = unsafe { std::mem::transmute::<usize, EnterFn>(enter) };
         Some(Jit {
             isa,
-            ctx: cranelift_codegen::Context::new(),
-            builder: cranelift_frontend::FunctionBuilderContext::new(),
+            ctx,
+            builder,
             arena: Arena::new(ARENA_SIZE)?,
+            _enter_arena: enter_arena,
+            enter,
             stats: JitStats::default(),
         })
     }
 
     /// Compiles a block; returns its entry point.
-    pub(crate) fn compile(&mut self, ops: &[Op]) -> Result<BlockFn, CompileError> {
+    pub(crate) fn compile(
+        &mut self,
+        ops: &[Op],
+        placement: translate::Placement,
+    ) -> Result<BlockFn, CompileError> {
         let started = Instant::now();
         self.ctx.clear();
-        translate::build(&mut self.ctx.func, &mut self.builder, &*self.isa, ops);
-        let code = self
-            .ctx
-            .compile(&*self.isa, &mut ControlPlane::default())
-            .map_err(|_| CompileError::Unsupported)?;
+        // A code generator bug must cost speed, never the run: such a block is interpreted.
+        let compiled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            translate::build(
+                &mut self.ctx.func,
+                &mut self.builder,
+                &*self.isa,
+                ops,
+                placement,
+            );
+            self.ctx
+                .compile(&*self.isa, &mut ControlPlane::default())
+                .is_ok()
+        }));
+        if !matches!(compiled, Ok(true)) {
+            // The builder context may be left half-used after a panic.
+            self.builder = cranelift_frontend::FunctionBuilderContext::new();
+            return Err(CompileError::Unsupported);
+        }
+        let code = self.ctx.compiled_code().ok_or(CompileError::Unsupported)?;
         if !code.buffer.relocs().is_empty() {
             return Err(CompileError::Unsupported);
         }
@@ -141,9 +190,7 @@ impl Jit {
         self.stats.blocks_compiled += 1;
         self.stats.code_bytes = self.arena.used() as u64;
         self.stats.compile_time += started.elapsed();
-        // SAFETY: the arena now holds the complete function Cranelift compiled with the
-        // signature `translate::build` gave it, which is `BlockFn`'s.
-        Ok(unsafe { std::mem::transmute::<usize, BlockFn>(addr) })
+        Ok(addr)
     }
 
     /// Drops all compiled code; the caller drops every pointer to it first.
@@ -169,12 +216,20 @@ unsafe fn parts<'a, M: Mmio>(
     (ctx, hart, ram, mmio)
 }
 
+/// The `k`-th instruction of the block, at `pc`, trapped: the block ends before it.
 fn report_trap(ctx: &mut JitCtx, trap: Trap, pc: u64, k: u64) -> u64 {
     ctx.trap_cause = trap.cause;
     ctx.trap_tval = trap.tval;
     ctx.pc = pc;
-    ctx.retired = k;
+    ctx.icount += k;
     status::TRAP
+}
+
+/// The `k`-th instruction of the block asked the run to stop: the block ends after it.
+fn report_stop(ctx: &mut JitCtx, next: u64, k: u64) -> u64 {
+    ctx.pc = next;
+    ctx.icount += k + 1;
+    status::STOP
 }
 
 /// A load that missed the TLB: the `k`-th instruction of the block, at `pc`, then `next`.
@@ -192,9 +247,7 @@ pub(crate) unsafe extern "C" fn load_slow<M: Mmio>(
     match hart.load_slow(ram, mmio, addr, size as u8) {
         Ok(value) => {
             ctx.status = if hart.stop_requested() {
-                ctx.pc = next;
-                ctx.retired = k + 1;
-                status::STOP
+                report_stop(ctx, next, k)
             } else {
                 status::OK
             };
@@ -220,18 +273,15 @@ pub(crate) unsafe extern "C" fn store_slow<M: Mmio>(
     let (ctx, hart, ram, mmio) = parts::<M>(ctx);
     hart.icount = ctx.icount + k;
     match hart.store_slow(ram, mmio, addr, size as u8, value) {
-        Ok(()) if hart.stop_requested() => {
-            ctx.pc = next;
-            ctx.retired = k + 1;
-            status::STOP
-        }
+        Ok(()) if hart.stop_requested() => report_stop(ctx, next, k),
         Ok(()) => status::OK,
         Err(trap) => report_trap(ctx, trap, pc, k),
     }
 }
 
 /// Interprets one instruction (given as `Op::to_words`), the `k`-th of the block at `pc`.
-/// Sets `ctx.pc` and `ctx.retired` as for the end of a block, and returns a `status`.
+/// Sets `ctx.pc` to the next instruction; on a trap or a stop, also the count, as at the end
+/// of a block. Returns a `status`.
 pub(crate) unsafe extern "C" fn exec_one<M: Mmio>(
     ctx: *mut JitCtx,
     lo: u64,
@@ -242,14 +292,10 @@ pub(crate) unsafe extern "C" fn exec_one<M: Mmio>(
     let (ctx, hart, ram, mmio) = parts::<M>(ctx);
     hart.icount = ctx.icount + k;
     match hart.exec(Op::from_words([lo, hi]), pc, ram, mmio) {
+        Ok(next) if hart.stop_requested() => report_stop(ctx, next, k),
         Ok(next) => {
             ctx.pc = next;
-            ctx.retired = k + 1;
-            if hart.stop_requested() {
-                status::STOP
-            } else {
-                status::OK
-            }
+            status::OK
         }
         Err(trap) => report_trap(ctx, trap, pc, k),
     }

@@ -12,7 +12,7 @@ use cranelift_codegen::ir::types::{I16, I32, I64, I8};
 use cranelift_codegen::ir::{
     AbiParam, Block, Function, InstBuilder, MemFlagsData, SigRef, Signature, Type, Value,
 };
-use cranelift_codegen::isa::TargetIsa;
+use cranelift_codegen::isa::{CallConv, TargetIsa};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use std::mem::offset_of;
 
@@ -23,18 +23,58 @@ fn ctx_offset(offset: usize) -> i32 {
     offset as i32
 }
 
+/// The signature of every compiled block: `(ctx) -> status`, in the `tail` convention so
+/// that one block can jump straight into the next.
+pub(super) fn block_signature() -> Signature {
+    let mut sig = Signature::new(CallConv::Tail);
+    sig.params.push(AbiParam::new(I64));
+    sig.returns.push(AbiParam::new(I64));
+    sig
+}
+
+/// The trampoline from Rust (the host's C convention) into a block (the `tail` convention):
+/// `enter(ctx, block) -> status`.
+pub(super) fn build_enter(
+    func: &mut Function,
+    builder: &mut FunctionBuilderContext,
+    isa: &dyn TargetIsa,
+) {
+    let mut sig = Signature::new(isa.default_call_conv());
+    sig.params.push(AbiParam::new(I64));
+    sig.params.push(AbiParam::new(I64));
+    sig.returns.push(AbiParam::new(I64));
+    func.signature = sig;
+    let mut b = FunctionBuilder::new(func, builder);
+    let block_sig = b.import_signature(block_signature());
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let (ctx, block) = (b.block_params(entry)[0], b.block_params(entry)[1]);
+    let call = b.ins().call_indirect(block_sig, block, &[ctx]);
+    let status = b.inst_results(call)[0];
+    b.ins().return_(&[status]);
+    b.seal_all_blocks();
+    b.finalize(isa.frontend_config());
+}
+
+/// Where a block sits: its byte offset in its page and the code-cache index of the page's
+/// first slot, so that it can find the blocks it jumps to in the same page.
+#[derive(Clone, Copy)]
+pub(crate) struct Placement {
+    pub page_offset: u64,
+    pub page_first_index: u64,
+}
+
 /// Fills `func` with the code of a block of `ops`.
 pub(super) fn build(
     func: &mut Function,
     builder: &mut FunctionBuilderContext,
     isa: &dyn TargetIsa,
     ops: &[Op],
+    placement: Placement,
 ) {
     let call_conv = isa.default_call_conv();
-    let mut sig = Signature::new(call_conv);
-    sig.params.push(AbiParam::new(I64));
-    sig.returns.push(AbiParam::new(I64));
-    func.signature = sig;
+    func.signature = block_signature();
 
     let helper_sig = |params: usize| {
         let mut s = Signature::new(call_conv);
@@ -46,11 +86,31 @@ pub(super) fn build(
     let load_sig = b.import_signature(helper_sig(6));
     let store_sig = b.import_signature(helper_sig(7));
     let exec_sig = b.import_signature(helper_sig(5));
+    let chain_sig = b.import_signature(block_signature());
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
     b.switch_to_block(entry);
     let ctx = b.block_params(entry)[0];
     let flags = MemFlagsData::trusted();
+    // The whole block must fit the budget, or the interpreter runs it.
+    let entry_icount = b
+        .ins()
+        .load(I64, flags, ctx, ctx_offset(offset_of!(JitCtx, icount)));
+    let end = b
+        .ins()
+        .load(I64, flags, ctx, ctx_offset(offset_of!(JitCtx, end)));
+    let left = b.ins().isub(end, entry_icount);
+    let fits = b
+        .ins()
+        .icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, left, ops.len() as i64);
+    let body = b.create_block();
+    let too_long = b.create_block();
+    b.set_cold_block(too_long);
+    b.ins().brif(fits, body, &[], too_long, &[]);
+    b.switch_to_block(too_long);
+    let over = b.ins().iconst(I64, status::BUDGET as i64);
+    b.ins().return_(&[over]);
+    b.switch_to_block(body);
     let x = b
         .ins()
         .load(I64, flags, ctx, ctx_offset(offset_of!(JitCtx, x)));
@@ -62,6 +122,9 @@ pub(super) fn build(
         ctx,
         x,
         entry_pc,
+        entry_icount,
+        placement,
+        chain_sig,
         regs: [None; 32],
         dirty: 0,
         load_sig,
@@ -79,12 +142,24 @@ pub(super) fn build(
     t.b.finalize(isa.frontend_config());
 }
 
+/// Where a block goes next.
+enum Target {
+    /// A known distance from the block's first instruction.
+    Offset(u64),
+    /// A computed address.
+    Dynamic(Value),
+}
+
 struct Translator<'a> {
     b: FunctionBuilder<'a>,
     ctx: Value,
     /// Address of `Hart::x`.
     x: Value,
     entry_pc: Value,
+    /// The instruction count before the block.
+    entry_icount: Value,
+    placement: Placement,
+    chain_sig: SigRef,
     /// The current value of each register, once loaded or computed.
     regs: [Option<Value>; 32],
     /// Registers written since they were last stored to `Hart::x`.
@@ -160,12 +235,58 @@ impl Translator<'_> {
             .load(I64, Self::flags(), self.ctx, ctx_offset(offset))
     }
 
-    /// Leaves the block normally: `retired` instructions done, the next one at `pc`.
-    fn exit(&mut self, pc: Value, retired: u64) {
+    /// Leaves the block after `retired` instructions for the one at `target`: straight into
+    /// its compiled code when it is in the same page and compiled (it checks the budget
+    /// itself), or back to the run loop.
+    fn exit(&mut self, target: Target, retired: u64) {
         self.store_dirty();
+        let pc = match target {
+            Target::Offset(offset) => self.pc_at(offset),
+            Target::Dynamic(pc) => pc,
+        };
         self.store_ctx(pc, offset_of!(JitCtx, pc));
-        let n = self.iconst(retired);
-        self.store_ctx(n, offset_of!(JitCtx, retired));
+        let icount = self.b.ins().iadd_imm_u(self.entry_icount, retired as i64);
+        self.store_ctx(icount, offset_of!(JitCtx, icount));
+        let back = self.b.create_block();
+        let index = match target {
+            Target::Offset(offset) => {
+                let in_page = self.placement.page_offset as i64 + offset as i64;
+                if !(0..4096).contains(&in_page) {
+                    let ok = self.iconst(status::OK);
+                    self.b.ins().return_(&[ok]);
+                    return;
+                }
+                self.iconst(self.placement.page_first_index + (in_page as u64 >> 1))
+            }
+            Target::Dynamic(pc) => {
+                let same = self.b.create_block();
+                let other_bits = self.b.ins().bxor(pc, self.entry_pc);
+                let other_page = self.b.ins().ushr_imm_u(other_bits, 12);
+                self.b.ins().brif(other_page, back, &[], same, &[]);
+                self.b.switch_to_block(same);
+                let offset = self.b.ins().band_imm_u(pc, 0xfff);
+                let slot = self.b.ins().ushr_imm_u(offset, 1);
+                self.b
+                    .ins()
+                    .iadd_imm_u(slot, self.placement.page_first_index as i64)
+            }
+        };
+        let table = self.load_ctx(offset_of!(JitCtx, compiled));
+        let entry_offset = self.b.ins().ishl_imm_u(index, 3);
+        let entry_addr = self.b.ins().iadd(table, entry_offset);
+        let entry = self.b.ins().load(I64, Self::flags(), entry_addr, 0);
+        let compiled = self.b.ins().icmp_imm_u(
+            IntCC::UnsignedGreaterThanOrEqual,
+            entry,
+            crate::engine::FIRST_ADDRESS as i64,
+        );
+        let chain = self.b.create_block();
+        self.b.ins().brif(compiled, chain, &[], back, &[]);
+        self.b.switch_to_block(chain);
+        self.b
+            .ins()
+            .return_call_indirect(self.chain_sig, entry, &[self.ctx]);
+        self.b.switch_to_block(back);
         let ok = self.iconst(status::OK);
         self.b.ins().return_(&[ok]);
     }
@@ -184,9 +305,8 @@ impl Translator<'_> {
             }
             Jal => {
                 let link = self.pc_at(next);
-                let target = self.pc_at(offset.wrapping_add(imm as u64));
                 self.set(op.rd, link);
-                self.exit(target, k + 1);
+                self.exit(Target::Offset(offset.wrapping_add(imm as u64)), k + 1);
                 return;
             }
             Jalr => {
@@ -195,7 +315,7 @@ impl Translator<'_> {
                 let target = self.b.ins().band_imm_s(sum, !1);
                 let link = self.pc_at(next);
                 self.set(op.rd, link);
-                self.exit(target, k + 1);
+                self.exit(Target::Dynamic(target), k + 1);
                 return;
             }
             Beq | Bne | Blt | Bge | Bltu | Bgeu => {
@@ -210,10 +330,13 @@ impl Translator<'_> {
                 let a = self.get(op.rs1);
                 let b = self.get(op.rs2);
                 let taken = self.b.ins().icmp(cc, a, b);
-                let target = self.pc_at(offset.wrapping_add(imm as u64));
-                let fall = self.pc_at(next);
-                let pc = self.b.ins().select(taken, target, fall);
-                self.exit(pc, k + 1);
+                let taken_block = self.b.create_block();
+                let fall_block = self.b.create_block();
+                self.b.ins().brif(taken, taken_block, &[], fall_block, &[]);
+                self.b.switch_to_block(taken_block);
+                self.exit(Target::Offset(offset.wrapping_add(imm as u64)), k + 1);
+                self.b.switch_to_block(fall_block);
+                self.exit(Target::Offset(next), k + 1);
                 return;
             }
             Lb | Lh | Lw | Ld | Lbu | Lhu | Lwu => self.load(op, k, offset, next),
@@ -239,8 +362,7 @@ impl Translator<'_> {
             }
         }
         if last {
-            let pc = self.pc_at(next);
-            self.exit(pc, k + 1);
+            self.exit(Target::Offset(next), k + 1);
         }
     }
 
@@ -579,6 +701,16 @@ impl Translator<'_> {
             .call_indirect(self.exec_sig, helper, &[self.ctx, lo, hi, k_v, pc]);
         let st = self.b.inst_results(call)[0];
         if last {
+            // The helper set the next pc; the count is the block's to set. No chaining: the
+            // instruction may have changed the translation context.
+            let done = self.b.create_block();
+            let leave = self.b.create_block();
+            self.b.ins().brif(st, leave, &[], done, &[]);
+            self.b.switch_to_block(done);
+            let icount = self.b.ins().iadd_imm_u(self.entry_icount, k as i64 + 1);
+            self.store_ctx(icount, offset_of!(JitCtx, icount));
+            self.b.ins().return_(&[st]);
+            self.b.switch_to_block(leave);
             self.b.ins().return_(&[st]);
             return;
         }
