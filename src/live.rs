@@ -564,12 +564,11 @@ pub fn print_stats(machine: &Machine, elapsed: Duration) {
     eprintln!("engine: {}", machine.ram.engine().name());
     if let Some(jit) = machine.ram.jit_stats() {
         eprintln!(
-            "compiled: {} blocks, {} KiB of code, in {:.3} s ({:.1}% of the wall time), {} \
-             cache flushes",
+            "compiled: {} blocks, {} KiB of code, {:.3} s of compiling (on a thread of its \
+             own), {} cache flushes",
             jit.blocks_compiled,
             jit.code_bytes >> 10,
             jit.compile_time.as_secs_f64(),
-            100.0 * jit.compile_time.as_secs_f64() / secs.max(1e-9),
             jit.cache_flushes
         );
     }

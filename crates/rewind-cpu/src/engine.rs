@@ -92,6 +92,8 @@ impl std::error::Error for EngineError {}
 pub(crate) const FIRST_ADDRESS: usize = 4096;
 /// Never compile this block (Cranelift refused it).
 const NEVER: usize = FIRST_ADDRESS - 1;
+/// The compiling thread is at work on this block.
+const PENDING: usize = FIRST_ADDRESS - 2;
 
 /// The compiling tier's share of the code cache: compiled code and run counts per block slot,
 /// kept beside `Ram`'s decoded blocks and dropped with them.
@@ -102,6 +104,15 @@ pub(crate) struct Compiler {
     compiled: Vec<usize>,
     /// Runs of a block before it is compiled.
     hot_threshold: usize,
+    /// Compile on a thread of its own (the default) rather than in the run loop.
+    background: bool,
+    /// Bumped whenever all code is dropped: answers from the compiling thread for an older
+    /// generation are stale.
+    generation: u64,
+    /// The compiling thread found its code memory full: everything must be dropped.
+    full: bool,
+    /// Code memory was reused since the last code arrived from the compiling thread.
+    reused: bool,
 }
 
 /// Runs of a block before it is compiled. Compiling a block takes about 200 µs, as long as
@@ -121,6 +132,10 @@ impl Default for Compiler {
             },
             compiled: Vec::new(),
             hot_threshold: DEFAULT_HOT_THRESHOLD,
+            background: true,
+            generation: 0,
+            full: false,
+            reused: false,
         }
     }
 }
@@ -130,7 +145,10 @@ enum State {
     Off,
     /// On, and the compiler is made when the first block gets hot.
     Lazy,
-    On(Box<Jit>),
+    /// Compiling in the run loop.
+    Inline(Box<Jit>),
+    /// Compiling on a thread of its own.
+    Background(crate::jit::Worker),
 }
 
 /// What the run loop should do with a block.
@@ -140,6 +158,8 @@ pub(crate) enum Plan {
     Run(BlockFn),
     /// It just got hot: compile it (see [`Compiler::compile`]) and run it.
     Compile,
+    /// The code cache is full: drop everything (`Ram::clear_code`) and look again.
+    Flush,
 }
 
 impl Compiler {
@@ -148,16 +168,15 @@ impl Compiler {
             Engine::Interp => Ok(Compiler {
                 #[cfg(target_arch = "x86_64")]
                 state: State::Off,
-                compiled: Vec::new(),
-                hot_threshold: DEFAULT_HOT_THRESHOLD,
+                ..Compiler::default()
             }),
             #[cfg(target_arch = "x86_64")]
             Engine::Jit => {
+                // Made now, so that a host that cannot is told at once.
                 let jit = Jit::new().ok_or(EngineError::JitUnavailable)?;
                 Ok(Compiler {
-                    state: State::On(Box::new(jit)),
-                    compiled: Vec::new(),
-                    hot_threshold: DEFAULT_HOT_THRESHOLD,
+                    state: State::Inline(Box::new(jit)),
+                    ..Compiler::default()
                 })
             }
             #[cfg(not(target_arch = "x86_64"))]
@@ -182,13 +201,19 @@ impl Compiler {
     }
 
     pub(crate) fn set_hot_threshold(&mut self, runs: u32) {
-        self.hot_threshold = (runs as usize).min(NEVER - 1);
+        self.hot_threshold = (runs as usize).min(PENDING - 1);
+    }
+
+    pub(crate) fn set_background(&mut self, background: bool) {
+        self.background = background;
     }
 
     pub(crate) fn stats(&self) -> Option<crate::JitStats> {
         #[cfg(target_arch = "x86_64")]
-        if let State::On(jit) = &self.state {
-            return Some(jit.stats);
+        match &self.state {
+            State::Inline(jit) => return Some(jit.stats),
+            State::Background(worker) => return Some(worker.stats),
+            _ => {}
         }
         None
     }
@@ -204,9 +229,16 @@ impl Compiler {
     /// Drops compiled code with the decoded blocks.
     pub(crate) fn clear(&mut self) {
         self.compiled.clear();
+        self.generation += 1;
+        self.full = false;
         #[cfg(target_arch = "x86_64")]
-        if let State::On(jit) = &mut self.state {
-            jit.clear();
+        match &mut self.state {
+            State::Inline(jit) => jit.clear(),
+            State::Background(worker) => {
+                worker.clear();
+                self.reused = true;
+            }
+            _ => {}
         }
     }
 
@@ -215,7 +247,8 @@ impl Compiler {
     #[cfg(target_arch = "x86_64")]
     pub(crate) fn entry_points(&self) -> Option<(*const usize, crate::jit::EnterFn)> {
         match &self.state {
-            State::On(jit) => Some((self.compiled.as_ptr(), jit.enter)),
+            State::Inline(jit) => Some((self.compiled.as_ptr(), jit.enter)),
+            State::Background(worker) => Some((self.compiled.as_ptr(), worker.enter)),
             _ => None,
         }
     }
@@ -233,6 +266,16 @@ impl Compiler {
         if *entry == NEVER {
             return Plan::Interpret;
         }
+        if *entry == PENDING {
+            #[cfg(target_arch = "x86_64")]
+            {
+                self.take_compiled();
+                if self.full {
+                    return Plan::Flush;
+                }
+            }
+            return Plan::Interpret;
+        }
         *entry += 1;
         if *entry > self.hot_threshold {
             Plan::Compile
@@ -247,17 +290,27 @@ impl Compiler {
     pub(crate) fn compile(&mut self, index: usize, ops: &[Op]) -> Result<Option<BlockFn>, ()> {
         if matches!(self.state, State::Lazy) {
             self.state = match Jit::new() {
-                Some(jit) => State::On(Box::new(jit)),
+                Some(jit) if self.background => match crate::jit::Worker::start(jit) {
+                    Some(worker) => State::Background(worker),
+                    None => State::Off,
+                },
+                Some(jit) => State::Inline(Box::new(jit)),
                 None => State::Off,
             };
         }
-        let State::On(jit) = &mut self.state else {
-            return Ok(None);
-        };
         let slot = index % crate::ram::SLOTS_PER_PAGE;
         let placement = crate::jit::Placement {
             page_offset: 2 * slot as u64,
             page_first_index: (index - slot) as u64,
+        };
+        let jit = match &mut self.state {
+            State::Inline(jit) => jit,
+            State::Background(worker) => {
+                worker.submit(index, self.generation, ops.to_vec(), placement);
+                self.compiled[index] = PENDING;
+                return Ok(None);
+            }
+            _ => return Ok(None),
         };
         match jit.compile(ops, placement) {
             Ok(f) => {
@@ -269,6 +322,38 @@ impl Compiler {
                 Ok(None)
             }
             Err(CompileError::Full) => Err(()),
+        }
+    }
+
+    /// Installs the code the compiling thread has finished.
+    #[cfg(target_arch = "x86_64")]
+    fn take_compiled(&mut self) {
+        let State::Background(worker) = &mut self.state else {
+            return;
+        };
+        while let Some(done) = worker.try_next() {
+            if done.generation != self.generation {
+                continue;
+            }
+            let Some(entry) = self.compiled.get_mut(done.index) else {
+                continue;
+            };
+            *entry = match done.result {
+                Ok(code) => {
+                    if std::mem::take(&mut self.reused) {
+                        // Another thread wrote code where code ran before: a serializing
+                        // instruction makes sure this core fetches the new bytes (Intel's
+                        // protocol for cross-modifying code).
+                        std::arch::x86_64::__cpuid(0);
+                    }
+                    code
+                }
+                Err(CompileError::Unsupported) => NEVER,
+                Err(CompileError::Full) => {
+                    self.full = true;
+                    0
+                }
+            };
         }
     }
 }

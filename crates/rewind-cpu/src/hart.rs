@@ -605,6 +605,10 @@ impl Hart {
         let block = match ram.code.engine.plan(index) {
             Plan::Interpret => return Compiled::No,
             Plan::Run(block) => block,
+            Plan::Flush => {
+                ram.clear_code();
+                return Compiled::CacheDropped;
+            }
             Plan::Compile => {
                 let ops: Vec<Op> = (start..start + len).map(|i| ram.op(i)).collect();
                 match ram.code.engine.compile(index, &ops) {

@@ -307,6 +307,12 @@ impl Ram {
         self.code.engine.set_hot_threshold(runs);
     }
 
+    /// Whether hot blocks are compiled on a thread of their own (the default), or in the run
+    /// loop (tests, so that a block is compiled exactly when it gets hot).
+    pub fn set_background_compilation(&mut self, background: bool) {
+        self.code.engine.set_background(background);
+    }
+
     /// Counters of the compiling tier, if it is on.
     pub fn jit_stats(&self) -> Option<crate::JitStats> {
         self.code.engine.stats()

@@ -46,6 +46,7 @@ fn run_stream(seed: u64, engine: Engine) -> ((u64, u64, [u64; 32], Stop, u64), u
     machine.ram.set_engine(engine).unwrap();
     // Every block is compiled on its first run, so that all of the stream is compared.
     machine.ram.set_hot_threshold(0);
+    machine.ram.set_background_compilation(false);
     let program = random_program(seed, 4096);
     machine.ram.write(machine.ram.base(), &program).unwrap();
     machine.hart.pc = machine.ram.base();

@@ -15,8 +15,10 @@
 
 mod arena;
 mod translate;
+mod worker;
 
 pub(crate) use translate::Placement;
+pub(crate) use worker::Worker;
 
 use crate::decode::Op;
 use crate::hart::{Hart, Mmio};
