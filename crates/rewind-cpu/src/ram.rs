@@ -27,6 +27,9 @@ pub(crate) struct CodeCache {
     entries: Vec<u64>,
     /// Ops as `Op::to_words`, so the hot loop unpacks them in registers.
     ops: Vec<[u64; 2]>,
+    /// Per code page: which of its 64-byte chunks hold decoded instructions. A write that
+    /// misses them leaves the page's blocks alone, so data beside code costs no decoding.
+    chunks: Vec<u64>,
     epoch: u64,
     /// The compiling tier, when it is on (see [`crate::Engine`]).
     pub(crate) engine: crate::engine::Compiler,
@@ -214,17 +217,27 @@ impl Ram {
         Some(())
     }
 
-    /// Drops the blocks of every code page that `[off, off + len)` touches.
+    /// Drops the blocks of every code page whose instructions `[off, off + len)` overwrites.
     fn invalidate_code(&mut self, off: usize, len: usize) {
         if self.code.ops.is_empty() || len == 0 {
             return;
         }
-        for page in (off >> PAGE_SHIFT)..=((off + len - 1) >> PAGE_SHIFT) {
-            if let Some(p) = self.code.page_of.get_mut(page) {
-                if *p != 0 {
-                    *p = 0;
-                    self.code.epoch += 1;
-                }
+        let end = off + len;
+        for page in (off >> PAGE_SHIFT)..=((end - 1) >> PAGE_SHIFT) {
+            let Some(p) = self.code.page_of.get_mut(page) else {
+                continue;
+            };
+            if *p == 0 {
+                continue;
+            }
+            let page_start = page << PAGE_SHIFT;
+            let written = chunk_mask(
+                off.max(page_start) - page_start,
+                end.min(page_start + PAGE_SIZE as usize) - page_start,
+            );
+            if self.code.chunks[*p as usize - 1] & written != 0 {
+                *p = 0;
+                self.code.epoch += 1;
             }
         }
     }
@@ -251,6 +264,7 @@ impl Ram {
         let page = off >> PAGE_SHIFT;
         if c.page_of[page] == 0 {
             c.entries.resize(c.entries.len() + SLOTS_PER_PAGE, 0);
+            c.chunks.push(0);
             c.engine.add_page();
             c.page_of[page] = (c.entries.len() / SLOTS_PER_PAGE) as u32;
             return (c.page_of[page] - 1, true);
@@ -272,6 +286,8 @@ impl Ram {
         let start = c.ops.len();
         c.ops.extend(ops.iter().map(|op| op.to_words()));
         c.entries[block_index(page, slot)] = (start as u64) << 32 | ops.len() as u64;
+        let bytes: usize = ops.iter().map(|op| op.len as usize).sum();
+        c.chunks[page as usize] |= chunk_mask(2 * slot, (2 * slot + bytes).min(PAGE_SIZE as usize));
         (start, ops.len())
     }
 
@@ -286,6 +302,7 @@ impl Ram {
         self.code.page_of.fill(0);
         self.code.entries.clear();
         self.code.ops.clear();
+        self.code.chunks.clear();
         self.code.epoch += 1;
         self.code.engine.clear();
     }
@@ -317,6 +334,13 @@ impl Ram {
     pub fn jit_stats(&self) -> Option<crate::JitStats> {
         self.code.engine.stats()
     }
+}
+
+/// The 64-byte chunks of a page that bytes `start..end` of it (`start < end <= 4096`) touch,
+/// as bits.
+fn chunk_mask(start: usize, end: usize) -> u64 {
+    let (first, last) = (start / 64, (end - 1) / 64);
+    (u64::MAX >> (63 - last)) & (u64::MAX << first)
 }
 
 /// Index of a block's slot in the code cache's per-slot tables.
@@ -370,6 +394,7 @@ mod tests {
         let mut ram = Ram::new(0x8000_0000, 3 * PAGE_SIZE);
         let add = Op {
             kind: Kind::Add,
+            len: 4,
             ..Op::UNDECODED
         };
         let (page0, created) = ram.code_page(0);
@@ -381,15 +406,24 @@ mod tests {
         assert_eq!(block.1, 2);
         assert_eq!(ram.block_at(page0, 4), None);
         let epoch = ram.code_epoch();
-        // A write to the data page leaves code alone.
+        // A write to the data page leaves code alone, and so does one beside the code.
         ram.write(0x8000_2000, &[1]).unwrap();
+        ram.write(0x8000_0000 + 64, &[1; 64]).unwrap();
         assert_eq!(ram.code_epoch(), epoch);
-        // A write straddling pages 0 and 1 drops both.
-        ram.write(0x8000_0ffe, &[0; 4]).unwrap();
+        assert!(ram.is_code_page(0));
+        // One into a chunk that holds code drops the page.
+        ram.write(0x8000_0000 + 6 + 4 * 2 - 1, &[1]).unwrap();
         assert_ne!(ram.code_epoch(), epoch);
         assert!(!ram.is_code_page(0));
+        let (page0, _) = ram.code_page(0);
+        ram.insert_block(page0, 3, &[add, add]);
+        let epoch = ram.code_epoch();
+        // A write straddling pages 0 and 1 drops page 1, whose code it reaches, not page 0.
+        ram.write(0x8000_0ffe, &[0; 4]).unwrap();
+        assert_ne!(ram.code_epoch(), epoch);
+        assert!(ram.is_code_page(0));
         assert!(!ram.is_code_page(PAGE_SIZE as usize));
-        assert!(ram.code_page(0).1);
+        assert!(ram.code_page(PAGE_SIZE as usize).1);
     }
 
     #[test]
