@@ -3,8 +3,9 @@
 `record`) against QEMU 10 plain TCG and QEMU `-icount shift=auto,rr=record`.
 
 Each workload boots a fresh machine, prepares its input untimed, then times one command from
-typing it to the next prompt (host wall time): `sha256sum` of 64 MiB, `gzip -6` of 32 MiB of
-text (numbers, one a line), `sort` of 1M shuffled lines. Prints medians and the ratios.
+the end of its typing to the next prompt (host wall time): `sha256sum` of 64 MiB, `gzip -6` of
+32 MiB of text (numbers, one a line), `sort` of 1M shuffled lines. Prints medians and the
+ratios.
 
     bench/linux.py                # RUNS=3; SKIP_BUILD=1 reuses target/release/rewind
     RUNS=1 WORKLOADS=sort bench/linux.py
