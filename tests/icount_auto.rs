@@ -5,40 +5,13 @@
 //! backwards (it exits with status 1 if it does).
 
 mod common;
+use common::{rewind, scratch, state_hash, stderr};
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Virtual seconds `clockwatch` watches (half a second asleep, two busy).
 const GUEST_SECONDS: f64 = 2.5;
-
-fn rewind(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rewind"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run rewind")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn state_hash(out: &Output) -> String {
-    stderr(out)
-        .lines()
-        .find_map(|l| l.strip_prefix("state hash: "))
-        .unwrap_or_else(|| panic!("no state hash in:\n{}", stderr(out)))
-        .to_string()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// The `busy t=N` and `slept t=N` values the guest printed (mtime ticks since it started).
 fn printed_times(console: &str) -> Vec<u64> {
@@ -132,13 +105,13 @@ fn a_recording_under_auto_holds_its_shift_changes_and_replays_to_the_same_bytes_
     let mut targets = vec![end - 1, last + 1, last - 1, end / 2, first + 1, first - 1];
     targets.dedup();
     for target in targets {
-        timeline.seek(target).unwrap();
-        let mut straight = Player::new(&recording, &[]).unwrap();
-        straight.play_to(target).unwrap();
-        assert_eq!(
-            timeline.player.machine.digest(),
-            straight.machine.digest(),
-            "seeking back to {target} differs from playing there (shift changes at {changes:?})"
+        let context = format!(" (shift changes at {changes:?})");
+        let straight = common::assert_seek_lands_as_straight_play(
+            &mut timeline,
+            &recording,
+            &[],
+            target,
+            &context,
         );
         assert_eq!(timeline.player.machine.clock(), straight.machine.clock());
     }

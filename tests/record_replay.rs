@@ -5,40 +5,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{require_default_guest, Console, PROMPT};
+use common::{require_default_guest, rewind, scratch, state_hash, stderr, Console, PROMPT};
 
 const POWEROFF_APPEND: &str = "console=ttyS0 rdinit=/init quiet cryptomgr.notests rewind.poweroff";
-
-fn rewind(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rewind"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run rewind")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn state_hash(out: &Output) -> String {
-    stderr(out)
-        .lines()
-        .find_map(|l| l.strip_prefix("state hash: "))
-        .unwrap_or_else(|| panic!("no state hash in:\n{}", stderr(out)))
-        .to_string()
-}
-
-/// A fresh folder for one test's files.
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// The default guest's images, copied into `dir` so that a test can delete them.
 fn copy_default_guest(dir: &Path) -> [PathBuf; 3] {

@@ -443,12 +443,7 @@ fn checkpoints_fit_their_budget_and_thin_out_far_from_the_present() {
         "checkpoints are not sparser far back: {checkpoints:?}"
     );
     // Back to a point between two sparse checkpoints: the same state as playing straight.
-    let target = 5_000_123;
-    timeline.seek(target).unwrap();
-    let back = timeline.player.machine.digest();
-    let mut straight = Player::new(&recording, &[]).unwrap();
-    straight.play_to(target).unwrap();
-    assert_eq!(back, straight.machine.digest());
+    common::assert_seek_lands_as_straight_play(&mut timeline, &recording, &[], 5_000_123, "");
 }
 
 /// gdb's reverse-finish and reverse-next, built on reverse-step and reverse-continue.

@@ -163,14 +163,7 @@ fn going_back_restores_disk_writes_and_device_state() {
     timeline.seek(end).unwrap();
     let at_end = timeline.player.machine.digest();
     for target in [end / 3, end - 1_000_000, end / 2] {
-        timeline.seek(target).unwrap();
-        let mut straight = Player::new(&recording, &[]).unwrap();
-        straight.play_to(target).unwrap();
-        assert_eq!(
-            timeline.player.machine.digest(),
-            straight.machine.digest(),
-            "seeking back to {target} differs from playing there"
-        );
+        common::assert_seek_lands_as_straight_play(&mut timeline, &recording, &[], target, "");
     }
     timeline.seek(end).unwrap();
     assert_eq!(timeline.player.machine.digest(), at_end);
@@ -231,13 +224,6 @@ fn checkpoints_share_disk_blocks_and_count_the_ones_they_copy() {
     tight.seek(end).unwrap();
     assert!(tight.checkpoint_bytes() <= total / 3 + (2 << 16) + (1 << 20));
     for target in [end / 2, end / 4, end - 1] {
-        tight.seek(target).unwrap();
-        let mut straight = Player::new(&recording, &drives).unwrap();
-        straight.play_to(target).unwrap();
-        assert_eq!(
-            tight.player.machine.digest(),
-            straight.machine.digest(),
-            "seeking back to {target} differs from playing there"
-        );
+        common::assert_seek_lands_as_straight_play(&mut tight, &recording, &drives, target, "");
     }
 }

@@ -8,6 +8,57 @@ use std::time::{Duration, Instant};
 
 pub const PROMPT: &str = "guest# ";
 
+/// Runs `rewind ARGS` to its end with no input, capturing its output.
+pub fn rewind(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_rewind"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run rewind")
+}
+
+pub fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The hash `--state-hash` printed.
+pub fn state_hash(out: &std::process::Output) -> String {
+    stderr(out)
+        .lines()
+        .find_map(|l| l.strip_prefix("state hash: "))
+        .unwrap_or_else(|| panic!("no state hash in:\n{}", stderr(out)))
+        .to_string()
+}
+
+/// Seeks `timeline` to `target` and checks that it lands in the state of playing the
+/// recording (with `drives`) straight there; `context` goes into the failure message. Returns
+/// the straight player, for further comparisons.
+pub fn assert_seek_lands_as_straight_play(
+    timeline: &mut rewind_debug::timeline::Timeline,
+    recording: &rewind_replay::Recording,
+    drives: &[std::path::PathBuf],
+    target: u64,
+    context: &str,
+) -> rewind_replay::Player {
+    timeline.seek(target).unwrap();
+    let mut straight = rewind_replay::Player::new(recording, drives).unwrap();
+    straight.play_to(target).unwrap();
+    assert_eq!(
+        timeline.player.machine.digest(),
+        straight.machine.digest(),
+        "seeking back to {target} differs from playing there{context}"
+    );
+    straight
+}
+
+/// An empty directory for one test's files.
+pub fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// A running `rewind run` whose console we read and type into.
 pub struct Console {
     pub child: Child,

@@ -124,10 +124,13 @@ impl Jit {
         flags.set("opt_level", "none").ok()?;
         // Cranelift's tail calls, which blocks use to jump into each other, need them.
         flags.enable("preserve_frame_pointers").ok()?;
-        flags.enable("enable_verifier").ok()?;
-        if !cfg!(debug_assertions) {
-            flags.set("enable_verifier", "false").ok()?;
-        }
+        // Checking the IR of every block costs compile time: debug builds only.
+        let verify = if cfg!(debug_assertions) {
+            "true"
+        } else {
+            "false"
+        };
+        flags.set("enable_verifier", verify).ok()?;
         let isa = cranelift_native::builder()
             .ok()?
             .finish(settings::Flags::new(flags))
