@@ -18,10 +18,11 @@ use crate::trap::Trap;
 
 const CANONICAL_NAN_32: u32 = 0x7fc0_0000;
 const CANONICAL_NAN_64: u64 = 0x7ff8_0000_0000_0000;
-const BOX: u64 = 0xffff_ffff_0000_0000;
+/// The upper half of a register holding a single (NaN-boxing).
+pub(crate) const NAN_BOX: u64 = 0xffff_ffff_0000_0000;
 
 const FLAG_NV: u8 = 0x10;
-const FLAG_NX: u8 = 0x01;
+pub(crate) const FLAG_NX: u8 = 0x01;
 
 thread_local! {
     static ROUNDING: Cell<RoundingMode> = const { Cell::new(RoundingMode::TiesToEven) };
@@ -61,7 +62,7 @@ fn with_rounding<T>(rm: u8, f: impl FnOnce() -> T) -> (T, u8) {
 /// Reads a single from a register: anything not NaN-boxed reads as the canonical NaN.
 #[inline]
 fn unbox32(v: u64) -> u32 {
-    if v & BOX == BOX {
+    if v & NAN_BOX == NAN_BOX {
         v as u32
     } else {
         CANONICAL_NAN_32
@@ -316,7 +317,7 @@ impl Hart {
         self.f[(reg & 31) as usize] = if fmt.double {
             v
         } else {
-            BOX | (v & 0xffff_ffff)
+            NAN_BOX | (v & 0xffff_ffff)
         };
         self.mark_fs_dirty();
     }
@@ -363,6 +364,12 @@ impl Hart {
             Fadd | Fsub | Fmul | Fdiv | Fsqrt | Fmadd | Fmsub | Fnmsub | Fnmadd => {
                 let rm = self.rounding_mode(&op)?;
                 let c = self.read_f(op.rs3, fmt);
+                if rm == 0 && self.csr.fflags & FLAG_NX != 0 {
+                    if let Some(v) = host_arith(op.kind, fmt, a, b, c) {
+                        self.write_f(op.rd, fmt, v);
+                        return Ok(next);
+                    }
+                }
                 let (v, flags) = if fmt.double {
                     with_rounding(rm, || arith::<F64Desc>(op.kind, a, b, c))
                 } else {
@@ -477,6 +484,45 @@ impl Hart {
             _ => return Err(Trap::illegal(raw_bits(&op))),
         }
         Ok(next)
+    }
+}
+
+/// The host's IEEE arithmetic where it must give the soft-float result bit for bit, as
+/// QEMU's "hardfloat" does: rounding to nearest-even (the host's default, never changed),
+/// with the inexact flag already accrued (the host's own flags are not read), on operands that
+/// are zero or normal (no NaN, infinity or subnormal in), for a result that is normal and not
+/// at the edge of the normal range (no overflow, no underflow, no invalid operation, no
+/// division by zero). Anything else returns `None` for the soft-float path. Worth it because
+/// once a program has rounded anything, nearly all its arithmetic takes this path.
+fn host_arith(kind: Kind, fmt: Format, a: u64, b: u64, c: u64) -> Option<u64> {
+    macro_rules! in_format {
+        ($t:ty) => {{
+            let (x, y, z) = (
+                <$t>::from_bits(a as _),
+                <$t>::from_bits(b as _),
+                <$t>::from_bits(c as _),
+            );
+            let plain = |v: $t| v == 0.0 || v.is_normal();
+            let r = match kind {
+                Kind::Fadd if plain(x) && plain(y) => x + y,
+                Kind::Fsub if plain(x) && plain(y) => x - y,
+                Kind::Fmul if plain(x) && plain(y) => x * y,
+                Kind::Fdiv if plain(x) && y.is_normal() => x / y,
+                Kind::Fsqrt if x.is_normal() && x > 0.0 => x.sqrt(),
+                _ if !(plain(x) && plain(y) && plain(z)) => return None,
+                Kind::Fmadd => x.mul_add(y, z),
+                Kind::Fmsub => x.mul_add(y, -z),
+                Kind::Fnmsub => (-x).mul_add(y, z),
+                Kind::Fnmadd => (-x).mul_add(y, -z),
+                _ => return None,
+            };
+            (r.is_finite() && r.abs() > <$t>::MIN_POSITIVE).then_some(r.to_bits() as u64)
+        }};
+    }
+    if fmt.double {
+        in_format!(f64)
+    } else {
+        in_format!(f32)
     }
 }
 
@@ -602,6 +648,74 @@ mod tests {
         );
         assert_eq!(float_to_int(d(4294967295.0), 0, IntKind::Wu), (u64::MAX, 0));
         assert_eq!(float_to_int(d(1e-300), 3, IntKind::L), (1, FLAG_NX));
+    }
+
+    /// Wherever the host path answers, it gives soft-float's bits, and soft-float raised no
+    /// flag but inexact (which the host path requires to be accrued already).
+    #[test]
+    fn host_arithmetic_matches_soft_float() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        // Operands near the edges of the formats as well as anywhere.
+        let operand = |r: u64, double: bool| -> u64 {
+            let (exp_bits, mant_bits) = if double { (11, 52) } else { (8, 23) };
+            let exp_max = (1u64 << exp_bits) - 1;
+            let exp = match r % 8 {
+                0 => 0,
+                1 => 1,
+                2 => exp_max - 1,
+                3 => exp_max,
+                4 => (exp_max >> 1) + (r >> 20) % 3,
+                _ => (r >> 8) % exp_max,
+            };
+            let mant = match (r >> 4) % 4 {
+                0 => 0,
+                1 => 1,
+                _ => r >> 12,
+            } & ((1 << mant_bits) - 1);
+            (r >> 63) << (exp_bits + mant_bits) | exp << mant_bits | mant
+        };
+        let kinds = [
+            Kind::Fadd,
+            Kind::Fsub,
+            Kind::Fmul,
+            Kind::Fdiv,
+            Kind::Fsqrt,
+            Kind::Fmadd,
+            Kind::Fmsub,
+            Kind::Fnmsub,
+            Kind::Fnmadd,
+        ];
+        let mut answered = 0;
+        for i in 0..400_000u64 {
+            let double = i % 2 == 0;
+            let kind = kinds[(i / 2) as usize % kinds.len()];
+            let (a, b, c) = (
+                operand(next(), double),
+                operand(next(), double),
+                operand(next(), double),
+            );
+            let Some(host) = host_arith(kind, Format { double }, a, b, c) else {
+                continue;
+            };
+            answered += 1;
+            let (soft, flags) = if double {
+                with_rounding(0, || arith::<F64Desc>(kind, a, b, c))
+            } else {
+                with_rounding(0, || arith::<F32Desc>(kind, a, b, c))
+            };
+            assert_eq!(
+                (host, flags & !FLAG_NX),
+                (soft, 0),
+                "{kind:?} double={double} {a:#x} {b:#x} {c:#x}"
+            );
+        }
+        assert!(answered > 100_000, "host path answered only {answered}");
     }
 
     #[test]

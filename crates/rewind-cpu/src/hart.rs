@@ -644,6 +644,9 @@ impl Hart {
             load_slow: jit::load_slow::<M> as *const () as usize,
             store_slow: jit::store_slow::<M> as *const () as usize,
             exec_one: jit::exec_one::<M> as *const () as usize,
+            f: self.f.as_mut_ptr(),
+            csr: &mut self.csr,
+            exec_fp: jit::exec_fp as *const () as usize,
         };
         // SAFETY: `block` is compiled code for these ops, entered through the trampoline made
         // for it; the context points at this hart, RAM and bus, which nothing else touches until

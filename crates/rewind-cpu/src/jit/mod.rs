@@ -4,8 +4,10 @@
 //! ending at the first instruction that may change control flow or the translation context),
 //! so the two engines agree on where blocks start and end and on every instruction count. The
 //! interpreter stays the reference: compiled code computes integer instructions and the fast
-//! path of loads and stores itself, and hands everything else (page walks, MMIO, traps, CSRs,
-//! floating point, atomics) to the interpreter one instruction at a time through helpers.
+//! path of loads and stores (integer and floating-point) itself, calls the interpreter's
+//! floating-point arithmetic directly (no integer register goes to memory for it), and hands
+//! everything else (page walks, MMIO, traps, CSRs, atomics) to the interpreter one instruction
+//! at a time through helpers.
 //!
 //! A block runs only when the whole of it fits the remaining budget, so runs stop at exactly
 //! the instruction count asked for; a block that does not fit runs in the interpreter.
@@ -20,6 +22,7 @@ mod worker;
 pub(crate) use translate::Placement;
 pub(crate) use worker::Worker;
 
+use crate::csr::CsrState;
 use crate::decode::Op;
 use crate::hart::{Hart, Mmio};
 use crate::ram::Ram;
@@ -66,6 +69,10 @@ pub(crate) struct JitCtx {
     pub load_slow: usize,
     pub store_slow: usize,
     pub exec_one: usize,
+    /// Floating point: `Hart::f`, the CSRs (FS, fflags, frm) and the helper for arithmetic.
+    pub f: *mut u64,
+    pub csr: *mut CsrState,
+    pub exec_fp: usize,
 }
 
 /// What a compiled block or a helper returns.
@@ -302,6 +309,24 @@ pub(crate) unsafe extern "C" fn exec_one<M: Mmio>(
             ctx.pc = next;
             status::OK
         }
+        Err(trap) => report_trap(ctx, trap, pc, k),
+    }
+}
+
+/// A floating-point instruction other than a load or store (given as `Op::to_words`), the
+/// `k`-th of the block at `pc`. It touches no memory, so it needs no `Mmio`; integer
+/// registers it reads are in `Hart::x` (the block stored them). Returns a `status`.
+pub(crate) unsafe extern "C" fn exec_fp(
+    ctx: *mut JitCtx,
+    lo: u64,
+    hi: u64,
+    k: u64,
+    pc: u64,
+) -> u64 {
+    let ctx = &mut *ctx;
+    let hart = &mut *ctx.hart;
+    match hart.exec_fp(Op::from_words([lo, hi]), pc) {
+        Ok(_) => status::OK,
         Err(trap) => report_trap(ctx, trap, pc, k),
     }
 }

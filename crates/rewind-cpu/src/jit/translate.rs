@@ -6,9 +6,12 @@
 //! call a helper on a miss; every other instruction is interpreted through a helper.
 
 use super::{status, JitCtx};
+use crate::csr::MSTATUS_FS;
+use crate::csr::CsrState;
 use crate::decode::{Kind, Op};
-use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::types::{I16, I32, I64, I8};
+use crate::fpu::{FLAG_NX, NAN_BOX};
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::types::{F32, F64, I16, I32, I64, I8};
 use cranelift_codegen::ir::{
     AbiParam, Block, Function, InstBuilder, MemFlagsData, SigRef, Signature, Type, Value,
 };
@@ -130,6 +133,8 @@ pub(super) fn build(
         load_sig,
         store_sig,
         exec_sig,
+        native_fma: isa.has_native_fma(),
+        fp: FpKnown::default(),
     };
     let mut offset = 0u64;
     for (k, op) in ops.iter().enumerate() {
@@ -167,6 +172,24 @@ struct Translator<'a> {
     load_sig: SigRef,
     store_sig: SigRef,
     exec_sig: SigRef,
+    /// Whether the host computes fused multiply-adds in one instruction (Cranelift would
+    /// otherwise call a library, which compiled code cannot).
+    native_fma: bool,
+    fp: FpKnown,
+}
+
+/// What the block has established about floating point so far. It holds to the block's end:
+/// inside a block, nothing clears `mstatus.FS`, `fflags` or `frm` (CSR writes and traps end
+/// blocks); instructions only set FS to dirty and accrue flags.
+#[derive(Default)]
+struct FpKnown {
+    /// An FP instruction completed, so FS is not off.
+    fs_on: bool,
+    /// An FP register was written, so FS is dirty.
+    fs_dirty: bool,
+    /// Whether the inexact flag is accrued, and whether also `frm` is round-to-nearest-even
+    /// (i8 conditions, computed at the block's first FP arithmetic).
+    inexact: Option<(Value, Value)>,
 }
 
 impl Translator<'_> {
@@ -356,6 +379,12 @@ impl Translator<'_> {
                 let v = self.alu(op.kind, a, b);
                 self.set(op.rd, v);
             }
+            Flw | Fld | Fsw | Fsd => self.fp_memory(op, k, offset),
+            Fadd | Fsub | Fmul | Fdiv | Fsqrt => self.fp_host(op, k, offset),
+            Fmadd | Fmsub | Fnmsub | Fnmadd if self.native_fma => self.fp_host(op, k, offset),
+            Fmadd | Fmsub | Fnmsub | Fnmadd | Fsgnj | Fsgnjn | Fsgnjx | Fmin | Fmax
+            | FcvtToInt | FcvtFromInt | FcvtFmt | FmvToInt | FmvFromInt | Feq | Flt | Fle
+            | Fclass => self.fp_arith(op, k, offset),
             _ => {
                 self.interpret(op, k, offset, last);
                 return;
@@ -683,14 +712,318 @@ impl Translator<'_> {
         self.b.switch_to_block(join);
     }
 
-    /// Hands the instruction to the interpreter. Registers go to memory first and are
-    /// reloaded after, since the instruction may read or write any of them.
-    fn interpret(&mut self, op: &Op, k: u64, offset: u64, last: bool) {
+    /// A floating-point load or store. The fast path needs FS on and a TLB hit; otherwise
+    /// the interpreter runs the instruction (and raises its trap). Floating-point registers
+    /// always live in `Hart::f`.
+    fn fp_memory(&mut self, op: &Op, k: u64, offset: u64) {
+        use Kind::*;
+        let (size, is_load) = match op.kind {
+            Flw => (4, true),
+            Fld => (8, true),
+            Fsw => (4, false),
+            _ => (8, false),
+        };
+        // Before any branch: a register loaded here stays cached for the rest of the block.
+        let base = self.get(op.rs1);
+        let addr = self.b.ins().iadd_imm_s(base, op.imm as i64);
+        let fs_on = self.b.create_block();
+        let hit = self.b.create_block();
+        let host = self.b.append_block_param(hit, I64);
+        let slow = self.b.create_block();
+        let join = self.b.create_block();
+        self.b.set_cold_block(slow);
+        match self.fs_off_check() {
+            Some(fs) => self.b.ins().brif(fs, fs_on, &[], slow, &[]),
+            None => self.b.ins().jump(fs_on, &[]),
+        };
+
+        self.b.switch_to_block(fs_on);
+        let tlb = if is_load {
+            offset_of!(JitCtx, read_tlb)
+        } else {
+            offset_of!(JitCtx, write_tlb)
+        };
+        self.tlb_lookup(addr, size, tlb, hit, slow);
+
+        self.b.switch_to_block(hit);
+        let f = self.load_ctx(offset_of!(JitCtx, f));
+        let guest = Self::guest_flags();
+        if is_load {
+            let v = if size == 4 {
+                let single = self.b.ins().uload32(guest, host, 0);
+                self.b.ins().bor_imm_u(single, NAN_BOX as i64)
+            } else {
+                self.b.ins().load(I64, guest, host, 0)
+            };
+            self.b
+                .ins()
+                .store(Self::flags(), v, f, 8 * (op.rd & 31) as i32);
+            self.mark_fs_dirty();
+        } else {
+            let v = self
+                .b
+                .ins()
+                .load(I64, Self::flags(), f, 8 * (op.rs2 & 31) as i32);
+            if size == 4 {
+                self.b.ins().istore32(guest, v, host, 0);
+            } else {
+                self.b.ins().store(guest, v, host, 0);
+            }
+        }
+        self.b.ins().jump(join, &[]);
+
+        self.b.switch_to_block(slow);
         self.store_dirty();
-        self.dirty = 0;
-        self.regs = [None; 32];
+        let st = self.call_helper(offset_of!(JitCtx, exec_one), op, k, offset);
+        self.leave_unless_ok(st, join);
+        self.b.switch_to_block(join);
+        self.fp.fs_on = true;
+        self.fp.fs_dirty |= is_load;
+    }
+
+    /// A nonzero value if `mstatus.FS` is on, unless the block already knows it is.
+    fn fs_off_check(&mut self) -> Option<Value> {
+        if self.fp.fs_on {
+            return None;
+        }
+        let csr = self.load_ctx(offset_of!(JitCtx, csr));
+        let mstatus = self.b.ins().load(
+            I64,
+            Self::flags(),
+            csr,
+            offset_of!(CsrState, mstatus) as i32,
+        );
+        Some(self.b.ins().band_imm_u(mstatus, MSTATUS_FS as i64))
+    }
+
+    /// Sets `mstatus.FS` to dirty, as writing an FP register does, unless the block did.
+    fn mark_fs_dirty(&mut self) {
+        if self.fp.fs_dirty {
+            return;
+        }
+        let csr = self.load_ctx(offset_of!(JitCtx, csr));
+        let at = offset_of!(CsrState, mstatus) as i32;
+        let mstatus = self.b.ins().load(I64, Self::flags(), csr, at);
+        let dirty = self.b.ins().bor_imm_u(mstatus, MSTATUS_FS as i64);
+        self.b.ins().store(Self::flags(), dirty, csr, at);
+    }
+
+    /// Arithmetic in the host's floating point where it gives the soft-float result bit for
+    /// bit (the conditions of `fpu::host_arith`, checked here inline); anything else goes to
+    /// the interpreter's code, which also raises the traps.
+    fn fp_host(&mut self, op: &Op, k: u64, offset: u64) {
+        use Kind::*;
+        let double = op.fmt == 1;
+        let (int_ty, float_ty) = if double { (I64, F64) } else { (I32, F32) };
+        let inexact = match self.fp.inexact {
+            Some(known) => known,
+            None => {
+                let csr = self.load_ctx(offset_of!(JitCtx, csr));
+                let fflags = self.b.ins().uload8(
+                    I64,
+                    Self::flags(),
+                    csr,
+                    offset_of!(CsrState, fflags) as i32,
+                );
+                let frm = self.b.ins().uload8(
+                    I64,
+                    Self::flags(),
+                    csr,
+                    offset_of!(CsrState, frm) as i32,
+                );
+                let nx = self.b.ins().band_imm_u(fflags, FLAG_NX as i64);
+                let nx = self.b.ins().icmp_imm_u(IntCC::NotEqual, nx, 0);
+                let rne = self.b.ins().icmp_imm_u(IntCC::Equal, frm, 0);
+                let both = self.b.ins().band(nx, rne);
+                self.fp.inexact = Some((nx, both));
+                (nx, both)
+            }
+        };
+        let mut ok = match op.rm {
+            0 => inexact.0,
+            7 => inexact.1,
+            _ => self.b.ins().iconst(I8, 0),
+        };
+        if let Some(fs) = self.fs_off_check() {
+            let on = self.b.ins().icmp_imm_u(IntCC::NotEqual, fs, 0);
+            ok = self.b.ins().band(ok, on);
+        }
+        let f = self.load_ctx(offset_of!(JitCtx, f));
+        let fused = matches!(op.kind, Fmadd | Fmsub | Fnmsub | Fnmadd);
+        let mut operands = Vec::with_capacity(3);
+        for (i, r) in [op.rs1, op.rs2, op.rs3].into_iter().enumerate() {
+            if i == 1 && op.kind == Fsqrt || i == 2 && !fused {
+                break;
+            }
+            let bits = self
+                .b
+                .ins()
+                .load(I64, Self::flags(), f, 8 * (r & 31) as i32);
+            // Zero or normal, or (the divisor, the root) normal; a single must be NaN-boxed.
+            let zero_allowed = !(op.kind == Fdiv && i == 1 || op.kind == Fsqrt);
+            let fits = self.plain_operand(bits, double, zero_allowed);
+            ok = self.b.ins().band(ok, fits);
+            let narrow = if double {
+                bits
+            } else {
+                self.b.ins().ireduce(I32, bits)
+            };
+            let value = self.b.ins().bitcast(float_ty, MemFlagsData::new(), narrow);
+            operands.push(value);
+        }
+        if op.kind == Fsqrt {
+            let zero = if double {
+                self.b.ins().f64const(0.0)
+            } else {
+                self.b.ins().f32const(0.0)
+            };
+            let positive = self.b.ins().fcmp(FloatCC::GreaterThan, operands[0], zero);
+            ok = self.b.ins().band(ok, positive);
+        }
+        let compute = self.b.create_block();
+        let write = self.b.create_block();
+        let slow = self.b.create_block();
+        let join = self.b.create_block();
+        self.b.set_cold_block(slow);
+        self.b.ins().brif(ok, compute, &[], slow, &[]);
+
+        self.b.switch_to_block(compute);
+        let ins = self.b.ins();
+        let r = match op.kind {
+            Fadd => ins.fadd(operands[0], operands[1]),
+            Fsub => ins.fsub(operands[0], operands[1]),
+            Fmul => ins.fmul(operands[0], operands[1]),
+            Fdiv => ins.fdiv(operands[0], operands[1]),
+            Fsqrt => ins.sqrt(operands[0]),
+            _ => {
+                let (mut a, b, mut c) = (operands[0], operands[1], operands[2]);
+                if matches!(op.kind, Fnmsub | Fnmadd) {
+                    a = self.b.ins().fneg(a);
+                }
+                if matches!(op.kind, Fmsub | Fnmadd) {
+                    c = self.b.ins().fneg(c);
+                }
+                self.b.ins().fma(a, b, c)
+            }
+        };
+        // Normal and not at the edge of the range: no overflow, underflow or NaN came out.
+        let magnitude = self.b.ins().fabs(r);
+        let (min, max) = if double {
+            (
+                self.b.ins().f64const(f64::MIN_POSITIVE),
+                self.b.ins().f64const(f64::MAX),
+            )
+        } else {
+            (
+                self.b.ins().f32const(f32::MIN_POSITIVE),
+                self.b.ins().f32const(f32::MAX),
+            )
+        };
+        let above = self.b.ins().fcmp(FloatCC::GreaterThan, magnitude, min);
+        let finite = self
+            .b
+            .ins()
+            .fcmp(FloatCC::LessThanOrEqual, magnitude, max);
+        let normal = self.b.ins().band(above, finite);
+        self.b.ins().brif(normal, write, &[], slow, &[]);
+
+        self.b.switch_to_block(write);
+        let bits = self.b.ins().bitcast(int_ty, MemFlagsData::new(), r);
+        let bits = if double {
+            bits
+        } else {
+            let wide = self.b.ins().uextend(I64, bits);
+            self.b.ins().bor_imm_u(wide, NAN_BOX as i64)
+        };
+        self.b
+            .ins()
+            .store(Self::flags(), bits, f, 8 * (op.rd & 31) as i32);
+        self.mark_fs_dirty();
+        self.b.ins().jump(join, &[]);
+
+        self.b.switch_to_block(slow);
+        let st = self.call_helper(offset_of!(JitCtx, exec_fp), op, k, offset);
+        let leave = self.b.create_block();
+        self.b.set_cold_block(leave);
+        self.b.ins().brif(st, leave, &[], join, &[]);
+        self.b.switch_to_block(leave);
+        self.store_dirty();
+        self.b.ins().return_(&[st]);
+
+        self.b.switch_to_block(join);
+        self.fp.fs_on = true;
+        self.fp.fs_dirty = true;
+    }
+
+    /// An i8 condition: the register `bits` holds a zero (if `zero_allowed`) or a normal
+    /// number of the format (for a single, NaN-boxed).
+    fn plain_operand(&mut self, bits: Value, double: bool, zero_allowed: bool) -> Value {
+        let (mantissa_bits, exponent_mask, magnitude_shift) = if double {
+            (52, 0x7ff, 1)
+        } else {
+            (23, 0xff, 33)
+        };
+        let exponent = self.b.ins().ushr_imm_u(bits, mantissa_bits);
+        let exponent = self.b.ins().band_imm_u(exponent, exponent_mask);
+        let biased = self.b.ins().iadd_imm_s(exponent, -1);
+        let mut fits = self.b.ins().icmp_imm_u(
+            IntCC::UnsignedLessThan,
+            biased,
+            exponent_mask - 1,
+        );
+        if zero_allowed {
+            let magnitude = self.b.ins().ishl_imm_u(bits, magnitude_shift);
+            let zero = self.b.ins().icmp_imm_u(IntCC::Equal, magnitude, 0);
+            fits = self.b.ins().bor(fits, zero);
+        }
+        if !double {
+            let upper = self.b.ins().ushr_imm_u(bits, 32);
+            let boxed = self
+                .b
+                .ins()
+                .icmp_imm_u(IntCC::Equal, upper, 0xffff_ffff);
+            fits = self.b.ins().band(fits, boxed);
+        }
+        fits
+    }
+
+    /// Floating-point arithmetic, compares, conversions and moves, through the interpreter's
+    /// code called directly. Only the integer registers the instruction reads go to memory
+    /// first, and only the one it writes is reloaded after.
+    fn fp_arith(&mut self, op: &Op, k: u64, offset: u64) {
+        use Kind::*;
+        let reads_x = matches!(op.kind, FcvtFromInt | FmvFromInt);
+        let writes_x = matches!(op.kind, FcvtToInt | FmvToInt | Feq | Flt | Fle | Fclass);
+        let rs1 = (op.rs1 & 31) as usize;
+        if reads_x && self.dirty & (1 << rs1) != 0 {
+            let v = self.regs[rs1].expect("a dirty register has a value");
+            self.b.ins().store(Self::flags(), v, self.x, 8 * rs1 as i32);
+            self.dirty &= !(1 << rs1);
+        }
+        let st = self.call_helper(offset_of!(JitCtx, exec_fp), op, k, offset);
+        let go_on = self.b.create_block();
+        let leave = self.b.create_block();
+        self.b.set_cold_block(leave);
+        self.b.ins().brif(st, leave, &[], go_on, &[]);
+        // A trap: the instruction wrote nothing, and the block's registers go to memory.
+        self.b.switch_to_block(leave);
+        self.store_dirty();
+        self.b.ins().return_(&[st]);
+        self.b.switch_to_block(go_on);
+        let rd = (op.rd & 31) as usize;
+        if writes_x {
+            self.regs[rd] = None;
+            self.dirty &= !(1 << rd);
+        }
+        self.fp.fs_on = true;
+        self.fp.fs_dirty |= !writes_x;
+    }
+
+    /// Calls the helper at `helper` (a `JitCtx` field) with the `k`-th instruction, at
+    /// `offset`; returns its status.
+    fn call_helper(&mut self, helper: usize, op: &Op, k: u64, offset: u64) -> Value {
         let [lo, hi] = op.to_words();
-        let helper = self.load_ctx(offset_of!(JitCtx, exec_one));
+        let helper = self.load_ctx(helper);
         let lo = self.iconst(lo);
         let hi = self.iconst(hi);
         let k_v = self.iconst(k);
@@ -699,7 +1032,25 @@ impl Translator<'_> {
             .b
             .ins()
             .call_indirect(self.exec_sig, helper, &[self.ctx, lo, hi, k_v, pc]);
-        let st = self.b.inst_results(call)[0];
+        self.b.inst_results(call)[0]
+    }
+
+    /// Returns `st` from the block unless it is `OK`, in which case goes on to `join`.
+    fn leave_unless_ok(&mut self, st: Value, join: Block) {
+        let leave = self.b.create_block();
+        self.b.set_cold_block(leave);
+        self.b.ins().brif(st, leave, &[], join, &[]);
+        self.b.switch_to_block(leave);
+        self.b.ins().return_(&[st]);
+    }
+
+    /// Hands the instruction to the interpreter. Registers go to memory first and are
+    /// reloaded after, since the instruction may read or write any of them.
+    fn interpret(&mut self, op: &Op, k: u64, offset: u64, last: bool) {
+        self.store_dirty();
+        self.dirty = 0;
+        self.regs = [None; 32];
+        let st = self.call_helper(offset_of!(JitCtx, exec_one), op, k, offset);
         if last {
             // The helper set the next pc; the count is the block's to set. No chaining: the
             // instruction may have changed the translation context.
@@ -714,12 +1065,8 @@ impl Translator<'_> {
             self.b.ins().return_(&[st]);
             return;
         }
-        let leave = self.b.create_block();
         let go_on = self.b.create_block();
-        self.b.set_cold_block(leave);
-        self.b.ins().brif(st, leave, &[], go_on, &[]);
-        self.b.switch_to_block(leave);
-        self.b.ins().return_(&[st]);
+        self.leave_unless_ok(st, go_on);
         self.b.switch_to_block(go_on);
     }
 }
