@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rewind_cpu::Watchpoint;
 use rewind_debug::timeline::Stopped;
 use rewind_debug::{DebugError, DebugTarget, Engine, SessionEnd};
-use rewind_machine::devices::virtio::blk::DiskImage;
+use rewind_machine::block::{BlockBackend, DiskImage};
 use rewind_machine::{BootImages, DeviceKind, InputEvent, Machine, MachineConfig, Stop};
 use rewind_replay::{DriveRef, End, EndReason, Recorder};
 use xxhash_rust::xxh3::Xxh3;

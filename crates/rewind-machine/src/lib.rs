@@ -2,6 +2,7 @@
 //! devices, routes MMIO, derives interrupts and deadlines from the instruction count, and runs
 //! the hart in slices that end exactly at the next event.
 
+pub mod block;
 pub mod boot;
 pub mod devices;
 pub mod digest;
@@ -21,13 +22,13 @@ use devices::finisher::{self, Finish, Finisher};
 use devices::plic::{self, Plic};
 use devices::rtc::{self, Rtc};
 use devices::uart::{self, Uart};
+use devices::virtio::blk::Blk;
 pub use devices::virtio::input::EvdevEvent;
-use devices::virtio::input::InputKind;
-use devices::virtio::net::default_mac;
-use devices::virtio_mmio::{
-    self,
-    transport::{DeviceState, Transport},
-};
+use devices::virtio::input::{Input, InputKind};
+use devices::virtio::net::{default_mac, Net};
+use devices::virtio::rng::Rng;
+use devices::virtio::DeviceState;
+use devices::virtio_mmio::{self, transport::Transport};
 pub use digest::DigestVersion;
 pub use digest::StateDigest;
 use digest::{debug_hash, state_hash, RamHashes};
@@ -365,7 +366,7 @@ impl Machine {
                     what: "the disk".into(),
                     reason: "a virtio-blk device has no disk image".into(),
                 })?;
-                machine.bus.virtio[slots - 1 - i] = Some(Transport::blk(disk.clone()));
+                machine.bus.virtio[slots - 1 - i] = Some(Transport::new(Blk::new(disk.clone())));
             }
         }
         let initrd_max_offset = machine.config.initrd_max_offset;
@@ -403,17 +404,17 @@ impl Machine {
             let slot = virtio.len() - 1 - i;
             // Disks come with the images: see `Machine::new`.
             virtio[slot] = match kind {
-                DeviceKind::VirtioRng => Some(Transport::rng()),
+                DeviceKind::VirtioRng => Some(Transport::new(Rng::default())),
                 DeviceKind::VirtioBlk => None,
-                DeviceKind::VirtioKeyboard => Some(Transport::input(InputKind::Keyboard)),
-                DeviceKind::VirtioTablet => Some(Transport::input(InputKind::Tablet)),
-                DeviceKind::VirtioMouse => Some(Transport::input(InputKind::Mouse)),
+                DeviceKind::VirtioKeyboard => Some(Transport::new(Input::new(InputKind::Keyboard))),
+                DeviceKind::VirtioTablet => Some(Transport::new(Input::new(InputKind::Tablet))),
+                DeviceKind::VirtioMouse => Some(Transport::new(Input::new(InputKind::Mouse))),
                 DeviceKind::VirtioNet => {
                     let nic = config.devices[..i]
                         .iter()
                         .filter(|k| **k == DeviceKind::VirtioNet)
                         .count();
-                    Some(Transport::net(default_mac(nic)))
+                    Some(Transport::new(Net::new(default_mac(nic))))
                 }
             };
         }
@@ -778,54 +779,41 @@ impl Machine {
             .iter()
             .rev()
             .flatten()
-            .filter_map(|t| match &t.device {
-                devices::virtio_mmio::transport::Device::Blk(b) => Some(b),
-                _ => None,
-            });
-        for (disk, path) in disks.zip(paths) {
-            disk.save_to(path)
+            .filter_map(Transport::device::<Blk>);
+        for (blk, path) in disks.zip(paths) {
+            blk.disk
+                .save_to(path)
                 .map_err(|e| format!("cannot write the disk image {}: {e}", path.display()))?;
         }
         Ok(())
     }
 
-    /// The virtio-net devices' transports, in NIC order.
-    fn nics(&mut self) -> impl Iterator<Item = &mut Transport> {
-        self.bus
-            .virtio
-            .iter_mut()
-            .rev()
-            .flatten()
-            .filter(|t| matches!(t.device, devices::virtio_mmio::transport::Device::Net(_)))
+    /// The virtio-net devices, in NIC order.
+    fn nics(&mut self) -> impl Iterator<Item = &mut Net> {
+        let transports = self.bus.virtio.iter_mut().rev().flatten();
+        transports.filter_map(Transport::device_mut::<Net>)
     }
 
     /// Keeps the frames the guest sends for [`Machine::take_net_output`] (a live run with
     /// network backends); otherwise they are dropped.
     pub fn attach_network(&mut self) {
-        for t in self.nics() {
-            if let devices::virtio_mmio::transport::Device::Net(n) = &mut t.device {
-                n.host_attached = true;
-            }
+        for n in self.nics() {
+            n.host_attached = true;
         }
     }
 
     /// Frames the guest sent since the last call, with the NIC each left by.
     pub fn take_net_output(&mut self) -> Vec<(usize, Vec<u8>)> {
         let mut out = Vec::new();
-        for (nic, t) in self.nics().enumerate() {
-            if let devices::virtio_mmio::transport::Device::Net(n) = &mut t.device {
-                out.extend(std::mem::take(&mut n.sent).into_iter().map(|f| (nic, f)));
-            }
+        for (nic, n) in self.nics().enumerate() {
+            out.extend(std::mem::take(&mut n.sent).into_iter().map(|f| (nic, f)));
         }
         out
     }
 
     /// Frames NIC `nic` holds for its driver (the host should wait while it holds many).
     pub fn net_pending(&mut self, nic: usize) -> usize {
-        match self.nics().nth(nic).map(|t| &t.device) {
-            Some(devices::virtio_mmio::transport::Device::Net(n)) => n.pending(),
-            _ => 0,
-        }
+        self.nics().nth(nic).map_or(0, |n| n.pending())
     }
 
     /// How many bytes of host entropy virtio-rng devices wait for.
@@ -834,7 +822,8 @@ impl Machine {
             .virtio
             .iter()
             .flatten()
-            .map(Transport::entropy_wanted)
+            .filter_map(Transport::device::<Rng>)
+            .map(Rng::wanted)
             .sum()
     }
 
@@ -861,25 +850,28 @@ impl Machine {
             }
             InputEvent::Input(events) => {
                 for t in self.bus.virtio.iter_mut().flatten() {
-                    t.give_input(&mut self.ram, events);
+                    t.give(&mut self.ram, |i: &mut Input, ctx| {
+                        i.take_host_events(events, ctx)
+                    });
                 }
             }
             InputEvent::Net { nic, frame } => {
                 let ram = &mut self.ram;
-                let is_net = |t: &&mut Transport| {
-                    matches!(t.device, devices::virtio_mmio::transport::Device::Net(_))
-                };
+                let is_net = |t: &&mut Transport| t.device::<Net>().is_some();
                 let mut nics = self.bus.virtio.iter_mut().rev().flatten().filter(is_net);
                 if let Some(t) = nics.nth(*nic as usize) {
-                    t.give_frame(ram, frame);
+                    t.give(ram, |n: &mut Net, ctx| n.take_host_frame(frame, ctx));
                 }
             }
             InputEvent::Rng(bytes) => {
                 let mut rest = &bytes[..];
                 for t in self.bus.virtio.iter_mut().flatten() {
-                    let n = t.entropy_wanted().min(rest.len());
+                    let wanted = t.device::<Rng>().map_or(0, Rng::wanted);
+                    let n = wanted.min(rest.len());
                     if n > 0 {
-                        t.give_entropy(&mut self.ram, &rest[..n]);
+                        t.give(&mut self.ram, |r: &mut Rng, ctx| {
+                            r.fill_from_host(&rest[..n], ctx)
+                        });
                         rest = &rest[n..];
                     }
                 }
