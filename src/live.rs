@@ -437,7 +437,6 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, Stri
                 if let Err(e) = live.machine.reset(&live.images) {
                     break Outcome::Error(e.to_string());
                 }
-                live.machine.attach_network();
             }
             outcome => break outcome,
         }
@@ -608,7 +607,6 @@ impl LiveEngine<'_, '_> {
                     if let Err(e) = self.live.machine.reset(&self.live.images) {
                         break Outcome::Error(e.to_string());
                     }
-                    self.live.machine.attach_network();
                 }
                 outcome => break outcome,
             }
