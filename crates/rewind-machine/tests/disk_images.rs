@@ -61,6 +61,16 @@ fn qemu_img(args: &[&str]) -> Output {
     out
 }
 
+/// An empty qcow2 image at `path`, of `size` (as qemu-img takes it), with options `opts`.
+fn create_qcow2(path: &str, opts: &str, size: &str) {
+    qemu_img(&["create", "-f", "qcow2", "-o", opts, path, size]);
+}
+
+/// The raw image at `raw` converted to a qcow2 image at `img`, with options `opts`.
+fn convert_to_qcow2(raw: &str, img: &str, opts: &str) {
+    qemu_img(&["convert", "-O", "qcow2", "-o", opts, raw, img]);
+}
+
 fn qemu_io(path: &Path, commands: &[&str]) {
     let mut args = Vec::new();
     for c in commands {
@@ -353,7 +363,7 @@ fn writes_pass_qemu_img_check(opts: &str, size: u64, cs: u64) {
     let img = dir.file("disk.qcow2");
     let size_s = size.to_string();
     let img_s = img.to_str().unwrap();
-    qemu_img(&["create", "-f", "qcow2", "-o", opts, img_s, &size_s]);
+    create_qcow2(img_s, opts, &size_s);
     check_writes(&dir, &img, &write_ops(size, cs));
 }
 
@@ -381,7 +391,7 @@ fn writes_needing_new_refcount_blocks_and_tables_pass_qemu_img_check() {
     let img = dir.file("disk.qcow2");
     let img_s = img.to_str().unwrap();
     let opts = "cluster_size=4096";
-    qemu_img(&["create", "-f", "qcow2", "-o", opts, img_s, "64M"]);
+    create_qcow2(img_s, opts, "64M");
     let mut ops = write_ops(mib(64), 4096);
     ops.push((mib(20) + 5, mib(12) as usize));
     check_writes(&dir, &img, &ops);
@@ -390,15 +400,7 @@ fn writes_needing_new_refcount_blocks_and_tables_pass_qemu_img_check() {
     // data needs a larger table.
     let img = dir.file("small.qcow2");
     let img_s = img.to_str().unwrap();
-    qemu_img(&[
-        "create",
-        "-f",
-        "qcow2",
-        "-o",
-        "cluster_size=512",
-        img_s,
-        "64M",
-    ]);
+    create_qcow2(img_s, "cluster_size=512", "64M");
     let ops: Vec<(u64, usize)> = (0..16).map(|i| (i * mib(1) + 3, mib(1) as usize)).collect();
     check_writes(&dir, &img, &ops);
 
@@ -406,15 +408,7 @@ fn writes_needing_new_refcount_blocks_and_tables_pass_qemu_img_check() {
     // range, the first allocation needs that block, which lands in the third range.
     let img = dir.file("far.qcow2");
     let img_s = img.to_str().unwrap();
-    qemu_img(&[
-        "create",
-        "-f",
-        "qcow2",
-        "-o",
-        "cluster_size=512",
-        img_s,
-        "16M",
-    ]);
+    create_qcow2(img_s, "cluster_size=512", "16M");
     let file = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
     file.set_len(2 * 256 * 512 - 512).unwrap();
     drop(file);
@@ -454,7 +448,7 @@ fn writes_into_images_written_by_qemu_pass_qemu_img_check() {
     let img = dir.file("prealloc.qcow2");
     let img_s = img.to_str().unwrap();
     let opts = "preallocation=metadata";
-    qemu_img(&["create", "-f", "qcow2", "-o", opts, img_s, "16M"]);
+    create_qcow2(img_s, opts, "16M");
     let len = std::fs::metadata(&img).unwrap().len();
     check_writes(&dir, &img, &write_ops(mib(16), 65536));
     assert_eq!(std::fs::metadata(&img).unwrap().len(), len);
@@ -525,7 +519,7 @@ fn unsupported_images_are_refused_with_what_to_do() {
     let data = dir.file("data.qcow2");
     let data_s = data.to_str().unwrap();
     let opts = format!("data_file={}", dir.file("data.raw").display());
-    qemu_img(&["create", "-f", "qcow2", "-o", &opts, data_s, "16M"]);
+    create_qcow2(data_s, &opts, "16M");
     let e = open_err(&data, true);
     assert!(
         e.contains("external data file") && e.ends_with(&convert(data_s)),
@@ -551,7 +545,7 @@ fn unsupported_images_are_refused_with_what_to_do() {
     let img = dir.file("img.qcow2");
     let img_s = img.to_str().unwrap();
     for opts in ["extended_l2=on", "compression_type=zstd"] {
-        qemu_img(&["create", "-f", "qcow2", "-o", opts, img_s, "16M"]);
+        create_qcow2(img_s, opts, "16M");
         let e = open_err(&img, false);
         assert!(e.starts_with(&format!("disk image {img_s}: ")), "{e}");
         assert!(e.contains(&convert(img_s)), "{e}");
@@ -605,15 +599,7 @@ fn truncated_and_garbage_images_give_errors_not_panics() {
     make_raw(&raw, mib(8), &ranges);
     let img = dir.file("disk.qcow2");
     let opts = "cluster_size=4096";
-    qemu_img(&[
-        "convert",
-        "-O",
-        "qcow2",
-        "-o",
-        opts,
-        raw.to_str().unwrap(),
-        img.to_str().unwrap(),
-    ]);
+    convert_to_qcow2(raw.to_str().unwrap(), img.to_str().unwrap(), opts);
     let bytes = std::fs::read(&img).unwrap();
     let cut = dir.file("cut.qcow2");
     let mut lens: Vec<usize> = vec![0, 3, 4, 50, 72, 100, 103, 104];
@@ -660,15 +646,7 @@ fn random_corruptions_give_errors_not_panics() {
     make_raw(&raw, size, &ranges);
     let img = dir.file("disk.qcow2");
     let opts = "cluster_size=4096";
-    qemu_img(&[
-        "convert",
-        "-O",
-        "qcow2",
-        "-o",
-        opts,
-        raw.to_str().unwrap(),
-        img.to_str().unwrap(),
-    ]);
+    convert_to_qcow2(raw.to_str().unwrap(), img.to_str().unwrap(), opts);
     let good = std::fs::read(&img).unwrap();
     // Where the metadata is: header, L1 table, the first L2 table, the refcount table and
     // its first block.
@@ -770,15 +748,7 @@ fn writes_to_the_image_in_the_environment_do_not_panic() {
 fn small_image(dir: &TempDir) -> PathBuf {
     let img = dir.file("small.qcow2");
     let opts = "cluster_size=4096";
-    qemu_img(&[
-        "create",
-        "-f",
-        "qcow2",
-        "-o",
-        opts,
-        img.to_str().unwrap(),
-        "4M",
-    ]);
+    create_qcow2(img.to_str().unwrap(), opts, "4M");
     img
 }
 
@@ -904,7 +874,7 @@ fn images_whose_refcounts_do_not_count_their_clusters_are_refused_for_writing() 
     // unshared) and one shared with the snapshot (refcount 2, used twice).
     for bits in [1, 2, 4, 8, 16, 32, 64] {
         let opts = format!("cluster_size=4096,refcount_bits={bits}");
-        qemu_img(&["create", "-f", "qcow2", "-o", &opts, img_s, "4M"]);
+        create_qcow2(img_s, &opts, "4M");
         qemu_io(&img, &["write -P 0xaa 0 64k"]);
         if bits > 1 {
             qemu_img(&["snapshot", "-c", "one", img_s]);
@@ -941,15 +911,7 @@ fn images_whose_refcounts_do_not_count_their_clusters_are_refused_for_writing() 
     assert_refused_for_writing(&img, &e);
 
     // Data in metadata, data in two places at once, data past the end of the file.
-    qemu_img(&[
-        "create",
-        "-f",
-        "qcow2",
-        "-o",
-        "cluster_size=4096",
-        img_s,
-        "4M",
-    ]);
+    create_qcow2(img_s, "cluster_size=4096", "4M");
     qemu_io(&img, &["write -P 0xaa 1M 4k"]);
     std::fs::copy(&img, &good).unwrap();
     let (at, entry) = l2_entry(&img, mib(1));

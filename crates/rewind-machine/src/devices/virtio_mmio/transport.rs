@@ -245,7 +245,7 @@ impl Transport {
         }
     }
 
-    /// The device's state as format 1 hashed it ([`crate::DigestVersion::DebugText`]).
+    /// The device's state, borrowed (format 1's digest hashes it in its own way).
     pub(crate) fn saved_state(&self) -> DeviceStateRef<'_> {
         self.device.saved_state()
     }
@@ -381,6 +381,26 @@ mod tests {
         t.write(0x070, 0);
         assert_eq!(t.read(0x044), 0);
         assert_eq!(t.read(0x070), 0);
+    }
+
+    #[test]
+    fn digests_hash_each_device_behind_its_tag_in_the_registry() {
+        use crate::devices::virtio::input::{Input, InputKind};
+        use crate::devices::virtio::net::{default_mac, Net};
+        use crate::digest::state_hash;
+        // Format 2 recordings keep these hashes: rng is 0, blk 1, input 2, net 3.
+        let rng = Transport::new(Rng::default());
+        let input = Transport::new(Input::new(InputKind::Mouse));
+        let net = Transport::new(Net::new(default_mac(0)));
+        let tagged = |t: &Transport, tag: u8| match t.saved_state() {
+            DeviceStateRef::Rng(s) => state_hash(&(&t.state, tag, s)),
+            DeviceStateRef::Input(s) => state_hash(&(&t.state, tag, s)),
+            DeviceStateRef::Net(s) => state_hash(&(&t.state, tag, s)),
+            DeviceStateRef::Blk(_) => unreachable!(),
+        };
+        assert_eq!(rng.digest(), tagged(&rng, 0));
+        assert_eq!(input.digest(), tagged(&input, 2));
+        assert_eq!(net.digest(), tagged(&net, 3));
     }
 
     #[test]
