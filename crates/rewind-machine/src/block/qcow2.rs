@@ -17,10 +17,11 @@
 //!
 //! imago (0.2.6) trusts the refcounts when it allocates clusters, and has no overlap checks:
 //! writing to a corrupt or truncated image could damage it further, or abort the process (the
-//! `writing_to_...` tests at the end). So before a writable open, [`check_metadata`] reads the
-//! metadata and refuses the image, with the `qemu-img check -r all` that repairs it, unless the
-//! refcounts count every cluster the image uses (as `qemu-img check` counts them). Reading any
-//! image is safe (errors, never panics) and needs no such check.
+//! `writing_to_...` tests in `tests/disk_images.rs`). So before a writable open,
+//! [`check_metadata`] reads the metadata and refuses the image, with the `qemu-img check -r
+//! all` that repairs it, unless the refcounts count every cluster the image uses (as `qemu-img
+//! check` counts them). Reading any image is safe (errors, never panics) and needs no such
+//! check.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -346,7 +347,8 @@ struct Check<'a> {
 /// (as `qemu-img check` counts them), exactly 1 if a table entry says it is not shared
 /// (COPIED), and no two kinds of metadata (or metadata and data) may share a cluster. Without
 /// this, imago 0.2.6 can overwrite the header or snapshots, or overflow its stack (the process
-/// aborts) when it allocates in such an image (the tests at the end).
+/// aborts) when it allocates in such an image (the `writing_to_...` tests in
+/// `tests/disk_images.rs`).
 ///
 /// Reads each table once; what it allocates is bounded by what the file holds.
 fn check_metadata(file: &File) -> Result<(), Qcow2Error> {
