@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rewind_cpu::Watchpoint;
 use rewind_debug::timeline::Stopped;
 use rewind_debug::{DebugError, DebugTarget, Engine, SessionEnd};
-use rewind_machine::devices::virtio::blk::DiskImage;
+use rewind_machine::block::{BlockBackend, DiskImage};
 use rewind_machine::{BootImages, DeviceKind, InputEvent, Machine, MachineConfig, Stop};
 use rewind_replay::{DriveRef, End, EndReason, Recorder};
 use xxhash_rust::xxh3::Xxh3;
@@ -437,7 +437,6 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, Stri
                 if let Err(e) = live.machine.reset(&live.images) {
                     break Outcome::Error(e.to_string());
                 }
-                live.machine.attach_network();
             }
             outcome => break outcome,
         }
@@ -608,7 +607,6 @@ impl LiveEngine<'_, '_> {
                     if let Err(e) = self.live.machine.reset(&self.live.images) {
                         break Outcome::Error(e.to_string());
                     }
-                    self.live.machine.attach_network();
                 }
                 outcome => break outcome,
             }

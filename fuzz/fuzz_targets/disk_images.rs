@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rewind_machine::devices::virtio::blk::DiskImage;
+use rewind_machine::block::{BlockBackend, DiskImage};
 
 fuzz_target!(|data: &[u8]| {
     let path = std::env::temp_dir().join(format!("rewind-fuzz-disk-{}.img", std::process::id()));
@@ -18,12 +18,12 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(disk) = DiskImage::open(&path, Some("qcow2"), true, false) {
         let mut sector = [0u8; 512];
-        for offset in [0, disk.size / 2, disk.size.saturating_sub(512)] {
+        for offset in [0, disk.size() / 2, disk.size().saturating_sub(512)] {
             let _ = disk.read_at(&mut sector, offset & !511);
         }
     }
     if let Ok(disk) = DiskImage::open(&path, Some("qcow2"), false, true) {
-        let size = disk.size;
+        let size = disk.size();
         let seed = data.iter().fold(0u64, |a, &b| a.wrapping_mul(31).wrapping_add(b as u64));
         for offset in [0, seed % size.max(1), size.saturating_sub(4096)] {
             let _ = disk.write_at(&[0x5a; 4096], offset & !511);

@@ -9,8 +9,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use rewind_cpu::Ram;
-use rewind_machine::devices::virtio::input::{EvdevEvent, InputKind};
-use rewind_machine::devices::virtio::net::default_mac;
+use rewind_machine::devices::virtio::input::{EvdevEvent, Input, InputKind};
+use rewind_machine::devices::virtio::net::{default_mac, Net};
+use rewind_machine::devices::virtio::rng::Rng;
 use rewind_machine::devices::virtio_mmio::transport::Transport;
 
 const RAM_BASE: u64 = 0x8000_0000;
@@ -21,10 +22,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let mut transport = match data[0] % 4 {
-        0 => Transport::net(default_mac(0)),
-        1 => Transport::rng(),
-        2 => Transport::input(InputKind::Keyboard),
-        _ => Transport::input(InputKind::Tablet),
+        0 => Transport::new(Net::new(default_mac(0))),
+        1 => Transport::new(Rng::default()),
+        2 => Transport::new(Input::new(InputKind::Keyboard)),
+        _ => Transport::new(Input::new(InputKind::Tablet)),
     };
     let mut ram = Ram::new(RAM_BASE, RAM_SIZE);
     // Operations of 8 bytes: a kind, then its arguments.
@@ -53,8 +54,8 @@ fuzz_target!(|data: &[u8]| {
             5 => transport.service(&mut ram),
             6 => {
                 let frame = vec![op[1]; (arg % 2048) as usize];
-                transport.give_frame(&mut ram, &frame);
-                transport.give_entropy(&mut ram, &op[1..8]);
+                transport.give(&mut ram, |n: &mut Net, ctx| n.take_host_frame(&frame, ctx));
+                transport.give(&mut ram, |r: &mut Rng, ctx| r.fill_from_host(&op[1..8], ctx));
             }
             _ => {
                 let event = EvdevEvent {
@@ -62,7 +63,7 @@ fuzz_target!(|data: &[u8]| {
                     code: u16::from_le_bytes([op[2], op[3]]),
                     value: arg as i32,
                 };
-                transport.give_input(&mut ram, &[event]);
+                transport.give(&mut ram, |i: &mut Input, ctx| i.take_host_events(&[event], ctx));
             }
         }
         let _ = transport.irq_level();

@@ -30,7 +30,7 @@ pub struct BootImages {
     /// replays use the recorded one.
     pub dtb: Option<Vec<u8>>,
     /// Disk images, one per [`crate::DeviceKind::VirtioBlk`] in the configuration, in order.
-    pub disks: Vec<crate::devices::virtio::blk::DiskImage>,
+    pub disks: Vec<crate::block::DiskImage>,
 }
 
 /// Where things went.

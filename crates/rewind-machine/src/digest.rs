@@ -221,7 +221,8 @@ pub(crate) mod legacy {
     use crate::devices::virtio::input::InputState;
     use crate::devices::virtio::net::NetState;
     use crate::devices::virtio::rng::RngState;
-    use crate::devices::virtio_mmio::transport::{Device, Transport, TransportState};
+    use crate::devices::virtio::DeviceStateRef;
+    use crate::devices::virtio_mmio::transport::{Transport, TransportState};
 
     #[derive(Debug)]
     #[allow(dead_code)] // Read through Debug only.
@@ -243,13 +244,13 @@ pub(crate) mod legacy {
             .iter()
             .map(|t| {
                 t.as_ref().map(|t| {
-                    let device = match &t.device {
-                        Device::Rng(r) => DeviceState::Rng(&r.state),
-                        Device::Blk(b) => DeviceState::Blk(BlkState {
-                            overlay: b.state.written_sectors(),
+                    let device = match t.saved_state() {
+                        DeviceStateRef::Rng(r) => DeviceState::Rng(r),
+                        DeviceStateRef::Blk(b) => DeviceState::Blk(BlkState {
+                            overlay: b.written_sectors(),
                         }),
-                        Device::Input(i) => DeviceState::Input(&i.state),
-                        Device::Net(n) => DeviceState::Net(&n.state),
+                        DeviceStateRef::Input(i) => DeviceState::Input(i),
+                        DeviceStateRef::Net(n) => DeviceState::Net(n),
                     };
                     (&t.state, device)
                 })

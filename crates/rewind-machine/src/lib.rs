@@ -2,6 +2,7 @@
 //! devices, routes MMIO, derives interrupts and deadlines from the instruction count, and runs
 //! the hart in slices that end exactly at the next event.
 
+pub mod block;
 pub mod boot;
 pub mod devices;
 pub mod digest;
@@ -21,13 +22,13 @@ use devices::finisher::{self, Finish, Finisher};
 use devices::plic::{self, Plic};
 use devices::rtc::{self, Rtc};
 use devices::uart::{self, Uart};
+use devices::virtio::blk::Blk;
 pub use devices::virtio::input::EvdevEvent;
-use devices::virtio::input::InputKind;
-use devices::virtio::net::default_mac;
-use devices::virtio_mmio::{
-    self,
-    transport::{DeviceState, Transport},
-};
+use devices::virtio::input::{Input, InputKind};
+use devices::virtio::net::{default_mac, Net};
+use devices::virtio::rng::Rng;
+use devices::virtio::DeviceState;
+use devices::virtio_mmio::{self, transport::Transport};
 pub use digest::DigestVersion;
 pub use digest::StateDigest;
 use digest::{debug_hash, state_hash, RamHashes};
@@ -197,6 +198,10 @@ pub struct Bus {
     pub finisher: Finisher,
     /// The virtio-mmio slots' transports (`None`: an empty slot).
     pub virtio: Vec<Option<Transport>>,
+    /// The slot of each virtio-net device, in NIC order (the order of
+    /// [`MachineConfig::devices`]): NIC n has MAC [`default_mac`]`(n)` and takes
+    /// [`InputEvent::Net`] with `nic: n`.
+    nic_slots: Vec<usize>,
     rom: Vec<u8>,
     /// Log every MMIO access on standard error (`--trace-mmio`).
     pub trace: bool,
@@ -251,6 +256,12 @@ impl Mmio for Bus {
 }
 
 impl Bus {
+    /// The transport of NIC `nic`.
+    fn nic(&mut self, nic: usize) -> Option<&mut Transport> {
+        let slot = *self.nic_slots.get(nic)?;
+        self.virtio.get_mut(slot)?.as_mut()
+    }
+
     fn route_read(&mut self, addr: u64, size: u8, icount: u64) -> Option<u64> {
         if in_region(addr, boot::ROM_BASE, boot::ROM_SIZE) {
             return Some(read_bytes(&self.rom, addr - boot::ROM_BASE, size));
@@ -340,6 +351,8 @@ pub struct Machine {
     snapshot_base: RamPages,
     /// The disk overlays at the last snapshot or restore, in slot order.
     snapshot_disks: Vec<devices::virtio::blk::BlkState>,
+    /// A host backend takes the frames the guest sends ([`Machine::attach_network`]).
+    network_attached: bool,
     /// How [`Machine::digest`] hashes device states (that of the recording being replayed).
     digest_version: DigestVersion,
     /// The hart executed WFI and sleeps until an interrupt is pending.
@@ -365,7 +378,7 @@ impl Machine {
                     what: "the disk".into(),
                     reason: "a virtio-blk device has no disk image".into(),
                 })?;
-                machine.bus.virtio[slots - 1 - i] = Some(Transport::blk(disk.clone()));
+                machine.bus.virtio[slots - 1 - i] = Some(Transport::new(Blk::new(disk.clone())));
             }
         }
         let initrd_max_offset = machine.config.initrd_max_offset;
@@ -399,21 +412,20 @@ impl Machine {
         let dirty_words = ram.pages().div_ceil(64);
         let snapshot_base = RamPages::zeroed(ram.pages());
         let mut virtio: Vec<Option<Transport>> = (0..virtio_mmio::SLOTS).map(|_| None).collect();
+        let mut nic_slots = Vec::new();
         for (i, kind) in config.devices.iter().enumerate().take(virtio.len()) {
             let slot = virtio.len() - 1 - i;
             // Disks come with the images: see `Machine::new`.
             virtio[slot] = match kind {
-                DeviceKind::VirtioRng => Some(Transport::rng()),
+                DeviceKind::VirtioRng => Some(Transport::new(Rng::default())),
                 DeviceKind::VirtioBlk => None,
-                DeviceKind::VirtioKeyboard => Some(Transport::input(InputKind::Keyboard)),
-                DeviceKind::VirtioTablet => Some(Transport::input(InputKind::Tablet)),
-                DeviceKind::VirtioMouse => Some(Transport::input(InputKind::Mouse)),
+                DeviceKind::VirtioKeyboard => Some(Transport::new(Input::new(InputKind::Keyboard))),
+                DeviceKind::VirtioTablet => Some(Transport::new(Input::new(InputKind::Tablet))),
+                DeviceKind::VirtioMouse => Some(Transport::new(Input::new(InputKind::Mouse))),
                 DeviceKind::VirtioNet => {
-                    let nic = config.devices[..i]
-                        .iter()
-                        .filter(|k| **k == DeviceKind::VirtioNet)
-                        .count();
-                    Some(Transport::net(default_mac(nic)))
+                    let mac = default_mac(nic_slots.len());
+                    nic_slots.push(slot);
+                    Some(Transport::new(Net::new(mac)))
                 }
             };
         }
@@ -421,6 +433,7 @@ impl Machine {
             clock: hart.clock,
             rtc: Rtc::new(config.rtc_base_ns),
             virtio,
+            nic_slots,
             ..Bus::default()
         };
         Ok(Machine {
@@ -437,6 +450,7 @@ impl Machine {
             dirty_for_snapshot: vec![0; dirty_words],
             snapshot_base,
             snapshot_disks: Vec::new(),
+            network_attached: false,
             digest_version: DigestVersion::default(),
             sleeping: false,
             idle_skipped: 0,
@@ -760,6 +774,9 @@ impl Machine {
         fresh.bus.rtc.state.base_ns = self.bus.rtc.state.base_ns;
         fresh.bus.trace = self.bus.trace;
         fresh.digest_version = self.digest_version;
+        if self.network_attached {
+            fresh.attach_network();
+        }
         *self = fresh;
         Ok(())
     }
@@ -778,32 +795,21 @@ impl Machine {
             .iter()
             .rev()
             .flatten()
-            .filter_map(|t| match &t.device {
-                devices::virtio_mmio::transport::Device::Blk(b) => Some(b),
-                _ => None,
-            });
-        for (disk, path) in disks.zip(paths) {
-            disk.save_to(path)
+            .filter_map(Transport::device::<Blk>);
+        for (blk, path) in disks.zip(paths) {
+            blk.disk
+                .save_to(path)
                 .map_err(|e| format!("cannot write the disk image {}: {e}", path.display()))?;
         }
         Ok(())
     }
 
-    /// The virtio-net devices' transports, in NIC order.
-    fn nics(&mut self) -> impl Iterator<Item = &mut Transport> {
-        self.bus
-            .virtio
-            .iter_mut()
-            .rev()
-            .flatten()
-            .filter(|t| matches!(t.device, devices::virtio_mmio::transport::Device::Net(_)))
-    }
-
     /// Keeps the frames the guest sends for [`Machine::take_net_output`] (a live run with
-    /// network backends); otherwise they are dropped.
+    /// network backends), from now on and across resets; otherwise they are dropped.
     pub fn attach_network(&mut self) {
-        for t in self.nics() {
-            if let devices::virtio_mmio::transport::Device::Net(n) = &mut t.device {
+        self.network_attached = true;
+        for nic in 0..self.bus.nic_slots.len() {
+            if let Some(n) = self.bus.nic(nic).and_then(Transport::device_mut::<Net>) {
                 n.host_attached = true;
             }
         }
@@ -812,8 +818,8 @@ impl Machine {
     /// Frames the guest sent since the last call, with the NIC each left by.
     pub fn take_net_output(&mut self) -> Vec<(usize, Vec<u8>)> {
         let mut out = Vec::new();
-        for (nic, t) in self.nics().enumerate() {
-            if let devices::virtio_mmio::transport::Device::Net(n) = &mut t.device {
+        for nic in 0..self.bus.nic_slots.len() {
+            if let Some(n) = self.bus.nic(nic).and_then(Transport::device_mut::<Net>) {
                 out.extend(std::mem::take(&mut n.sent).into_iter().map(|f| (nic, f)));
             }
         }
@@ -822,10 +828,8 @@ impl Machine {
 
     /// Frames NIC `nic` holds for its driver (the host should wait while it holds many).
     pub fn net_pending(&mut self, nic: usize) -> usize {
-        match self.nics().nth(nic).map(|t| &t.device) {
-            Some(devices::virtio_mmio::transport::Device::Net(n)) => n.pending(),
-            _ => 0,
-        }
+        let net = self.bus.nic(nic).and_then(Transport::device_mut::<Net>);
+        net.map_or(0, |n| n.pending())
     }
 
     /// How many bytes of host entropy virtio-rng devices wait for.
@@ -834,7 +838,8 @@ impl Machine {
             .virtio
             .iter()
             .flatten()
-            .map(Transport::entropy_wanted)
+            .filter_map(Transport::device::<Rng>)
+            .map(Rng::wanted)
             .sum()
     }
 
@@ -861,25 +866,27 @@ impl Machine {
             }
             InputEvent::Input(events) => {
                 for t in self.bus.virtio.iter_mut().flatten() {
-                    t.give_input(&mut self.ram, events);
+                    t.give(&mut self.ram, |i: &mut Input, ctx| {
+                        i.take_host_events(events, ctx)
+                    });
                 }
             }
             InputEvent::Net { nic, frame } => {
-                let ram = &mut self.ram;
-                let is_net = |t: &&mut Transport| {
-                    matches!(t.device, devices::virtio_mmio::transport::Device::Net(_))
-                };
-                let mut nics = self.bus.virtio.iter_mut().rev().flatten().filter(is_net);
-                if let Some(t) = nics.nth(*nic as usize) {
-                    t.give_frame(ram, frame);
+                if let Some(t) = self.bus.nic(*nic as usize) {
+                    t.give(&mut self.ram, |n: &mut Net, ctx| {
+                        n.take_host_frame(frame, ctx)
+                    });
                 }
             }
             InputEvent::Rng(bytes) => {
                 let mut rest = &bytes[..];
                 for t in self.bus.virtio.iter_mut().flatten() {
-                    let n = t.entropy_wanted().min(rest.len());
+                    let wanted = t.device::<Rng>().map_or(0, Rng::wanted);
+                    let n = wanted.min(rest.len());
                     if n > 0 {
-                        t.give_entropy(&mut self.ram, &rest[..n]);
+                        t.give(&mut self.ram, |r: &mut Rng, ctx| {
+                            r.fill_from_host(&rest[..n], ctx)
+                        });
                         rest = &rest[n..];
                     }
                 }
@@ -919,6 +926,43 @@ mod tests {
         assert_eq!(machine.hart.irq_lines & (1 << 9), 1 << 9, "SEIP raised");
         assert_eq!(machine.bus.uart.read(0), b'h');
         assert_eq!(machine.bus.uart.read(0), b'i');
+    }
+
+    #[test]
+    fn nics_are_numbered_in_configuration_order_and_stay_attached_across_a_reset() {
+        let config = MachineConfig {
+            devices: vec![
+                DeviceKind::VirtioNet,
+                DeviceKind::VirtioRng,
+                DeviceKind::VirtioNet,
+            ],
+            ..MachineConfig::default()
+        };
+        let images = BootImages {
+            kernel: Some(vec![0x6f, 0, 0, 0]),
+            ..BootImages::default()
+        };
+        let mut machine = Machine::new(config, &images).unwrap();
+        let net = |machine: &Machine, slot: usize| {
+            let t = machine.bus.virtio[slot].as_ref();
+            t.and_then(Transport::device::<Net>).unwrap().mac
+        };
+        assert_eq!(
+            (net(&machine, 7), net(&machine, 5)),
+            (default_mac(0), default_mac(1))
+        );
+        machine.inject(&InputEvent::Net {
+            nic: 1,
+            frame: vec![0; 60],
+        });
+        assert_eq!((machine.net_pending(0), machine.net_pending(1)), (0, 1));
+        machine.attach_network();
+        machine.reset(&images).unwrap();
+        let attached = |slot: usize| {
+            let t = machine.bus.virtio[slot].as_ref();
+            t.and_then(Transport::device::<Net>).unwrap().host_attached
+        };
+        assert!(attached(7) && attached(5));
     }
 
     #[test]

@@ -23,7 +23,8 @@ use crate::devices::plic::PlicState;
 use crate::devices::rtc::RtcState;
 use crate::devices::uart::{UartState, FIFO_SIZE};
 use crate::devices::virtio::blk::BlkState;
-use crate::devices::virtio_mmio::transport::{DeviceState, TransportState};
+use crate::devices::virtio::DeviceState;
+use crate::devices::virtio_mmio::transport::TransportState;
 use crate::{Machine, MachineConfig, MachineError};
 
 /// Pages per shared chunk of a [`RamPages`].
@@ -332,16 +333,21 @@ pub(crate) fn for_each_bit(bits: &[u64], mut f: impl FnMut(usize)) {
 #[cfg(test)]
 mod tests {
     use super::Snapshot;
-    use crate::devices::virtio::blk::{DiskImage, BLOCK};
-    use crate::devices::virtio::qcow2::tests::TempDir;
-    use crate::devices::virtio_mmio::transport::{Device, Transport, TransportState};
+    use crate::block::overlay::BLOCK;
+    use crate::block::test_files::TempDir;
+    use crate::block::DiskImage;
+    use crate::devices::virtio::blk::Blk;
+    use crate::devices::virtio::DeviceState;
+    use crate::devices::virtio_mmio::transport::{Transport, TransportState};
     use crate::{Machine, MachineConfig};
 
+    fn disk(machine: &mut Machine, slot: usize) -> &mut Blk {
+        let transport = machine.bus.virtio[slot].as_mut();
+        transport.and_then(Transport::device_mut).expect("no disk")
+    }
+
     fn write_disk(machine: &mut Machine, at: u64, data: &[u8]) {
-        let Some(Device::Blk(blk)) = machine.bus.virtio[7].as_mut().map(|t| &mut t.device) else {
-            panic!("no disk");
-        };
-        blk.write(at, data).unwrap();
+        disk(machine, 7).disk.write_at(data, at).unwrap();
     }
 
     #[test]
@@ -351,7 +357,7 @@ mod tests {
         std::fs::write(&raw, vec![0x5au8; 4 << 20]).unwrap();
         let mut machine = Machine::bare(MachineConfig::default()).unwrap();
         let image = DiskImage::open(&raw, None, false, false).unwrap();
-        machine.bus.virtio[7] = Some(Transport::blk(image));
+        machine.bus.virtio[7] = Some(Transport::new(Blk::new(image)));
 
         let first = machine.snapshot();
         assert_eq!(first.cost_bytes(), 0);
@@ -374,14 +380,12 @@ mod tests {
         write_disk(&mut machine, 0, &[3u8; 1]);
         assert_eq!(machine.snapshot().new_disk_bytes, BLOCK);
         machine.restore(&third).unwrap();
-        let Some(Device::Blk(blk)) = machine.bus.virtio[7].as_ref().map(|t| &t.device) else {
-            panic!("no disk");
-        };
+        let blk = disk(&mut machine, 7);
         let mut got = vec![0u8; 200];
-        blk.read(40 * BLOCK, &mut got).unwrap();
+        blk.disk.read_at(&mut got, 40 * BLOCK).unwrap();
         assert!(got[..10].iter().all(|&b| b == 0x5a));
         assert!(got[10..110].iter().all(|&b| b == 2) && got[110..].iter().all(|&b| b == 0x5a));
-        blk.read(0, &mut got).unwrap();
+        blk.disk.read_at(&mut got, 0).unwrap();
         assert!(got.iter().all(|&b| b == 1));
     }
 
@@ -400,7 +404,7 @@ mod tests {
         };
         let mut machine = Machine::bare(config).unwrap();
         let image = DiskImage::open(&raw, None, false, false).unwrap();
-        machine.bus.virtio[4] = Some(Transport::blk(image));
+        machine.bus.virtio[4] = Some(Transport::new(Blk::new(image)));
         machine
     }
 
@@ -408,14 +412,16 @@ mod tests {
     fn restoring_checks_every_virtio_field_and_says_what_is_wrong() {
         use crate::devices::virtio::input::EvdevEvent;
         use crate::devices::virtio::rng::Request;
-        use crate::devices::virtio_mmio::transport::DeviceState;
         let dir = TempDir::new("snapshot-virtio");
         let mut machine = machine_with_devices(&dir, 4 << 20);
         let good = machine.snapshot();
         let before = machine.digest();
         // A disk overlay from a larger disk, with a block past this one's end.
         let mut larger = machine_with_devices(&dir, 8 << 20);
-        write_disk_at(&mut larger, 4, 6 << 20, &[1; 512]);
+        disk(&mut larger, 4)
+            .disk
+            .write_at(&[1; 512], 6 << 20)
+            .unwrap();
         let larger_disk = larger.snapshot().state.virtio[4].clone().unwrap().1;
 
         type Craft = Box<dyn Fn(&mut Snapshot)>;
@@ -534,13 +540,5 @@ mod tests {
             );
         }
         machine.restore(&good).unwrap();
-    }
-
-    fn write_disk_at(machine: &mut Machine, slot: usize, at: u64, data: &[u8]) {
-        let Some(Device::Blk(blk)) = machine.bus.virtio[slot].as_mut().map(|t| &mut t.device)
-        else {
-            panic!("no disk");
-        };
-        blk.write(at, data).unwrap();
     }
 }

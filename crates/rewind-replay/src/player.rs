@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use rewind_machine::devices::virtio::blk::DiskImage;
+use rewind_machine::block::DiskImage;
 use rewind_machine::{BootImages, Machine, Snapshot, Stop};
 
 use crate::recording::{sha256_file, DriveRef, EndReason, Item, Recording, TimelineEntry};

@@ -1,17 +1,12 @@
 //! The virtio-mmio version 2 transport (virtio 1.x, section 4.2): register decode by
-//! offset, feature negotiation, queue setup and the interrupt status, apart from the device
-//! behind it.
+//! offset, feature negotiation, queue setup and the interrupt status, for any device behind
+//! it ([`VirtioDevice`]).
 
 use serde::{Deserialize, Serialize};
 
-use crate::devices::virtio::blk::{self, Blk, BlkState, DiskImage};
-use crate::devices::virtio::input::{self, EvdevEvent, Input, InputKind, InputState};
-use crate::devices::virtio::net::{self, Net, NetState};
-use crate::devices::virtio::queue::{GuestMemory, Queue, Ring, MAX_QUEUE_SIZE};
-use crate::devices::virtio::rng::{self, Rng, RngState};
-
-const MAGIC: u32 = 0x7472_6976; // "virt"
-const QEMU_VENDOR: u32 = 0x554d_4551; // "QEMU"
+use super::{reg, MAGIC, MMIO_VERSION, QEMU_VENDOR};
+use crate::devices::virtio::queue::{GuestMemory, Queue, QueueError, Ring, MAX_QUEUE_SIZE};
+use crate::devices::virtio::{DeviceContext, DeviceState, DeviceStateRef, VirtioDevice};
 
 pub const F_INDIRECT_DESC: u64 = 1 << 28;
 pub const F_EVENT_IDX: u64 = 1 << 29;
@@ -21,24 +16,6 @@ const STATUS_FEATURES_OK: u32 = 8;
 const STATUS_NEEDS_RESET: u32 = 64;
 /// InterruptStatus bit: a used buffer.
 const INT_USED: u32 = 1;
-
-/// The device behind a transport.
-#[derive(Debug)]
-pub enum Device {
-    Rng(Rng),
-    Blk(Blk),
-    Input(Input),
-    Net(Net),
-}
-
-/// A device's guest-visible state.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum DeviceState {
-    Rng(RngState),
-    Blk(BlkState),
-    Input(InputState),
-    Net(NetState),
-}
 
 /// Guest-visible transport state.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,90 +34,43 @@ pub struct TransportState {
 #[derive(Debug)]
 pub struct Transport {
     pub state: TransportState,
-    pub device: Device,
+    device: Box<dyn VirtioDevice>,
 }
 
 impl Transport {
-    pub fn rng() -> Transport {
+    /// A transport for `device`, as at power-on.
+    pub fn new(device: impl VirtioDevice + 'static) -> Transport {
         Transport {
             state: TransportState {
-                queues: vec![Queue::default()],
+                queues: vec![Queue::default(); device.queue_count()],
                 ..TransportState::default()
             },
-            device: Device::Rng(Rng::default()),
+            device: Box::new(device),
         }
     }
 
-    pub fn blk(image: DiskImage) -> Transport {
-        Transport {
-            state: TransportState {
-                queues: vec![Queue::default()],
-                ..TransportState::default()
-            },
-            device: Device::Blk(Blk::new(image)),
-        }
+    /// The device, if it is a `D`.
+    pub fn device<D: VirtioDevice + 'static>(&self) -> Option<&D> {
+        self.device.as_ref().as_any().downcast_ref()
     }
 
-    /// A virtio-input device: an event queue and a status queue.
-    pub fn input(kind: InputKind) -> Transport {
-        Transport {
-            state: TransportState {
-                queues: vec![Queue::default(), Queue::default()],
-                ..TransportState::default()
-            },
-            device: Device::Input(Input::new(kind)),
-        }
-    }
-
-    /// A virtio-net device: a receive queue and a transmit queue.
-    pub fn net(mac: [u8; 6]) -> Transport {
-        Transport {
-            state: TransportState {
-                queues: vec![Queue::default(), Queue::default()],
-                ..TransportState::default()
-            },
-            device: Device::Net(Net::new(mac)),
-        }
-    }
-
-    fn device_id(&self) -> u32 {
-        match self.device {
-            Device::Rng(_) => rng::DEVICE_ID,
-            Device::Blk(_) => blk::DEVICE_ID,
-            Device::Input(_) => input::DEVICE_ID,
-            Device::Net(_) => net::DEVICE_ID,
-        }
+    /// The device, if it is a `D`, for host-side work that touches no queue.
+    pub fn device_mut<D: VirtioDevice + 'static>(&mut self) -> Option<&mut D> {
+        self.device.as_mut().as_any_mut().downcast_mut()
     }
 
     fn device_features(&self) -> u64 {
-        let own = match &self.device {
-            Device::Rng(_) | Device::Input(_) => 0,
-            Device::Blk(b) => b.features(),
-            Device::Net(n) => n.features(),
-        };
-        F_VERSION_1 | F_INDIRECT_DESC | F_EVENT_IDX | own
+        F_VERSION_1 | F_INDIRECT_DESC | F_EVENT_IDX | self.device.features()
     }
 
     /// The device's state, for snapshots.
     pub fn device_state(&self) -> DeviceState {
-        match &self.device {
-            Device::Rng(r) => DeviceState::Rng(r.state.clone()),
-            Device::Blk(b) => DeviceState::Blk(b.state.clone()),
-            Device::Input(i) => DeviceState::Input(i.state.clone()),
-            Device::Net(n) => DeviceState::Net(n.state.clone()),
-        }
+        self.device.saved_state().cloned()
     }
 
-    /// Puts back a device state of the same kind; `false` if the kinds differ.
-    pub fn set_device_state(&mut self, state: &DeviceState) -> bool {
-        match (&mut self.device, state) {
-            (Device::Rng(r), DeviceState::Rng(s)) => r.state = s.clone(),
-            (Device::Blk(b), DeviceState::Blk(s)) => b.state = s.clone(),
-            (Device::Input(i), DeviceState::Input(s)) => i.state = s.clone(),
-            (Device::Net(n), DeviceState::Net(s)) => n.state = s.clone(),
-            _ => return false,
-        }
-        true
+    /// Puts back a device state that [`Transport::check_state`] accepted.
+    pub fn set_device_state(&mut self, state: &DeviceState) {
+        self.device.restore_saved_state(state);
     }
 
     fn queue(&mut self) -> Option<&mut Queue> {
@@ -155,44 +85,30 @@ impl Transport {
             queues: vec![Queue::default(); queues],
             ..TransportState::default()
         };
-        match &mut self.device {
-            Device::Rng(r) => *r = Rng::default(),
-            // What was written to the disk stays written.
-            Device::Blk(_) => {}
-            Device::Input(i) => i.state = InputState::default(),
-            Device::Net(n) => {
-                n.state = NetState::default();
-                n.sent.clear();
-            }
-        }
+        self.device.reset();
     }
 
     pub fn read(&mut self, offset: u64) -> u32 {
         let s = &self.state;
         let sel_queue = s.queues.get(s.queue_sel as usize);
         match offset {
-            0x000 => MAGIC,
-            0x004 => 2,
-            0x008 => self.device_id(),
-            0x00c => QEMU_VENDOR,
-            0x010 => match s.device_features_sel {
+            reg::MAGIC_VALUE => MAGIC,
+            reg::VERSION => MMIO_VERSION,
+            reg::DEVICE_ID => self.device.device_id(),
+            reg::VENDOR_ID => QEMU_VENDOR,
+            reg::DEVICE_FEATURES => match s.device_features_sel {
                 0 => self.device_features() as u32,
                 1 => (self.device_features() >> 32) as u32,
                 _ => 0,
             },
-            0x034 => sel_queue.map_or(0, |_| MAX_QUEUE_SIZE as u32),
-            0x044 => sel_queue.is_some_and(|q| q.ready) as u32,
-            0x060 => s.interrupt_status,
-            0x070 => s.status,
-            0x0fc => 0,
-            0x100.. => {
-                let config = match &self.device {
-                    Device::Blk(b) => b.config(),
-                    Device::Input(i) => i.config(),
-                    Device::Net(n) => n.config(),
-                    Device::Rng(_) => Vec::new(),
-                };
-                let at = (offset - 0x100) as usize;
+            reg::QUEUE_NUM_MAX => sel_queue.map_or(0, |_| MAX_QUEUE_SIZE as u32),
+            reg::QUEUE_READY => sel_queue.is_some_and(|q| q.ready) as u32,
+            reg::INTERRUPT_STATUS => s.interrupt_status,
+            reg::STATUS => s.status,
+            reg::CONFIG_GENERATION => 0,
+            reg::CONFIG.. => {
+                let config = self.device.read_config();
+                let at = (offset - reg::CONFIG) as usize;
                 let mut word = [0u8; 4];
                 for (i, b) in word.iter_mut().enumerate() {
                     *b = config.get(at + i).copied().unwrap_or(0);
@@ -206,8 +122,8 @@ impl Transport {
     pub fn write(&mut self, offset: u64, value: u32) {
         let features_ok = self.state.status & STATUS_FEATURES_OK != 0;
         match offset {
-            0x014 => self.state.device_features_sel = value,
-            0x020 if !features_ok => {
+            reg::DEVICE_FEATURES_SEL => self.state.device_features_sel = value,
+            reg::DRIVER_FEATURES if !features_ok => {
                 let shift = match self.state.driver_features_sel {
                     0 => 0,
                     1 => 32,
@@ -218,43 +134,44 @@ impl Transport {
                 self.state.driver_features =
                     (self.state.driver_features & !mask) | (((value as u64) << shift) & offered);
             }
-            0x024 => self.state.driver_features_sel = value,
-            0x030 => self.state.queue_sel = value,
-            0x038 => {
+            reg::DRIVER_FEATURES_SEL => self.state.driver_features_sel = value,
+            reg::QUEUE_SEL => self.state.queue_sel = value,
+            reg::QUEUE_NUM => {
                 if let Some(q) = self.queue() {
                     // Other sizes are ignored.
                     let _ = q.try_set_size(value);
                 }
             }
-            0x044 => {
+            reg::QUEUE_READY => {
                 let event_idx = self.state.driver_features & F_EVENT_IDX != 0;
                 if let Some(q) = self.queue() {
                     q.ready = value & 1 != 0;
                     q.event_idx = event_idx;
                 }
             }
-            0x050 if (value as usize) < self.state.queues.len() => {
+            reg::QUEUE_NOTIFY if (value as usize) < self.state.queues.len() => {
                 self.state.notified |= 1 << value;
             }
-            0x064 => self.state.interrupt_status &= !value,
-            0x100.. => {
-                if let Device::Input(i) = &mut self.device {
-                    i.config_write(offset - 0x100, value as u8);
-                }
-            }
-            0x070 => {
+            reg::INTERRUPT_ACK => self.state.interrupt_status &= !value,
+            reg::CONFIG.. => self.device.write_config(offset - reg::CONFIG, value as u8),
+            reg::STATUS => {
                 if value == 0 {
                     self.reset();
                 } else {
                     self.state.status = value;
                 }
             }
-            0x080 | 0x084 | 0x090 | 0x094 | 0x0a0 | 0x0a4 => {
+            reg::QUEUE_DESC_LOW
+            | reg::QUEUE_DESC_HIGH
+            | reg::QUEUE_DRIVER_LOW
+            | reg::QUEUE_DRIVER_HIGH
+            | reg::QUEUE_DEVICE_LOW
+            | reg::QUEUE_DEVICE_HIGH => {
                 let high = offset & 4 != 0;
                 if let Some(q) = self.queue() {
                     let ring = match offset & !4 {
-                        0x080 => Ring::Desc,
-                        0x090 => Ring::Avail,
+                        reg::QUEUE_DESC_LOW => Ring::Desc,
+                        reg::QUEUE_DRIVER_LOW => Ring::Avail,
                         _ => Ring::Used,
                     };
                     let old = q.address(ring);
@@ -276,9 +193,7 @@ impl Transport {
     /// those offered, queues and rings as the register setters allow, and device state within
     /// the device's limits. Says what is wrong.
     pub fn check_state(&self, saved: &TransportState, device: &DeviceState) -> Result<(), String> {
-        let kind_matches =
-            std::mem::discriminant(device) == std::mem::discriminant(&self.device_state_kind());
-        if !kind_matches || saved.queues.len() != self.state.queues.len() {
+        if !self.device.is_state_of_kind(device) || saved.queues.len() != self.state.queues.len() {
             return Err(format!(
                 "it is not this machine's {} device with {} queues",
                 self.name(),
@@ -309,71 +224,12 @@ impl Transport {
         for (i, q) in saved.queues.iter().enumerate() {
             q.check().map_err(|e| format!("queue {i}: {e}"))?;
         }
-        match (device, &self.device) {
-            (DeviceState::Rng(r), _) => {
-                let size = saved.queues[0].size;
-                for req in &r.pending {
-                    if req.head >= size || req.buffers.len() > size as usize {
-                        return Err(format!(
-                            "a pending entropy request (head {}, {} buffers) does not fit its \
-                             queue of size {size}",
-                            req.head,
-                            req.buffers.len()
-                        ));
-                    }
-                }
-            }
-            (DeviceState::Blk(b), Device::Blk(blk)) => b.validate(blk.image.size)?,
-            (DeviceState::Input(i), _) if i.pending.len() > input::MAX_PENDING => {
-                return Err(format!(
-                    "{} input events are pending, more than the {} it holds",
-                    i.pending.len(),
-                    input::MAX_PENDING
-                ));
-            }
-            (DeviceState::Net(n), _) => {
-                if n.pending.len() > net::MAX_PENDING {
-                    return Err(format!(
-                        "{} received frames are pending, more than the {} it holds",
-                        n.pending.len(),
-                        net::MAX_PENDING
-                    ));
-                }
-                if let Some(f) = n
-                    .pending
-                    .iter()
-                    .find(|f| !net::FRAME_LEN.contains(&f.len()))
-                {
-                    return Err(format!(
-                        "a pending frame is {} bytes, outside {:?}",
-                        f.len(),
-                        net::FRAME_LEN
-                    ));
-                }
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    /// An empty state of this device's kind (its variant is what matters).
-    fn device_state_kind(&self) -> DeviceState {
-        match &self.device {
-            Device::Rng(_) => DeviceState::Rng(RngState::default()),
-            Device::Blk(_) => DeviceState::Blk(BlkState::default()),
-            Device::Input(_) => DeviceState::Input(InputState::default()),
-            Device::Net(_) => DeviceState::Net(NetState::default()),
-        }
+        self.device.check_saved_state(device, &saved.queues)
     }
 
     /// The device's kind, for messages.
     pub fn name(&self) -> &'static str {
-        match self.device {
-            Device::Rng(_) => "rng",
-            Device::Blk(_) => "blk",
-            Device::Input(_) => "input",
-            Device::Net(_) => "net",
-        }
+        self.device.saved_state().name()
     }
 
     /// A hash of the guest-visible state ([`crate::DigestVersion::Postcard`]): the transport's
@@ -382,12 +238,16 @@ impl Transport {
     pub fn digest(&self) -> u64 {
         use crate::digest::state_hash;
         let s = &self.state;
-        match &self.device {
-            Device::Rng(r) => state_hash(&(s, 0u8, &r.state)),
-            Device::Blk(b) => state_hash(&(s, 1u8, b.state.hash())),
-            Device::Input(i) => state_hash(&(s, 2u8, &i.state)),
-            Device::Net(n) => state_hash(&(s, 3u8, &n.state)),
+        match self.device.saved_state() {
+            // The tag is the variant's, as the other devices' encodings carry it.
+            DeviceStateRef::Blk(b) => state_hash(&(s, 1u8, b.hash())),
+            device => state_hash(&(s, device)),
         }
+    }
+
+    /// The device's state, borrowed (format 1's digest hashes it in its own way).
+    pub(crate) fn saved_state(&self) -> DeviceStateRef<'_> {
+        self.device.saved_state()
     }
 
     /// Whether the interrupt line is raised.
@@ -399,95 +259,49 @@ impl Transport {
     /// DEVICE_NEEDS_RESET, as the spec asks, instead of touching memory further.
     pub fn service(&mut self, mem: &mut dyn GuestMemory) {
         let notified = std::mem::take(&mut self.state.notified);
-        if notified == 0 || self.state.status & STATUS_NEEDS_RESET != 0 {
+        if notified == 0 || self.needs_reset() {
             return;
         }
-        let result = match (&mut self.device, self.state.queues.as_mut_slice()) {
-            (Device::Input(i), [events, status]) => {
-                // Status (LEDs) is taken and returned; events go into the event buffers.
-                let mut drained = Ok(false);
-                if notified & 2 != 0 {
-                    while let Ok(Some(chain)) = status.pop(mem) {
-                        drained = status.push(mem, chain.head, 0);
-                        if drained.is_err() {
-                            break;
-                        }
-                    }
-                }
-                drained.and_then(|a| Ok(a | i.deliver(events, mem)?))
-            }
-            (Device::Net(n), [rx, tx]) => {
-                let valid = self.state.driver_features & net::F_GUEST_CSUM != 0;
-                let sent = if notified & 2 != 0 {
-                    n.transmit(tx, mem)
-                } else {
-                    Ok(false)
-                };
-                sent.and_then(|a| Ok(a | n.receive(rx, mem, valid)?))
-            }
-            (Device::Rng(r), [q, ..]) if notified & 1 != 0 => r.notify(q, mem).map(|()| false),
-            (Device::Blk(b), [q, ..]) if notified & 1 != 0 => b.notify(q, mem),
-            _ => Ok(false),
+        let ctx = DeviceContext {
+            queues: &mut self.state.queues,
+            mem,
+            driver_features: self.state.driver_features,
+            needs_reset: false,
         };
+        let result = self.device.notify(notified, ctx);
+        self.signal(result);
+    }
+
+    /// Host input for the device, if it is a `D`: `work` hands it over, and returns what the
+    /// device did with its queues, if it touched them.
+    pub fn give<D: VirtioDevice + 'static>(
+        &mut self,
+        mem: &mut dyn GuestMemory,
+        work: impl FnOnce(&mut D, DeviceContext<'_>) -> Option<Result<bool, QueueError>>,
+    ) {
+        let needs_reset = self.needs_reset();
+        let Some(device) = self.device.as_mut().as_any_mut().downcast_mut::<D>() else {
+            return;
+        };
+        let ctx = DeviceContext {
+            queues: &mut self.state.queues,
+            mem,
+            driver_features: self.state.driver_features,
+            needs_reset,
+        };
+        if let Some(result) = work(device, ctx) {
+            self.signal(result);
+        }
+    }
+
+    fn needs_reset(&self) -> bool {
+        self.state.status & STATUS_NEEDS_RESET != 0
+    }
+
+    /// Tells the driver what work on the queues came to: a used buffer it wants to hear of
+    /// raises the interrupt; a queue it broke sets DEVICE_NEEDS_RESET.
+    fn signal(&mut self, result: Result<bool, QueueError>) {
         match result {
-            Ok(true) => self.state.interrupt_status |= INT_USED,
-            Ok(false) => {}
-            Err(_) => self.state.status |= STATUS_NEEDS_RESET,
-        }
-    }
-
-    /// Entropy bytes the device waits for.
-    pub fn entropy_wanted(&self) -> usize {
-        match &self.device {
-            Device::Rng(r) => r.wanted(),
-            Device::Blk(_) | Device::Input(_) | Device::Net(_) => 0,
-        }
-    }
-
-    /// A frame from the host for a network device.
-    pub fn give_frame(&mut self, mem: &mut dyn GuestMemory, frame: &[u8]) {
-        let valid = self.state.driver_features & net::F_GUEST_CSUM != 0;
-        let (Device::Net(n), Some(rx)) = (&mut self.device, self.state.queues.first_mut()) else {
-            return;
-        };
-        n.queue_frame(frame);
-        if self.state.status & STATUS_NEEDS_RESET != 0 || !rx.ready {
-            return;
-        }
-        match n.receive(rx, mem, valid) {
-            Ok(true) => self.state.interrupt_status |= INT_USED,
-            Ok(false) => {}
-            Err(_) => self.state.status |= STATUS_NEEDS_RESET,
-        }
-    }
-
-    /// Host input events for an input device: those of its kind are queued and delivered.
-    pub fn give_input(&mut self, mem: &mut dyn GuestMemory, events: &[EvdevEvent]) {
-        let (Device::Input(i), Some(q)) = (&mut self.device, self.state.queues.first_mut()) else {
-            return;
-        };
-        let mine: Vec<EvdevEvent> = events
-            .iter()
-            .filter(|e| e.kind != 0 && i.takes(e))
-            .copied()
-            .chain(std::iter::once(EvdevEvent::SYN))
-            .collect();
-        if mine.len() < 2 || self.state.status & STATUS_NEEDS_RESET != 0 {
-            return;
-        }
-        match i.push_events(&mine, q, mem) {
-            Ok(true) => self.state.interrupt_status |= INT_USED,
-            Ok(false) => {}
-            Err(_) => self.state.status |= STATUS_NEEDS_RESET,
-        }
-    }
-
-    /// Host entropy for the device.
-    pub fn give_entropy(&mut self, mem: &mut dyn GuestMemory, bytes: &[u8]) {
-        let (Device::Rng(r), Some(q)) = (&mut self.device, self.state.queues.first_mut()) else {
-            return;
-        };
-        match r.fill(q, mem, bytes) {
             Ok(true) => self.state.interrupt_status |= INT_USED,
             Ok(false) => {}
             Err(_) => self.state.status |= STATUS_NEEDS_RESET,
@@ -498,6 +312,7 @@ impl Transport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devices::virtio::rng::Rng;
     use rewind_cpu::Ram;
 
     const RAM: u64 = 0x8000_0000;
@@ -505,6 +320,10 @@ mod tests {
     const AVAIL: u64 = RAM + 0x2000;
     const USED: u64 = RAM + 0x3000;
     const BUF: u64 = RAM + 0x4000;
+
+    fn entropy_wanted(t: &Transport) -> usize {
+        t.device::<Rng>().unwrap().wanted()
+    }
 
     fn set_queue(t: &mut Transport, desc: u64) {
         t.write(0x030, 0);
@@ -519,7 +338,7 @@ mod tests {
     #[test]
     fn a_driver_sets_up_virtio_rng_and_gets_entropy() {
         let mut ram = Ram::new(RAM, 1 << 20);
-        let mut t = Transport::rng();
+        let mut t = Transport::new(Rng::default());
         assert_eq!(t.read(0x000), 0x7472_6976);
         assert_eq!(t.read(0x004), 2);
         assert_eq!(t.read(0x008), 4);
@@ -541,17 +360,19 @@ mod tests {
         ram.write(AVAIL + 2, &1u16.to_le_bytes()).unwrap();
         t.write(0x050, 0);
         assert_eq!(
-            t.entropy_wanted(),
+            entropy_wanted(&t),
             0,
             "nothing happens before the machine services it"
         );
         t.service(&mut ram);
-        assert_eq!(t.entropy_wanted(), 16);
-        t.give_entropy(&mut ram, &[0x5a; 16]);
+        assert_eq!(entropy_wanted(&t), 16);
+        t.give(&mut ram, |r: &mut Rng, ctx| {
+            r.fill_from_host(&[0x5a; 16], ctx)
+        });
         let mut got = [0u8; 16];
         ram.read(BUF, &mut got).unwrap();
         assert_eq!(got, [0x5a; 16]);
-        assert_eq!(t.entropy_wanted(), 0);
+        assert_eq!(entropy_wanted(&t), 0);
         assert!(t.irq_level());
         assert_eq!(t.read(0x060), 1);
         t.write(0x064, 1);
@@ -563,9 +384,29 @@ mod tests {
     }
 
     #[test]
+    fn digests_hash_each_device_behind_its_tag_in_the_registry() {
+        use crate::devices::virtio::input::{Input, InputKind};
+        use crate::devices::virtio::net::{default_mac, Net};
+        use crate::digest::state_hash;
+        // Format 2 recordings keep these hashes: rng is 0, blk 1, input 2, net 3.
+        let rng = Transport::new(Rng::default());
+        let input = Transport::new(Input::new(InputKind::Mouse));
+        let net = Transport::new(Net::new(default_mac(0)));
+        let tagged = |t: &Transport, tag: u8| match t.saved_state() {
+            DeviceStateRef::Rng(s) => state_hash(&(&t.state, tag, s)),
+            DeviceStateRef::Input(s) => state_hash(&(&t.state, tag, s)),
+            DeviceStateRef::Net(s) => state_hash(&(&t.state, tag, s)),
+            DeviceStateRef::Blk(_) => unreachable!(),
+        };
+        assert_eq!(rng.digest(), tagged(&rng, 0));
+        assert_eq!(input.digest(), tagged(&input, 2));
+        assert_eq!(net.digest(), tagged(&net, 3));
+    }
+
+    #[test]
     fn a_queue_outside_ram_sets_needs_reset_and_nothing_else() {
         let mut ram = Ram::new(RAM, 1 << 20);
-        let mut t = Transport::rng();
+        let mut t = Transport::new(Rng::default());
         t.write(0x070, 1 | 2 | 8);
         set_queue(&mut t, 0x10);
         t.write(0x050, 0);
@@ -575,7 +416,7 @@ mod tests {
         t.write(0x050, 0);
         t.service(&mut ram);
         assert_ne!(t.read(0x070) & STATUS_NEEDS_RESET, 0);
-        assert_eq!(t.entropy_wanted(), 0);
+        assert_eq!(entropy_wanted(&t), 0);
         assert!(!t.irq_level());
     }
 }

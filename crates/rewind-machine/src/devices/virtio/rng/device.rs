@@ -1,38 +1,57 @@
-//! virtio-rng (device id 4): one request queue whose buffers the device fills with entropy.
-//! The entropy comes from the host as [`crate::InputEvent::Rng`], so it is recorded and
-//! replayed like every other input: the device only says how many bytes it waits for.
+use crate::devices::virtio::queue::{Chain, GuestMemory, Queue, QueueError, Segment};
+use crate::devices::virtio::{DeviceContext, Persist, VirtioDevice};
 
-use serde::{Deserialize, Serialize};
-
-use super::queue::{Chain, GuestMemory, Queue, QueueError};
+use super::state::{Request, RngState};
 
 pub const DEVICE_ID: u32 = 4;
-
-/// A request taken from the queue and not yet answered.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Request {
-    pub head: u16,
-    /// Bytes the request can take.
-    pub wanted: u32,
-    /// Its writable buffers: address and length.
-    pub buffers: Vec<(u64, u32)>,
-}
-
-/// Guest-visible state: the requests not yet answered, in the order the driver made them
-/// available.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RngState {
-    pub pending: Vec<Request>,
-}
 
 #[derive(Debug, Default)]
 pub struct Rng {
     pub state: RngState,
 }
 
+impl VirtioDevice for Rng {
+    fn device_id(&self) -> u32 {
+        DEVICE_ID
+    }
+
+    fn queue_count(&self) -> usize {
+        1
+    }
+
+    fn reset(&mut self) {
+        *self = Rng::default();
+    }
+
+    fn notify(&mut self, notified: u32, ctx: DeviceContext<'_>) -> Result<bool, QueueError> {
+        match ctx.queues {
+            [requests, ..] if notified & 1 != 0 => {
+                self.take_requests(requests, ctx.mem).map(|()| false)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+impl Persist for Rng {
+    type State = RngState;
+
+    fn state(&self) -> &RngState {
+        &self.state
+    }
+
+    fn set_state(&mut self, state: RngState) {
+        self.state = state;
+    }
+
+    fn check_state(&self, state: &RngState, queues: &[Queue]) -> Result<(), String> {
+        queues.first().map_or(Ok(()), |q| state.check(q))
+    }
+}
+
 impl Rng {
     /// Takes the available buffers of the request queue.
-    pub fn notify(
+    fn take_requests(
         &mut self,
         queue: &mut Queue,
         mem: &mut dyn GuestMemory,
@@ -59,9 +78,17 @@ impl Rng {
         self.state.pending.iter().map(|r| r.wanted as usize).sum()
     }
 
-    /// Answers pending requests, in order, with host entropy; returns whether the driver
-    /// wants an interrupt.
-    pub fn fill(
+    /// Answers pending requests, in order, with host entropy.
+    pub fn fill_from_host(
+        &mut self,
+        bytes: &[u8],
+        ctx: DeviceContext<'_>,
+    ) -> Option<Result<bool, QueueError>> {
+        let queue = ctx.queues.first_mut()?;
+        Some(self.fill(queue, ctx.mem, bytes))
+    }
+
+    fn fill(
         &mut self,
         queue: &mut Queue,
         mem: &mut dyn GuestMemory,
@@ -79,7 +106,7 @@ impl Rng {
                 head,
                 segments: buffers
                     .iter()
-                    .map(|&(addr, len)| super::queue::Segment {
+                    .map(|&(addr, len)| Segment {
                         addr,
                         len,
                         writable: true,

@@ -1,16 +1,7 @@
-//! virtio-net (device id 1): a receive queue and a transmit queue of Ethernet frames, each
-//! behind the 12-byte `virtio_net_hdr` of virtio 1.x.
-//!
-//! Frames for the guest come from the host as [`crate::InputEvent::Net`], so they are recorded
-//! and replayed like every other input. The device holds them (guest-visible state) until the
-//! driver posts receive buffers. Frames the guest sends are handed to the host and are not
-//! guest state: a replay drops them, as the recording already holds the answers.
+use crate::devices::virtio::queue::{GuestMemory, Queue, QueueError};
+use crate::devices::virtio::{DeviceContext, Persist, VirtioDevice};
 
-use std::collections::VecDeque;
-
-use serde::{Deserialize, Serialize};
-
-use super::queue::{GuestMemory, Queue, QueueError};
+use super::state::{NetState, MAX_FRAME, MAX_PENDING, MIN_FRAME};
 
 pub const DEVICE_ID: u32 = 1;
 
@@ -27,27 +18,9 @@ const HDR_F_NEEDS_CSUM: u8 = 1;
 const HDR_F_DATA_VALID: u8 = 2;
 const STATUS_LINK_UP: u16 = 1;
 
-/// Frames the device holds for a driver that has no receive buffers; more are dropped, as a
-/// NIC drops frames when its ring is full.
-pub const MAX_PENDING: usize = 256;
-/// The largest frame either way: an Ethernet frame with a 64 KiB payload.
-pub const MAX_FRAME: usize = 65536 + 14;
-/// The smallest frame that makes sense (an Ethernet header).
-const MIN_FRAME: usize = 14;
-/// Lengths of the frames the device takes.
-pub const FRAME_LEN: std::ops::RangeInclusive<usize> = MIN_FRAME..=MAX_FRAME;
-
 /// QEMU's first MAC address for a guest NIC, 52:54:00:12:34:56; NIC n adds n.
 pub fn default_mac(nic: usize) -> [u8; 6] {
     [0x52, 0x54, 0x00, 0x12, 0x34, 0x56u8.wrapping_add(nic as u8)]
-}
-
-/// Guest-visible state: frames received and not yet given to the driver.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NetState {
-    pub pending: VecDeque<Vec<u8>>,
-    /// Frames dropped because `pending` was full.
-    pub dropped: u64,
 }
 
 #[derive(Debug)]
@@ -71,19 +44,22 @@ impl Net {
         }
     }
 
-    pub fn features(&self) -> u64 {
-        F_CSUM | F_GUEST_CSUM | F_MAC | F_STATUS
+    /// Queues a frame from the host for the driver, and moves what the driver's receive
+    /// buffers can take into them.
+    pub fn take_host_frame(
+        &mut self,
+        frame: &[u8],
+        ctx: DeviceContext<'_>,
+    ) -> Option<Result<bool, QueueError>> {
+        let rx = ctx.queues.first_mut()?;
+        self.queue_frame(frame);
+        if ctx.needs_reset || !rx.ready {
+            return None;
+        }
+        Some(self.receive(rx, ctx.mem, checksums_valid(ctx.driver_features)))
     }
 
-    /// `struct virtio_net_config`: the MAC address and the link status.
-    pub fn config(&self) -> Vec<u8> {
-        let mut config = self.mac.to_vec();
-        config.extend_from_slice(&STATUS_LINK_UP.to_le_bytes());
-        config
-    }
-
-    /// Queues a frame from the host for the driver.
-    pub fn queue_frame(&mut self, frame: &[u8]) {
+    fn queue_frame(&mut self, frame: &[u8]) {
         if !(MIN_FRAME..=MAX_FRAME).contains(&frame.len()) {
             return;
         }
@@ -101,7 +77,7 @@ impl Net {
 
     /// Moves held frames into the receive buffers the driver posted, in order; returns
     /// whether the driver wants an interrupt.
-    pub fn receive(
+    fn receive(
         &mut self,
         queue: &mut Queue,
         mem: &mut dyn GuestMemory,
@@ -136,7 +112,7 @@ impl Net {
 
     /// Takes the frames the driver queued for sending; returns whether the driver wants an
     /// interrupt for the buffers given back.
-    pub fn transmit(
+    fn transmit(
         &mut self,
         queue: &mut Queue,
         mem: &mut dyn GuestMemory,
@@ -161,6 +137,67 @@ impl Net {
             interrupt |= queue.push(mem, chain.head, 0)?;
         }
         Ok(interrupt)
+    }
+}
+
+/// Whether the driver lets received frames skip its checksum checks.
+fn checksums_valid(driver_features: u64) -> bool {
+    driver_features & F_GUEST_CSUM != 0
+}
+
+impl VirtioDevice for Net {
+    fn device_id(&self) -> u32 {
+        DEVICE_ID
+    }
+
+    fn features(&self) -> u64 {
+        F_CSUM | F_GUEST_CSUM | F_MAC | F_STATUS
+    }
+
+    /// A receive queue and a transmit queue.
+    fn queue_count(&self) -> usize {
+        2
+    }
+
+    /// `struct virtio_net_config`: the MAC address and the link status.
+    fn read_config(&self) -> Vec<u8> {
+        let mut config = self.mac.to_vec();
+        config.extend_from_slice(&STATUS_LINK_UP.to_le_bytes());
+        config
+    }
+
+    fn reset(&mut self) {
+        self.state = NetState::default();
+        self.sent.clear();
+    }
+
+    fn notify(&mut self, notified: u32, ctx: DeviceContext<'_>) -> Result<bool, QueueError> {
+        let [rx, tx] = ctx.queues else {
+            return Ok(false);
+        };
+        let sent = if notified & 2 != 0 {
+            self.transmit(tx, ctx.mem)
+        } else {
+            Ok(false)
+        };
+        let valid = checksums_valid(ctx.driver_features);
+        sent.and_then(|a| Ok(a | self.receive(rx, ctx.mem, valid)?))
+    }
+}
+
+impl Persist for Net {
+    type State = NetState;
+
+    fn state(&self) -> &NetState {
+        &self.state
+    }
+
+    fn set_state(&mut self, state: NetState) {
+        self.state = state;
+    }
+
+    fn check_state(&self, state: &NetState, _queues: &[Queue]) -> Result<(), String> {
+        state.check()
     }
 }
 
@@ -219,6 +256,6 @@ mod tests {
         net.queue_frame(&[0u8; 4]); // too short: ignored
         assert_eq!(net.pending(), MAX_PENDING);
         assert_eq!(net.state.dropped, 3);
-        assert_eq!(net.config()[..6], [0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
+        assert_eq!(net.read_config()[..6], [0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
     }
 }

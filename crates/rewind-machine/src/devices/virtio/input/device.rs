@@ -1,17 +1,11 @@
-//! virtio-input (device id 18): a keyboard, an absolute pointer (tablet) or a relative mouse.
-//! Events come from the host (QMP `input-send-event`) as [`crate::InputEvent::Input`]; the
-//! device hands them to the driver's event buffers in order, keeping those that do not fit
-//! yet. The configuration space answers the select/subsel queries Linux's driver makes.
-
-use std::collections::VecDeque;
-
 use serde::{Deserialize, Serialize};
 
-use super::queue::{GuestMemory, Queue, QueueError};
+use crate::devices::virtio::queue::{GuestMemory, Queue, QueueError};
+use crate::devices::virtio::{DeviceContext, Persist, VirtioDevice};
+
+use super::state::InputState;
 
 pub const DEVICE_ID: u32 = 18;
-/// Events held for a driver that does not take them.
-pub const MAX_PENDING: usize = 4096;
 
 const EV_SYN: u16 = 0;
 const EV_KEY: u16 = 1;
@@ -77,14 +71,6 @@ impl EvdevEvent {
             value,
         }
     }
-}
-
-/// Guest-visible state: the configuration selection and the events not yet delivered.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InputState {
-    pub select: u8,
-    pub subsel: u8,
-    pub pending: VecDeque<EvdevEvent>,
 }
 
 #[derive(Debug)]
@@ -158,51 +144,34 @@ impl Input {
         }
     }
 
-    /// The configuration space: select, subsel, size, 5 reserved bytes, then the data.
-    pub fn config(&self) -> Vec<u8> {
-        let data = self.config_data();
-        let mut c = vec![
-            self.state.select,
-            self.state.subsel,
-            data.len() as u8,
-            0,
-            0,
-            0,
-            0,
-            0,
-        ];
-        c.extend_from_slice(&data);
-        c.resize(8 + 128, 0);
-        c
-    }
-
-    /// A byte written to the configuration space.
-    pub fn config_write(&mut self, offset: u64, value: u8) {
-        match offset {
-            0 => self.state.select = value,
-            1 => self.state.subsel = value,
-            _ => {}
-        }
-    }
-
-    /// Queues host events; delivers what the driver's buffers can take.
-    pub fn push_events(
+    /// Queues the host's events of this device's kind, and delivers what the driver's
+    /// buffers can take.
+    pub fn take_host_events(
         &mut self,
         events: &[EvdevEvent],
-        queue: &mut Queue,
-        mem: &mut dyn GuestMemory,
-    ) -> Result<bool, QueueError> {
+        ctx: DeviceContext<'_>,
+    ) -> Option<Result<bool, QueueError>> {
+        let queue = ctx.queues.first_mut()?;
+        let mine: Vec<EvdevEvent> = events
+            .iter()
+            .filter(|e| e.kind != 0 && self.takes(e))
+            .copied()
+            .chain(std::iter::once(EvdevEvent::SYN))
+            .collect();
+        if mine.len() < 2 || ctx.needs_reset {
+            return None;
+        }
         // Bounded, so a guest that never reads cannot make the host hold events forever.
-        for e in events {
-            if self.state.pending.len() < MAX_PENDING {
-                self.state.pending.push_back(*e);
+        for e in mine {
+            if self.state.pending.len() < super::MAX_PENDING {
+                self.state.pending.push_back(e);
             }
         }
-        self.deliver(queue, mem)
+        Some(self.deliver(queue, ctx.mem))
     }
 
     /// Fills available event buffers with pending events; says whether to interrupt.
-    pub fn deliver(
+    fn deliver(
         &mut self,
         queue: &mut Queue,
         mem: &mut dyn GuestMemory,
@@ -223,6 +192,80 @@ impl Input {
             interrupt |= queue.push(mem, chain.head, written as u32)?;
         }
         Ok(interrupt)
+    }
+}
+
+impl VirtioDevice for Input {
+    fn device_id(&self) -> u32 {
+        DEVICE_ID
+    }
+
+    /// An event queue and a status queue.
+    fn queue_count(&self) -> usize {
+        2
+    }
+
+    /// Select, subsel, size, 5 reserved bytes, then the data.
+    fn read_config(&self) -> Vec<u8> {
+        let data = self.config_data();
+        let mut c = vec![
+            self.state.select,
+            self.state.subsel,
+            data.len() as u8,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ];
+        c.extend_from_slice(&data);
+        c.resize(8 + 128, 0);
+        c
+    }
+
+    fn write_config(&mut self, offset: u64, value: u8) {
+        match offset {
+            0 => self.state.select = value,
+            1 => self.state.subsel = value,
+            _ => {}
+        }
+    }
+
+    fn reset(&mut self) {
+        self.state = InputState::default();
+    }
+
+    fn notify(&mut self, notified: u32, ctx: DeviceContext<'_>) -> Result<bool, QueueError> {
+        let [events, status] = ctx.queues else {
+            return Ok(false);
+        };
+        // Status (LEDs) is taken and returned; events go into the event buffers.
+        let mut drained = Ok(false);
+        if notified & 2 != 0 {
+            while let Ok(Some(chain)) = status.pop(ctx.mem) {
+                drained = status.push(ctx.mem, chain.head, 0);
+                if drained.is_err() {
+                    break;
+                }
+            }
+        }
+        drained.and_then(|a| Ok(a | self.deliver(events, ctx.mem)?))
+    }
+}
+
+impl Persist for Input {
+    type State = InputState;
+
+    fn state(&self) -> &InputState {
+        &self.state
+    }
+
+    fn set_state(&mut self, state: InputState) {
+        self.state = state;
+    }
+
+    fn check_state(&self, state: &InputState, _queues: &[Queue]) -> Result<(), String> {
+        state.check()
     }
 }
 
@@ -311,9 +354,9 @@ mod tests {
     use super::*;
 
     fn query(dev: &mut Input, select: u8, subsel: u8) -> Vec<u8> {
-        dev.config_write(0, select);
-        dev.config_write(1, subsel);
-        let c = dev.config();
+        dev.write_config(0, select);
+        dev.write_config(1, subsel);
+        let c = dev.read_config();
         c[8..8 + c[2] as usize].to_vec()
     }
 
