@@ -6,8 +6,8 @@
 //! call a helper on a miss; every other instruction is interpreted through a helper.
 
 use super::{status, JitCtx};
-use crate::csr::MSTATUS_FS;
 use crate::csr::CsrState;
+use crate::csr::MSTATUS_FS;
 use crate::decode::{Kind, Op};
 use crate::fpu::{FLAG_NX, NAN_BOX};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
@@ -382,9 +382,10 @@ impl Translator<'_> {
             Flw | Fld | Fsw | Fsd => self.fp_memory(op, k, offset),
             Fadd | Fsub | Fmul | Fdiv | Fsqrt => self.fp_host(op, k, offset),
             Fmadd | Fmsub | Fnmsub | Fnmadd if self.native_fma => self.fp_host(op, k, offset),
-            Fmadd | Fmsub | Fnmsub | Fnmadd | Fsgnj | Fsgnjn | Fsgnjx | Fmin | Fmax
-            | FcvtToInt | FcvtFromInt | FcvtFmt | FmvToInt | FmvFromInt | Feq | Flt | Fle
-            | Fclass => self.fp_arith(op, k, offset),
+            Fmadd | Fmsub | Fnmsub | Fnmadd | Fsgnj | Fsgnjn | Fsgnjx | Fmin | Fmax | FcvtToInt
+            | FcvtFromInt | FcvtFmt | FmvToInt | FmvFromInt | Feq | Flt | Fle | Fclass => {
+                self.fp_arith(op, k, offset)
+            }
             _ => {
                 self.interpret(op, k, offset, last);
                 return;
@@ -825,12 +826,10 @@ impl Translator<'_> {
                     csr,
                     offset_of!(CsrState, fflags) as i32,
                 );
-                let frm = self.b.ins().uload8(
-                    I64,
-                    Self::flags(),
-                    csr,
-                    offset_of!(CsrState, frm) as i32,
-                );
+                let frm =
+                    self.b
+                        .ins()
+                        .uload8(I64, Self::flags(), csr, offset_of!(CsrState, frm) as i32);
                 let nx = self.b.ins().band_imm_u(fflags, FLAG_NX as i64);
                 let nx = self.b.ins().icmp_imm_u(IntCC::NotEqual, nx, 0);
                 let rne = self.b.ins().icmp_imm_u(IntCC::Equal, frm, 0);
@@ -920,10 +919,7 @@ impl Translator<'_> {
             )
         };
         let above = self.b.ins().fcmp(FloatCC::GreaterThan, magnitude, min);
-        let finite = self
-            .b
-            .ins()
-            .fcmp(FloatCC::LessThanOrEqual, magnitude, max);
+        let finite = self.b.ins().fcmp(FloatCC::LessThanOrEqual, magnitude, max);
         let normal = self.b.ins().band(above, finite);
         self.b.ins().brif(normal, write, &[], slow, &[]);
 
@@ -966,11 +962,10 @@ impl Translator<'_> {
         let exponent = self.b.ins().ushr_imm_u(bits, mantissa_bits);
         let exponent = self.b.ins().band_imm_u(exponent, exponent_mask);
         let biased = self.b.ins().iadd_imm_s(exponent, -1);
-        let mut fits = self.b.ins().icmp_imm_u(
-            IntCC::UnsignedLessThan,
-            biased,
-            exponent_mask - 1,
-        );
+        let mut fits = self
+            .b
+            .ins()
+            .icmp_imm_u(IntCC::UnsignedLessThan, biased, exponent_mask - 1);
         if zero_allowed {
             let magnitude = self.b.ins().ishl_imm_u(bits, magnitude_shift);
             let zero = self.b.ins().icmp_imm_u(IntCC::Equal, magnitude, 0);
@@ -978,10 +973,7 @@ impl Translator<'_> {
         }
         if !double {
             let upper = self.b.ins().ushr_imm_u(bits, 32);
-            let boxed = self
-                .b
-                .ins()
-                .icmp_imm_u(IntCC::Equal, upper, 0xffff_ffff);
+            let boxed = self.b.ins().icmp_imm_u(IntCC::Equal, upper, 0xffff_ffff);
             fits = self.b.ins().band(fits, boxed);
         }
         fits
