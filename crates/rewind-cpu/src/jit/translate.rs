@@ -6,8 +6,7 @@
 //! call a helper on a miss; every other instruction is interpreted through a helper.
 
 use super::{status, JitCtx};
-use crate::csr::CsrState;
-use crate::csr::MSTATUS_FS;
+use crate::csr::{CsrState, MSTATUS_FS};
 use crate::decode::{Kind, Op};
 use crate::fpu::{FLAG_NX, NAN_BOX};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
@@ -938,13 +937,7 @@ impl Translator<'_> {
         self.b.ins().jump(join, &[]);
 
         self.b.switch_to_block(slow);
-        let st = self.call_helper(offset_of!(JitCtx, exec_fp), op, k, offset);
-        let leave = self.b.create_block();
-        self.b.set_cold_block(leave);
-        self.b.ins().brif(st, leave, &[], join, &[]);
-        self.b.switch_to_block(leave);
-        self.store_dirty();
-        self.b.ins().return_(&[st]);
+        self.call_fp_helper(op, k, offset, join);
 
         self.b.switch_to_block(join);
         self.fp.fs_on = true;
@@ -992,15 +985,8 @@ impl Translator<'_> {
             self.b.ins().store(Self::flags(), v, self.x, 8 * rs1 as i32);
             self.dirty &= !(1 << rs1);
         }
-        let st = self.call_helper(offset_of!(JitCtx, exec_fp), op, k, offset);
         let go_on = self.b.create_block();
-        let leave = self.b.create_block();
-        self.b.set_cold_block(leave);
-        self.b.ins().brif(st, leave, &[], go_on, &[]);
-        // A trap: the instruction wrote nothing, and the block's registers go to memory.
-        self.b.switch_to_block(leave);
-        self.store_dirty();
-        self.b.ins().return_(&[st]);
+        self.call_fp_helper(op, k, offset, go_on);
         self.b.switch_to_block(go_on);
         let rd = (op.rd & 31) as usize;
         if writes_x {
@@ -1009,6 +995,18 @@ impl Translator<'_> {
         }
         self.fp.fs_on = true;
         self.fp.fs_dirty |= !writes_x;
+    }
+
+    /// Runs the instruction through the `exec_fp` helper and goes on to `join`. On a trap the
+    /// instruction wrote nothing: the block's registers go to memory and it returns.
+    fn call_fp_helper(&mut self, op: &Op, k: u64, offset: u64, join: Block) {
+        let st = self.call_helper(offset_of!(JitCtx, exec_fp), op, k, offset);
+        let leave = self.b.create_block();
+        self.b.set_cold_block(leave);
+        self.b.ins().brif(st, leave, &[], join, &[]);
+        self.b.switch_to_block(leave);
+        self.store_dirty();
+        self.b.ins().return_(&[st]);
     }
 
     /// Calls the helper at `helper` (a `JitCtx` field) with the `k`-th instruction, at
