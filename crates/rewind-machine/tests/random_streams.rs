@@ -181,7 +181,7 @@ fn run_program(
     // FS off, initial, clean or dirty.
     machine.hart.csr.mstatus |= (seed % 4) << 13;
     machine.hart.csr.frm = [0, 0, 0, 1, 2, 3, 4, 5][seed as usize / 8 % 8];
-    machine.hart.csr.fflags = (seed % 3 != 0) as u8;
+    machine.hart.csr.fflags = !seed.is_multiple_of(3) as u8;
     // Traps land back in the stream, so it keeps going after faults.
     machine.hart.csr.mtvec = machine.ram.base() + 0x100;
     let stop = machine.run_unattended(Some(20_000));
