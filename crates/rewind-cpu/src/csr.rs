@@ -512,11 +512,11 @@ impl Hart {
                 for (i, byte) in value.to_le_bytes().iter().enumerate() {
                     self.write_pmpcfg(index * 4 + i, *byte);
                 }
-                self.flush_translations();
+                self.pmp_changed();
             }
             0x3b0..=0x3bf => {
                 self.write_pmpaddr((csr - PMPADDR0) as usize, value);
-                self.flush_translations();
+                self.pmp_changed();
             }
             MCYCLE => {
                 let mut offset = self.csr.mcycle_offset;

@@ -139,6 +139,8 @@ pub struct Hart {
     /// The TLB's data set for this privilege and `mstatus.SUM` (see `mmu::data_level`).
     pub(crate) data_level: u8,
     pub(crate) tlb: Box<Tlb>,
+    /// The PMP CSRs decoded (see `pmp.rs`); rebuilt by [`Hart::pmp_changed`].
+    pub(crate) pmp: crate::pmp::PmpMap,
     /// Virtual page number of the page instructions are fetched from, or `u64::MAX`.
     fetch_vpn: u64,
     /// Code page id of the fetch page in `Ram`'s code cache.
@@ -184,6 +186,7 @@ impl Hart {
             data_priv: PRIV_M,
             data_level: crate::mmu::data_level(PRIV_M, false),
             tlb: Box::default(),
+            pmp: crate::pmp::PmpMap::new(&CsrState::default()),
             fetch_vpn: u64::MAX,
             fetch_page: 0,
             fetch_epoch: 0,
@@ -354,6 +357,13 @@ impl Hart {
     pub fn flush_translations(&mut self) {
         self.tlb.flush();
         self.context_changed();
+    }
+
+    /// Decodes the PMP CSRs again after a change to them, and drops the translations that
+    /// relied on the old ones.
+    pub(crate) fn pmp_changed(&mut self) {
+        self.pmp = crate::pmp::PmpMap::new(&self.csr);
+        self.flush_translations();
     }
 
     /// Recomputes what the trigger CSRs arm, after any change to them: flushes the TLB so
@@ -635,6 +645,8 @@ impl Hart {
             icount,
             end,
             compiled,
+            exec_tlb: self.tlb.exec_set(self.privilege),
+            page_of: ram.code_page_numbers(),
             status: 0,
             trap_cause: 0,
             trap_tval: 0,

@@ -12,6 +12,7 @@ mod inspect;
 #[cfg(target_arch = "x86_64")]
 mod jit;
 mod mmu;
+mod pmp;
 pub mod ram;
 mod state;
 pub mod trap;

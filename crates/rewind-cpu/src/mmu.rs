@@ -5,8 +5,9 @@
 //! (for writes) already has its dirty bit set and holds no decoded instructions, so a hit needs
 //! no further check at all.
 
-use crate::csr::{MSTATUS_MXR, MSTATUS_SUM, PMP_ENTRIES, SATP_MODE_SV39, SATP_MODE_SV48};
+use crate::csr::{MSTATUS_MXR, MSTATUS_SUM, SATP_MODE_SV39, SATP_MODE_SV48};
 use crate::hart::{Hart, PRIV_M, PRIV_S, PRIV_U};
+use crate::pmp::PmpVerdict;
 use crate::ram::{Ram, PAGE_SHIFT, PAGE_SIZE};
 use crate::trap::{Access, Trap};
 
@@ -34,7 +35,16 @@ pub(crate) struct Tlb {
     read: [[TlbEntry; TLB_ENTRIES]; DATA_LEVELS],
     write: [[TlbEntry; TLB_ENTRIES]; DATA_LEVELS],
     exec: [[TlbEntry; TLB_ENTRIES]; 3],
+    /// Slots filled since the last flush, as `set * TLB_ENTRIES + index` with the sets
+    /// numbered read, write, exec: a flush clears these rather than all eleven sets, which
+    /// matters because Linux writes `satp` at every context switch.
+    filled: Vec<u16>,
+    /// More slots were filled than `filled` keeps: the next flush clears everything.
+    filled_overflow: bool,
 }
+
+/// How many filled slots the TLB remembers before a flush clears every set instead.
+const FILL_LOG: usize = 1024;
 
 /// U, S, M, and S with SUM set.
 const DATA_LEVELS: usize = 4;
@@ -54,6 +64,8 @@ impl Default for Tlb {
             read: [[EMPTY; TLB_ENTRIES]; DATA_LEVELS],
             write: [[EMPTY; TLB_ENTRIES]; DATA_LEVELS],
             exec: [[EMPTY; TLB_ENTRIES]; 3],
+            filled: Vec::with_capacity(FILL_LOG),
+            filled_overflow: false,
         }
     }
 }
@@ -77,13 +89,33 @@ fn lookup(set: &[TlbEntry; TLB_ENTRIES], addr: u64, size: usize) -> Option<usize
 
 impl Tlb {
     pub(crate) fn flush(&mut self) {
-        for set in self
-            .read
-            .iter_mut()
-            .chain(&mut self.write)
-            .chain(&mut self.exec)
-        {
-            set.fill(EMPTY);
+        if self.filled_overflow {
+            for set in self
+                .read
+                .iter_mut()
+                .chain(&mut self.write)
+                .chain(&mut self.exec)
+            {
+                set.fill(EMPTY);
+            }
+        } else {
+            for k in 0..self.filled.len() {
+                let slot = self.filled[k] as usize;
+                self.set_mut(slot / TLB_ENTRIES)[slot % TLB_ENTRIES] = EMPTY;
+            }
+        }
+        self.filled.clear();
+        self.filled_overflow = false;
+    }
+
+    /// Set `n`, numbered read sets, write sets, exec sets.
+    fn set_mut(&mut self, n: usize) -> &mut [TlbEntry; TLB_ENTRIES] {
+        if n < DATA_LEVELS {
+            &mut self.read[n]
+        } else if n < 2 * DATA_LEVELS {
+            &mut self.write[n - DATA_LEVELS]
+        } else {
+            &mut self.exec[n - 2 * DATA_LEVELS]
         }
     }
 
@@ -129,6 +161,11 @@ impl Tlb {
         )
     }
 
+    /// The fetch set of `privilege`, for compiled code.
+    pub(crate) fn exec_set(&self, privilege: u8) -> *const u8 {
+        self.exec[level_index(privilege)].as_ptr().cast()
+    }
+
     #[inline]
     pub(crate) fn exec_hit(&self, privilege: u8, addr: u64) -> Option<usize> {
         lookup(&self.exec[level_index(privilege)], addr, 2)
@@ -144,10 +181,16 @@ impl Tlb {
         };
         let index = vpn as usize & (TLB_ENTRIES - 1);
         let level = level as usize;
-        match access {
-            Access::Load => self.read[level][index] = entry,
-            Access::Store => self.write[level][index] = entry,
-            Access::Exec => self.exec[level_index(level as u8)][index] = entry,
+        let set = match access {
+            Access::Load => level,
+            Access::Store => DATA_LEVELS + level,
+            Access::Exec => 2 * DATA_LEVELS + level_index(level as u8),
+        };
+        self.set_mut(set)[index] = entry;
+        if self.filled.len() < FILL_LOG {
+            self.filled.push((set * TLB_ENTRIES + index) as u16);
+        } else {
+            self.filled_overflow = true;
         }
     }
 
@@ -175,13 +218,6 @@ const PTE_D: u64 = 1 << 7;
 /// Bits 63..54 (PBMT, N and reserved): none of those extensions is implemented.
 const PTE_RESERVED: u64 = 0x3ff << 54;
 const PPN_MASK: u64 = (1 << 44) - 1;
-
-/// How PMP judges a physical range.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum PmpVerdict {
-    Allowed,
-    Denied,
-}
 
 impl Hart {
     /// Translates `vaddr` for an access of `size` bytes that does not cross a page, checking
@@ -357,58 +393,8 @@ impl Hart {
 
     /// PMP judgement for `[addr, addr + len)`: the lowest-numbered entry that matches any byte
     /// decides, and must cover all of them.
+    #[inline]
     fn pmp_check(&self, addr: u64, len: u64, access: Access, privilege: u8) -> PmpVerdict {
-        let s = &self.csr;
-        if privilege == PRIV_M && s.pmpcfg == [0; PMP_ENTRIES] {
-            return PmpVerdict::Allowed;
-        }
-        let end = addr.saturating_add(len);
-        for i in 0..PMP_ENTRIES {
-            let cfg = s.pmpcfg[i];
-            let (lo, hi) = match (cfg >> 3) & 3 {
-                0 => continue,
-                1 => {
-                    let lo = if i == 0 { 0 } else { s.pmpaddr[i - 1] << 2 };
-                    (lo, s.pmpaddr[i] << 2)
-                }
-                2 => (s.pmpaddr[i] << 2, (s.pmpaddr[i] << 2) + 4),
-                _ => {
-                    let a = s.pmpaddr[i];
-                    let ones = a.trailing_ones();
-                    if ones >= 54 {
-                        (0, u64::MAX)
-                    } else {
-                        let size = 1u64 << (ones + 3);
-                        let base = (a & !((1u64 << ones) - 1)) << 2;
-                        (base, base.saturating_add(size))
-                    }
-                }
-            };
-            if lo >= hi || end <= lo || addr >= hi {
-                continue;
-            }
-            if addr < lo || end > hi {
-                return PmpVerdict::Denied; // partial match
-            }
-            if privilege == PRIV_M && cfg & 0x80 == 0 {
-                return PmpVerdict::Allowed;
-            }
-            let bit = match access {
-                Access::Load => 1,
-                Access::Store => 2,
-                Access::Exec => 4,
-            };
-            return if cfg & bit != 0 {
-                PmpVerdict::Allowed
-            } else {
-                PmpVerdict::Denied
-            };
-        }
-        // No entry matched: M-mode may, S and U may not (16 entries are implemented).
-        if privilege == PRIV_M {
-            PmpVerdict::Allowed
-        } else {
-            PmpVerdict::Denied
-        }
+        self.pmp.check(&self.csr, addr, len, access, privilege)
     }
 }

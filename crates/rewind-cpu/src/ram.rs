@@ -251,6 +251,12 @@ impl Ram {
 
     /// Whether the page at `off` holds decoded instructions.
     #[inline]
+    /// Code page numbers plus one (0: none) by RAM page, for compiled code; the table never
+    /// moves (it has one entry per RAM page from the start).
+    pub(crate) fn code_page_numbers(&self) -> *const u32 {
+        self.code.page_of.as_ptr()
+    }
+
     pub(crate) fn is_code_page(&self, off: usize) -> bool {
         self.code.page_of[off >> PAGE_SHIFT] != 0
     }

@@ -56,6 +56,7 @@ impl Hart {
         hart.reservation = state
             .reservation
             .map(|(addr, value)| Reservation { addr, value });
+        hart.pmp_changed();
         hart.triggers_changed();
         Ok(hart)
     }

@@ -57,6 +57,10 @@ pub(crate) struct JitCtx {
     /// The code cache's per-slot table (see `engine::Compiler`), where blocks find the
     /// compiled code of the blocks they jump to.
     pub compiled: *const usize,
+    /// For jumps to other pages: the TLB set for fetches at the current privilege, and
+    /// `Ram`'s code page numbers (plus one, 0 = none) by RAM page.
+    pub exec_tlb: *const u8,
+    pub page_of: *const u32,
     /// A load helper's outcome (see `Status`).
     pub status: u64,
     /// The trap that ended the block, when it returned `TRAP`.

@@ -258,8 +258,8 @@ impl Translator<'_> {
     }
 
     /// Leaves the block after `retired` instructions for the one at `target`: straight into
-    /// its compiled code when it is in the same page and compiled (it checks the budget
-    /// itself), or back to the run loop.
+    /// its compiled code when it is compiled and, in another page, that page's translation is
+    /// in the fetch TLB (the block checks the budget itself); else back to the run loop.
     fn exit(&mut self, target: Target, retired: u64) {
         self.store_dirty();
         let pc = match target {
@@ -270,29 +270,38 @@ impl Translator<'_> {
         let icount = self.b.ins().iadd_imm_u(self.entry_icount, retired as i64);
         self.store_ctx(icount, offset_of!(JitCtx, icount));
         let back = self.b.create_block();
-        let index = match target {
+        let chain_at = self.b.create_block();
+        let index = self.b.append_block_param(chain_at, I64);
+        match target {
             Target::Offset(offset) => {
                 let in_page = self.placement.page_offset as i64 + offset as i64;
-                if !(0..4096).contains(&in_page) {
-                    let ok = self.iconst(status::OK);
-                    self.b.ins().return_(&[ok]);
-                    return;
+                if (0..4096).contains(&in_page) {
+                    let index =
+                        self.iconst(self.placement.page_first_index + (in_page as u64 >> 1));
+                    self.b.ins().jump(chain_at, &[index.into()]);
+                } else {
+                    self.index_in_other_page(pc, chain_at, back);
                 }
-                self.iconst(self.placement.page_first_index + (in_page as u64 >> 1))
             }
             Target::Dynamic(pc) => {
                 let same = self.b.create_block();
+                let other = self.b.create_block();
                 let other_bits = self.b.ins().bxor(pc, self.entry_pc);
                 let other_page = self.b.ins().ushr_imm_u(other_bits, 12);
-                self.b.ins().brif(other_page, back, &[], same, &[]);
+                self.b.ins().brif(other_page, other, &[], same, &[]);
                 self.b.switch_to_block(same);
                 let offset = self.b.ins().band_imm_u(pc, 0xfff);
                 let slot = self.b.ins().ushr_imm_u(offset, 1);
-                self.b
+                let index = self
+                    .b
                     .ins()
-                    .iadd_imm_u(slot, self.placement.page_first_index as i64)
+                    .iadd_imm_u(slot, self.placement.page_first_index as i64);
+                self.b.ins().jump(chain_at, &[index.into()]);
+                self.b.switch_to_block(other);
+                self.index_in_other_page(pc, chain_at, back);
             }
-        };
+        }
+        self.b.switch_to_block(chain_at);
         let table = self.load_ctx(offset_of!(JitCtx, compiled));
         let entry_offset = self.b.ins().ishl_imm_u(index, 3);
         let entry_addr = self.b.ins().iadd(table, entry_offset);
@@ -311,6 +320,41 @@ impl Translator<'_> {
         self.b.switch_to_block(back);
         let ok = self.iconst(status::OK);
         self.b.ins().return_(&[ok]);
+    }
+
+    /// Jumps to `chain_at` with the code-cache index of `pc`, which is in another page than
+    /// the block: found through the fetch TLB (which holds only pages that may be executed
+    /// whole) and the code page table. Goes to `back` when either does not know the page.
+    fn index_in_other_page(&mut self, pc: Value, chain_at: Block, back: Block) {
+        let set = self.load_ctx(offset_of!(JitCtx, exec_tlb));
+        let vpn = self.b.ins().ushr_imm_u(pc, 12);
+        let slot = self.b.ins().band_imm_s(vpn, TLB_ENTRIES - 1);
+        let slot_offset = self.b.ins().ishl_imm_u(slot, 4);
+        let tlb_entry = self.b.ins().iadd(set, slot_offset);
+        let entry_vpn = self.b.ins().load(I64, Self::flags(), tlb_entry, 0);
+        let delta = self.b.ins().load(I64, Self::flags(), tlb_entry, 8);
+        let hit = self.b.ins().icmp(IntCC::Equal, entry_vpn, vpn);
+        let mapped = self.b.create_block();
+        self.b.ins().brif(hit, mapped, &[], back, &[]);
+        self.b.switch_to_block(mapped);
+        let ram_offset = self.b.ins().iadd(pc, delta);
+        let ram_page = self.b.ins().ushr_imm_u(ram_offset, 12);
+        let table = self.load_ctx(offset_of!(JitCtx, page_of));
+        let at = self.b.ins().ishl_imm_u(ram_page, 2);
+        let at = self.b.ins().iadd(table, at);
+        let page_plus_one = self.b.ins().uload32(Self::flags(), at, 0);
+        let known = self.b.create_block();
+        self.b.ins().brif(page_plus_one, known, &[], back, &[]);
+        self.b.switch_to_block(known);
+        let page = self.b.ins().iadd_imm_s(page_plus_one, -1);
+        let first = self
+            .b
+            .ins()
+            .imul_imm_u(page, crate::ram::SLOTS_PER_PAGE as i64);
+        let in_page = self.b.ins().band_imm_u(pc, 0xfff);
+        let slot = self.b.ins().ushr_imm_u(in_page, 1);
+        let index = self.b.ins().iadd(first, slot);
+        self.b.ins().jump(chain_at, &[index.into()]);
     }
 
     fn op(&mut self, op: &Op, k: u64, offset: u64, next: u64, last: bool) {
