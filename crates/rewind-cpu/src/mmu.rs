@@ -11,7 +11,7 @@ use crate::pmp::PmpVerdict;
 use crate::ram::{Ram, PAGE_SHIFT, PAGE_SIZE};
 use crate::trap::{Access, Trap};
 
-pub(crate) const TLB_ENTRIES: usize = 1024;
+pub(crate) const TLB_ENTRIES: usize = 8192;
 
 /// `repr(C)`: compiled code reads entries as `{ vpn, delta }`.
 #[derive(Clone, Copy)]
@@ -32,13 +32,14 @@ const EMPTY: TlbEntry = TlbEntry {
 pub(crate) struct Tlb {
     /// Data sets by [`data_level`]: S-mode with `mstatus.SUM` has its own, so that Linux's
     /// toggling of SUM around every copy to or from user memory needs no flush.
-    read: [[TlbEntry; TLB_ENTRIES]; DATA_LEVELS],
-    write: [[TlbEntry; TLB_ENTRIES]; DATA_LEVELS],
-    exec: [[TlbEntry; TLB_ENTRIES]; 3],
+    /// (On the heap, as they are large: built in place, they could overflow a thread's stack.)
+    read: Box<[[TlbEntry; TLB_ENTRIES]]>,
+    write: Box<[[TlbEntry; TLB_ENTRIES]]>,
+    exec: Box<[[TlbEntry; TLB_ENTRIES]]>,
     /// Slots filled since the last flush, as `set * TLB_ENTRIES + index` with the sets
     /// numbered read, write, exec: a flush clears these rather than all eleven sets, which
     /// matters because Linux writes `satp` at every context switch.
-    filled: Vec<u16>,
+    filled: Vec<u32>,
     /// More slots were filled than `filled` keeps: the next flush clears everything.
     filled_overflow: bool,
 }
@@ -61,9 +62,9 @@ pub(crate) fn data_level(privilege: u8, sum: bool) -> u8 {
 impl Default for Tlb {
     fn default() -> Self {
         Tlb {
-            read: [[EMPTY; TLB_ENTRIES]; DATA_LEVELS],
-            write: [[EMPTY; TLB_ENTRIES]; DATA_LEVELS],
-            exec: [[EMPTY; TLB_ENTRIES]; 3],
+            read: vec![[EMPTY; TLB_ENTRIES]; DATA_LEVELS].into_boxed_slice(),
+            write: vec![[EMPTY; TLB_ENTRIES]; DATA_LEVELS].into_boxed_slice(),
+            exec: vec![[EMPTY; TLB_ENTRIES]; 3].into_boxed_slice(),
             filled: Vec::with_capacity(FILL_LOG),
             filled_overflow: false,
         }
@@ -188,7 +189,7 @@ impl Tlb {
         };
         self.set_mut(set)[index] = entry;
         if self.filled.len() < FILL_LOG {
-            self.filled.push((set * TLB_ENTRIES + index) as u16);
+            self.filled.push((set * TLB_ENTRIES + index) as u32);
         } else {
             self.filled_overflow = true;
         }
