@@ -22,6 +22,17 @@ fn run(elf: &[u8], engine: Engine, hot_threshold: u32) -> Outcome {
 
 /// As `run`, and how many blocks were compiled.
 fn run_counting(elf: &[u8], engine: Engine, hot_threshold: u32) -> (Outcome, u64) {
+    let (outcome, stats) = run_with_cache(elf, engine, hot_threshold, None);
+    (outcome, stats.blocks_compiled)
+}
+
+/// As `run`, with `code_cache` bytes of code memory if given; and the compiler's counters.
+fn run_with_cache(
+    elf: &[u8],
+    engine: Engine,
+    hot_threshold: u32,
+    code_cache: Option<usize>,
+) -> (Outcome, rewind_cpu::JitStats) {
     let images = BootImages {
         kernel: Some(elf.to_vec()),
         ..BootImages::default()
@@ -37,12 +48,15 @@ fn run_counting(elf: &[u8], engine: Engine, hot_threshold: u32) -> (Outcome, u64
         .set_engine(engine)
         .expect("this host runs the engine");
     machine.ram.set_hot_threshold(hot_threshold);
+    if let Some(bytes) = code_cache {
+        machine.ram.set_code_cache_size(bytes);
+    }
     // Compiled exactly when hot, so that the comparison covers what the threshold says.
     machine.ram.set_background_compilation(false);
     let stop = machine.run_unattended(Some(2_000_000_000));
-    let compiled = machine.ram.jit_stats().map_or(0, |s| s.blocks_compiled);
+    let stats = machine.ram.jit_stats().unwrap_or_default();
     if engine == Engine::Jit && hot_threshold == 0 {
-        assert!(compiled > 0, "nothing was compiled");
+        assert!(stats.blocks_compiled > 0, "nothing was compiled");
     }
     let outcome = Outcome {
         console: String::from_utf8_lossy(&machine.take_console_output()).into_owned(),
@@ -50,7 +64,7 @@ fn run_counting(elf: &[u8], engine: Engine, hot_threshold: u32) -> (Outcome, u64
         icount: machine.hart.icount,
         state_hash: machine.state_hash(),
     };
-    (outcome, compiled)
+    (outcome, stats)
 }
 
 /// Whether this host has the compiling engine (saying so when it has not: nothing to compare).
@@ -100,6 +114,31 @@ fn every_guest_program_computes_the_same_under_both_engines() {
                  interpreter"
             );
         }
+    }
+}
+
+#[test]
+fn a_full_code_cache_is_dropped_and_filled_again_without_changing_a_result() {
+    if !host_compiles() {
+        return;
+    }
+    // 64 KiB holds a few hundred blocks: these programs compile more than that.
+    const SMALL_CACHE: usize = 64 << 10;
+    for name in ["cprog", "fp_arith", "vm_sv39"] {
+        let elf = std::fs::read(common::guest_program(name)).unwrap();
+        let reference = run(&elf, Engine::Interp, 0);
+        let (compiled, stats) = run_with_cache(&elf, Engine::Jit, 0, Some(SMALL_CACHE));
+        assert!(
+            stats.cache_flushes > 0,
+            "{name}: {} blocks ({} bytes of code) never filled {SMALL_CACHE} bytes",
+            stats.blocks_compiled,
+            stats.code_bytes
+        );
+        assert_eq!(
+            compiled, reference,
+            "{name}: the compiling engine with a cache that keeps filling differs from the \
+             interpreter"
+        );
     }
 }
 

@@ -104,6 +104,8 @@ pub(crate) struct Compiler {
     compiled: Vec<usize>,
     /// Runs of a block before it is compiled.
     hot_threshold: usize,
+    /// Bytes of code memory; when they run out, all compiled code is dropped.
+    code_cache_bytes: usize,
     /// Compile on a thread of its own (the default) rather than in the run loop.
     background: bool,
     /// Bumped whenever all code is dropped: answers from the compiling thread for an older
@@ -132,6 +134,7 @@ impl Default for Compiler {
             },
             compiled: Vec::new(),
             hot_threshold: DEFAULT_HOT_THRESHOLD,
+            code_cache_bytes: crate::jit::DEFAULT_CODE_CACHE,
             background: true,
             generation: 0,
             full: false,
@@ -173,7 +176,8 @@ impl Compiler {
             #[cfg(target_arch = "x86_64")]
             Engine::Jit => {
                 // Made now, so that a host that cannot is told at once.
-                let jit = Jit::new().ok_or(EngineError::JitUnavailable)?;
+                let jit =
+                    Jit::new(crate::jit::DEFAULT_CODE_CACHE).ok_or(EngineError::JitUnavailable)?;
                 Ok(Compiler {
                     state: State::Inline(Box::new(jit)),
                     ..Compiler::default()
@@ -202,6 +206,18 @@ impl Compiler {
 
     pub(crate) fn set_hot_threshold(&mut self, runs: u32) {
         self.hot_threshold = (runs as usize).min(PENDING - 1);
+    }
+
+    /// Gives the compiler `bytes` of code memory (for tests: a small cache fills and is
+    /// dropped often). Call before anything is compiled.
+    pub(crate) fn set_code_cache_size(&mut self, bytes: usize) {
+        self.code_cache_bytes = bytes;
+        #[cfg(target_arch = "x86_64")]
+        if let State::Inline(jit) = &mut self.state {
+            if let Some(smaller) = Jit::new(bytes) {
+                **jit = smaller;
+            }
+        }
     }
 
     pub(crate) fn set_background(&mut self, background: bool) {
@@ -289,7 +305,7 @@ impl Compiler {
     #[cfg(target_arch = "x86_64")]
     pub(crate) fn compile(&mut self, index: usize, ops: &[Op]) -> Result<Option<BlockFn>, ()> {
         if matches!(self.state, State::Lazy) {
-            self.state = match Jit::new() {
+            self.state = match Jit::new(self.code_cache_bytes) {
                 Some(jit) if self.background => match crate::jit::Worker::start(jit) {
                     Some(worker) => State::Background(worker),
                     None => State::Off,

@@ -330,6 +330,13 @@ impl Ram {
         self.code.engine.set_hot_threshold(runs);
     }
 
+    /// Bytes of memory for compiled code (64 MiB unless set); when they run out, all compiled
+    /// code is dropped and compiling starts again. Drops what is compiled now.
+    pub fn set_code_cache_size(&mut self, bytes: usize) {
+        self.clear_code();
+        self.code.engine.set_code_cache_size(bytes);
+    }
+
     /// Whether hot blocks are compiled on a thread of their own (the default), or in the run
     /// loop (tests, so that a block is compiled exactly when it gets hot).
     pub fn set_background_compilation(&mut self, background: bool) {

@@ -34,7 +34,7 @@ use cranelift_codegen::settings::{self, Configurable};
 use std::time::{Duration, Instant};
 
 /// Bytes of host code kept before the whole cache is dropped and rebuilt on demand.
-const ARENA_SIZE: usize = 64 << 20;
+pub(crate) const DEFAULT_CODE_CACHE: usize = 64 << 20;
 
 /// What compiled code and its helpers share. Compiled code finds fields by their offsets.
 #[repr(C)]
@@ -129,8 +129,9 @@ pub(crate) struct Jit {
 }
 
 impl Jit {
-    /// A compiler for this host, or `None` where Cranelift or executable memory is unavailable.
-    pub(crate) fn new() -> Option<Jit> {
+    /// A compiler for this host with `code_bytes` of code memory, or `None` where Cranelift
+    /// or executable memory is unavailable.
+    pub(crate) fn new(code_bytes: usize) -> Option<Jit> {
         let mut flags = settings::builder();
         flags.set("opt_level", "none").ok()?;
         // Cranelift's tail calls, which blocks use to jump into each other, need them.
@@ -162,7 +163,7 @@ impl Jit {
             isa,
             ctx,
             builder,
-            arena: Arena::new(ARENA_SIZE)?,
+            arena: Arena::new(code_bytes)?,
             _enter_arena: enter_arena,
             enter,
             stats: JitStats::default(),
