@@ -133,7 +133,10 @@ impl Jit {
     /// or executable memory is unavailable.
     pub(crate) fn new(code_bytes: usize) -> Option<Jit> {
         let mut flags = settings::builder();
-        flags.set("opt_level", "none").ok()?;
+        // `speed` (Cranelift's e-graph rewrites, GVN) against `none`: the SHA-256 kernel
+        // 0.21-0.31 s -> 0.14-0.20 s; compiling a Debian boot's 3,400 blocks stays near 1 s, on
+        // the compiling thread.
+        flags.set("opt_level", "speed").ok()?;
         // Cranelift's tail calls, which blocks use to jump into each other, need them.
         flags.enable("preserve_frame_pointers").ok()?;
         // Checking the IR of every block costs compile time: debug builds only.
