@@ -241,7 +241,14 @@ impl Hart {
         } else {
             self.walk(ram, vaddr, access, privilege, satp_mode)?
         };
-        if self.pmp_check(paddr, size as u64, access, privilege) != PmpVerdict::Allowed {
+        let page = paddr & !(PAGE_SIZE - 1);
+        // What PMP allows on the whole page it allows on every access inside it, so one
+        // check serves the access and the TLB fill.
+        let whole_page_ok =
+            self.pmp_check(page, PAGE_SIZE, access, privilege) == PmpVerdict::Allowed;
+        if !whole_page_ok
+            && self.pmp_check(paddr, size as u64, access, privilege) != PmpVerdict::Allowed
+        {
             return Err(access.access_fault(vaddr));
         }
         let mut watched_page =
@@ -254,10 +261,7 @@ impl Hart {
             self.data_trigger_check(vaddr, size as u64, what)?;
             watched_page |= self.data_trigger_on_page(vaddr);
         }
-        let page = paddr & !(PAGE_SIZE - 1);
         if let Some(off) = ram.offset(page).filter(|_| !watched_page) {
-            let whole_page_ok =
-                self.pmp_check(page, PAGE_SIZE, access, privilege) == PmpVerdict::Allowed;
             let fill = whole_page_ok
                 && match access {
                     Access::Store => {
