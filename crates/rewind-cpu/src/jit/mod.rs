@@ -126,6 +126,9 @@ pub(crate) struct Jit {
     _enter_arena: Arena,
     pub enter: EnterFn,
     pub stats: JitStats,
+    /// `perf`'s map of JIT code (`/tmp/perf-PID.map`), written when `REWIND_PERF_MAP` is set,
+    /// so that a profile names compiled blocks.
+    perf_map: Option<std::fs::File>,
 }
 
 impl Jit {
@@ -170,6 +173,10 @@ impl Jit {
             _enter_arena: enter_arena,
             enter,
             stats: JitStats::default(),
+            perf_map: std::env::var_os("REWIND_PERF_MAP").and_then(|_| {
+                let path = format!("/tmp/perf-{}.map", std::process::id());
+                std::fs::File::create(path).ok()
+            }),
         })
     }
 
@@ -207,6 +214,18 @@ impl Jit {
             .arena
             .push(code.code_buffer())
             .ok_or(CompileError::Full)?;
+        if let Some(map) = &mut self.perf_map {
+            use std::io::Write;
+            let kinds: Vec<_> = ops.iter().map(|op| format!("{:?}", op.kind)).collect();
+            let _ = writeln!(
+                map,
+                "{addr:x} {:x} rv:{}+{:x}:{}",
+                code.code_buffer().len(),
+                placement.page_first_index,
+                placement.page_offset,
+                kinds.join(",")
+            );
+        }
         self.stats.blocks_compiled += 1;
         self.stats.code_bytes = self.arena.used() as u64;
         self.stats.compile_time += started.elapsed();
