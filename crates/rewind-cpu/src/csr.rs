@@ -266,14 +266,18 @@ impl CsrState {
     }
 }
 
-/// Whether writing `csr` can change which interrupt is pending and enabled, or when a timer
-/// fires: such writes end [`Hart::run`] so that the machine re-evaluates interrupts.
-pub fn affects_interrupts(csr: u16) -> bool {
+/// Whether writing `csr` can change which interrupt is pending and enabled: after such a
+/// write, [`Hart::run`] ends if an interrupt is now to be taken.
+pub fn may_unmask_interrupts(csr: u16) -> bool {
     use num::*;
-    matches!(
-        csr,
-        MSTATUS | SSTATUS | MIE | SIE | MIP | SIP | MIDELEG | MENVCFG | STIMECMP
-    )
+    matches!(csr, MSTATUS | SSTATUS | MIE | SIE | MIP | SIP | MIDELEG)
+}
+
+/// Whether writing `csr` can move when a timer fires: such writes end [`Hart::run`], so that
+/// the machine works the run's budget out again.
+pub fn moves_timer_deadline(csr: u16) -> bool {
+    use num::*;
+    matches!(csr, MENVCFG | STIMECMP)
 }
 
 /// Whether writing `csr` can arm or disarm a trigger: such writes end [`Hart::run`] too, so

@@ -984,7 +984,7 @@ impl Hart {
         self.privilege = mpp;
         let target = s.mepc;
         self.context_changed();
-        self.request_stop(Exit::Yield);
+        self.yield_if_interrupt_enabled();
         Ok(target)
     }
 
@@ -1004,8 +1004,20 @@ impl Hart {
         self.privilege = spp;
         let target = s.sepc;
         self.context_changed();
-        self.request_stop(Exit::Yield);
+        self.yield_if_interrupt_enabled();
         Ok(target)
+    }
+
+    /// Ends the run if an interrupt is now pending and enabled, so that the machine takes it
+    /// before the next instruction. The interrupt lines the hart sees are current: a device
+    /// changes them only through an MMIO write, a notify or a timer deadline, each of which
+    /// ends the run, or between runs. So an instruction that enables interrupts (xRET, a CSR
+    /// write) costs a return to the machine only when one is waiting (Linux toggles
+    /// `sstatus.SIE` in every spinlock and returns with `sret` from every trap).
+    fn yield_if_interrupt_enabled(&mut self) {
+        if self.pending_interrupt().is_some() {
+            self.request_stop(Exit::Yield);
+        }
     }
 
     fn exec_wfi(&mut self, op: Op, next: u64) -> Result<u64, Trap> {
@@ -1046,10 +1058,10 @@ impl Hart {
                 _ => old & !v,
             };
             self.write_csr(csr, new, bits)?;
-            if crate::csr::affects_interrupts(csr) || crate::csr::affects_triggers(csr) {
-                // The write may unmask or raise an interrupt, or move a timer deadline: let the
-                // machine look before the next instruction.
+            if crate::csr::moves_timer_deadline(csr) || crate::csr::affects_triggers(csr) {
                 self.request_stop(Exit::Yield);
+            } else if crate::csr::may_unmask_interrupts(csr) {
+                self.yield_if_interrupt_enabled();
             }
         }
         self.set_x(op.rd, old);

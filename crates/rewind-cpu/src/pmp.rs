@@ -5,6 +5,7 @@
 use crate::csr::{CsrState, PMP_ENTRIES};
 use crate::hart::PRIV_M;
 use crate::trap::Access;
+use std::cell::Cell;
 
 /// How PMP judges a physical range.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -95,6 +96,9 @@ pub(crate) struct PmpMap {
     pieces: Vec<Piece>,
     /// No entry is on, so M-mode may access anything.
     none_on: bool,
+    /// The piece the last check found: page walks and TLB refills check address after
+    /// address in the same piece (RAM), so it is tried first.
+    last: Cell<usize>,
 }
 
 impl PmpMap {
@@ -128,6 +132,7 @@ impl PmpMap {
         PmpMap {
             pieces: pieces.into_iter().map(|(_, p)| p).collect(),
             none_on: ranges.is_empty(),
+            last: Cell::new(0),
         }
     }
 
@@ -146,7 +151,18 @@ impl PmpMap {
             return PmpVerdict::Allowed;
         }
         let end = addr.saturating_add(len);
-        if let Some(piece) = self.pieces.iter().find(|p| addr < p.hi) {
+        let mut at = self.last.get();
+        let lo = |k: usize| if k == 0 { 0 } else { self.pieces[k - 1].hi };
+        let inside = |k: usize| {
+            self.pieces
+                .get(k)
+                .is_some_and(|p| lo(k) <= addr && addr < p.hi)
+        };
+        if !inside(at) {
+            at = self.pieces.partition_point(|p| p.hi <= addr);
+            self.last.set(at);
+        }
+        if let Some(piece) = self.pieces.get(at) {
             if end <= piece.hi {
                 return verdict(piece.cfg, access, privilege);
             }
