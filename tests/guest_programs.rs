@@ -152,7 +152,7 @@ impl Run {
 
     fn describe(&self) -> String {
         format!(
-            "{}\n  status: {}{}, {:.2} s\n  stderr: {}",
+            "{}\n  status: {}{}, {:.2} s\n  stderr: {}\n  stdout (end): {}",
             self.what,
             self.status,
             if self.timed_out {
@@ -161,7 +161,8 @@ impl Run {
                 ""
             },
             self.elapsed.as_secs_f64(),
-            tail(&self.stderr_text(), 2000)
+            tail(&self.stderr_text(), 2000),
+            tail(&String::from_utf8_lossy(&self.stdout), 1000)
         )
     }
 }
@@ -253,17 +254,31 @@ fn run_qemu(elf: &Path) -> Run {
              Install it with `apt-get install qemu-system-misc` (or run scripts/install-deps)."
         );
     }
-    let mut cmd = Command::new("qemu-system-riscv64");
-    cmd.args([
-        "-M", "virt", "-bios", "none", "-display", "none", "-serial", "stdio",
-    ])
-    .args(["-monitor", "none", "-m", "128M", "-kernel"])
-    .arg(elf);
+    let command = || {
+        let mut cmd = Command::new("qemu-system-riscv64");
+        cmd.args([
+            "-M", "virt", "-bios", "none", "-display", "none", "-serial", "stdio",
+        ])
+        .args(["-monitor", "none", "-m", "128M", "-kernel"])
+        .arg(elf);
+        cmd
+    };
     let what = format!(
         "qemu-system-riscv64 -M virt -bios none -display none -serial stdio -monitor none -m 128M -kernel {}",
         elf.display()
     );
-    run_command(cmd, what)
+    let first = run_command(command(), what.clone());
+    if !first.timed_out {
+        return first;
+    }
+    // Seen once in a loaded test run: QEMU hung on `interrupts` for a minute, while 40 runs
+    // after it took 60 ms each. A hang of the reference under host load is not what these
+    // tests judge: try once more, and report both runs if it hangs again.
+    let mut second = run_command(command(), what);
+    if second.timed_out {
+        second.what = format!("{}\n(first attempt: {})", second.what, first.describe());
+    }
+    second
 }
 
 /// Describes where two transcripts first differ, with a few lines of context.
