@@ -58,6 +58,7 @@ fn run_with_cache(
     if engine == Engine::Jit && hot_threshold == 0 {
         assert!(stats.blocks_compiled > 0, "nothing was compiled");
     }
+    assert_eq!(stats.refused, 0, "Cranelift refused code it was given");
     let outcome = Outcome {
         console: String::from_utf8_lossy(&machine.take_console_output()).into_owned(),
         stop,
@@ -112,6 +113,59 @@ fn every_guest_program_computes_the_same_under_both_engines() {
                 compiled, reference,
                 "{name}: the compiling engine (hot after {threshold} runs) differs from the \
                  interpreter"
+            );
+        }
+    }
+}
+
+/// Where a run of `elf` stands after each of a series of short slices: (count, pc, registers).
+fn slice_ends(elf: &[u8], engine: Engine) -> (Vec<(u64, u64, [u64; 32])>, rewind_cpu::JitStats) {
+    let images = BootImages {
+        kernel: Some(elf.to_vec()),
+        ..BootImages::default()
+    };
+    let mut machine = Machine::new(MachineConfig::default(), &images).expect("the program loads");
+    machine
+        .ram
+        .set_engine(engine)
+        .expect("this host runs the engine");
+    machine.ram.set_hot_threshold(0);
+    machine.ram.set_background_compilation(false);
+    let mut ends = Vec::new();
+    // Lengths from 1 to 4,000 in an irregular order, so that slices end at every point of
+    // a loop's blocks.
+    let mut seed = 12345u64;
+    loop {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let slice = 1 + (seed >> 33) % 4000;
+        match machine.run(None, slice) {
+            Stop::Slice => {}
+            Stop::Idle { until: Some(t) } => machine.skip_idle(t),
+            Stop::PowerOff(_) => break,
+            stop => panic!("{stop:?}"),
+        }
+        ends.push((machine.hart.icount, machine.hart.pc, machine.hart.x));
+    }
+    (ends, machine.ram.jit_stats().unwrap_or_default())
+}
+
+#[test]
+fn runs_in_short_slices_stop_exactly_where_the_interpreter_stops() {
+    if !host_compiles() {
+        return;
+    }
+    for name in ["cprog", "int_ops"] {
+        let elf = std::fs::read(common::guest_program(name)).unwrap();
+        let (reference, _) = slice_ends(&elf, Engine::Interp);
+        let (compiled, stats) = slice_ends(&elf, Engine::Jit);
+        assert!(stats.blocks_compiled > 0, "{name}: nothing was compiled");
+        assert_eq!(compiled.len(), reference.len(), "{name}: slice count");
+        for (k, (c, r)) in compiled.iter().zip(&reference).enumerate() {
+            assert_eq!(
+                c, r,
+                "{name}: slice {k} ended elsewhere under the compiling engine"
             );
         }
     }

@@ -2,6 +2,7 @@
 //! Sv39/Sv48; PMP) with no I/O of its own. It sees RAM directly and everything else through
 //! the [`Mmio`] trait, and counts time only in executed instructions.
 
+mod backing;
 pub mod clock;
 pub mod csr;
 pub mod decode;
@@ -33,6 +34,7 @@ pub use jit::JitStats;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct JitStats {
     pub blocks_compiled: u64,
+    pub refused: u64,
     pub code_bytes: u64,
     pub compile_time: std::time::Duration,
     pub cache_flushes: u64,

@@ -7,6 +7,7 @@
 //! epoch the hart checks before each block, so self-modifying code and DMA are seen at once.
 //! The hart's store fast path never points at a code page, so every such store takes that path.
 
+use crate::backing::Backing;
 use crate::decode::Op;
 
 pub const PAGE_SIZE: u64 = 4096;
@@ -45,7 +46,7 @@ pub struct Ram {
     /// ROM base and length (0 when there is none).
     rom_base: u64,
     rom_len: u64,
-    data: Box<[u8]>,
+    data: Backing,
     pub(crate) code: CodeCache,
     /// One bit per RAM page written since [`Ram::take_dirty_pages`] last ran. The hart's store
     /// fast path never marks pages: a page gets its bit when a store TLB entry for it is
@@ -65,7 +66,7 @@ impl Ram {
     pub fn try_new(base: u64, size: u64) -> Option<Ram> {
         let size = size.checked_next_multiple_of(PAGE_SIZE)?;
         let pages = (size / PAGE_SIZE) as usize;
-        let data = zeroed_bytes(usize::try_from(size.checked_add(MAX_ROM_LEN)?).ok()?)?;
+        let data = Backing::zeroed(usize::try_from(size.checked_add(MAX_ROM_LEN)?).ok()?)?;
         Some(Ram {
             base,
             size,
@@ -365,24 +366,6 @@ pub(crate) fn block_index(page: u32, slot: usize) -> usize {
 /// Pages of RAM and ROM room together.
 fn data_pages(ram_size: u64) -> usize {
     ((ram_size + MAX_ROM_LEN) / PAGE_SIZE) as usize
-}
-
-/// `len` zero bytes from the allocator, lazily backed by the host's zero pages; `None` if the
-/// host refuses (rather than aborting, as `vec![0; len]` does).
-fn zeroed_bytes(len: usize) -> Option<Box<[u8]>> {
-    let layout = std::alloc::Layout::array::<u8>(len).ok()?;
-    if layout.size() == 0 {
-        return Some(Box::new([]));
-    }
-    // SAFETY: the layout has a non-zero size; a non-null result is a block of `len` zeroed
-    // bytes that we own, allocated with the layout `Box<[u8]>` frees it with.
-    unsafe {
-        let ptr = std::alloc::alloc_zeroed(layout);
-        if ptr.is_null() {
-            return None;
-        }
-        Some(Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, len)))
-    }
 }
 
 #[cfg(test)]

@@ -111,6 +111,8 @@ pub(crate) enum CompileError {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct JitStats {
     pub blocks_compiled: u64,
+    /// Blocks Cranelift could not compile (left to the interpreter): a code generator bug.
+    pub refused: u64,
     pub code_bytes: u64,
     pub compile_time: Duration,
     pub cache_flushes: u64,
@@ -202,6 +204,7 @@ impl Jit {
                 .is_ok()
         }));
         if !matches!(compiled, Ok(true)) {
+            self.stats.refused += 1;
             // The builder context may be left half-used after a panic.
             self.builder = cranelift_frontend::FunctionBuilderContext::new();
             return Err(CompileError::Unsupported);

@@ -595,17 +595,15 @@ impl Translator<'_> {
         let entry = self.b.ins().iadd(set, entry_offset);
         let entry_vpn = self.b.ins().load(I64, Self::flags(), entry, 0);
         let delta = self.b.ins().load(I64, Self::flags(), entry, 8);
-        let mut hit_cond = self.b.ins().icmp(IntCC::Equal, entry_vpn, vpn);
-        if size > 1 {
-            // The access must not run past the page.
-            let in_page = self.b.ins().band_imm_s(addr, 0xfff);
-            let fits = self.b.ins().icmp_imm_s(
-                IntCC::UnsignedLessThanOrEqual,
-                in_page,
-                (4096 - size) as i64,
-            );
-            hit_cond = self.b.ins().band(hit_cond, fits);
-        }
+        // The page of the access's last byte must be the entry's too: an access that runs
+        // into the next page misses, since that page never shares the entry's slot.
+        let last_vpn = if size > 1 {
+            let last = self.b.ins().iadd_imm_s(addr, size as i64 - 1);
+            self.b.ins().ushr_imm_u(last, 12)
+        } else {
+            vpn
+        };
+        let hit_cond = self.b.ins().icmp(IntCC::Equal, entry_vpn, last_vpn);
         let ram = self.load_ctx(offset_of!(JitCtx, ram));
         let host = self.b.ins().iadd(ram, addr);
         let host = self.b.ins().iadd(host, delta);
