@@ -26,13 +26,9 @@ fn run_counting(elf: &[u8], engine: Engine, hot_threshold: u32) -> (Outcome, u64
     (outcome, stats.blocks_compiled)
 }
 
-/// As `run`, with `code_cache` bytes of code memory if given; and the compiler's counters.
-fn run_with_cache(
-    elf: &[u8],
-    engine: Engine,
-    hot_threshold: u32,
-    code_cache: Option<usize>,
-) -> (Outcome, rewind_cpu::JitStats) {
+/// A machine with pinned inputs, loaded with `elf`, that runs it on `engine` and compiles a
+/// block (in the run loop, exactly when hot) after `hot_threshold` runs.
+fn machine(elf: &[u8], engine: Engine, hot_threshold: u32) -> Machine {
     let images = BootImages {
         kernel: Some(elf.to_vec()),
         ..BootImages::default()
@@ -48,11 +44,22 @@ fn run_with_cache(
         .set_engine(engine)
         .expect("this host runs the engine");
     machine.ram.set_hot_threshold(hot_threshold);
+    // Compiled exactly when hot, so that the comparison covers what the threshold says.
+    machine.ram.set_background_compilation(false);
+    machine
+}
+
+/// As `run`, with `code_cache` bytes of code memory if given; and the compiler's counters.
+fn run_with_cache(
+    elf: &[u8],
+    engine: Engine,
+    hot_threshold: u32,
+    code_cache: Option<usize>,
+) -> (Outcome, rewind_cpu::JitStats) {
+    let mut machine = machine(elf, engine, hot_threshold);
     if let Some(bytes) = code_cache {
         machine.ram.set_code_cache_size(bytes);
     }
-    // Compiled exactly when hot, so that the comparison covers what the threshold says.
-    machine.ram.set_background_compilation(false);
     let stop = machine.run_unattended(Some(2_000_000_000));
     let stats = machine.ram.jit_stats().unwrap_or_default();
     if engine == Engine::Jit && hot_threshold == 0 {
@@ -120,17 +127,7 @@ fn every_guest_program_computes_the_same_under_both_engines() {
 
 /// Where a run of `elf` stands after each of a series of short slices: (count, pc, registers).
 fn slice_ends(elf: &[u8], engine: Engine) -> (Vec<(u64, u64, [u64; 32])>, rewind_cpu::JitStats) {
-    let images = BootImages {
-        kernel: Some(elf.to_vec()),
-        ..BootImages::default()
-    };
-    let mut machine = Machine::new(MachineConfig::default(), &images).expect("the program loads");
-    machine
-        .ram
-        .set_engine(engine)
-        .expect("this host runs the engine");
-    machine.ram.set_hot_threshold(0);
-    machine.ram.set_background_compilation(false);
+    let mut machine = machine(elf, engine, 0);
     let mut ends = Vec::new();
     // Lengths from 1 to 4,000 in an irregular order, so that slices end at every point of
     // a loop's blocks.

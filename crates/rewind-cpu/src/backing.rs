@@ -11,10 +11,9 @@ const HUGE_PAGE: usize = 2 << 20;
 
 /// Zero-filled bytes owned by one mapping.
 pub(crate) struct Backing {
+    /// The mapping: `len` bytes and one huge page more, so that they can start aligned.
     #[cfg(unix)]
     map: *mut libc::c_void,
-    #[cfg(unix)]
-    map_len: usize,
     /// Where the bytes start (huge-page aligned) and how many there are.
     #[cfg(unix)]
     bytes: *mut u8,
@@ -59,12 +58,7 @@ impl Backing {
         unsafe {
             libc::madvise(bytes.cast(), len, libc::MADV_HUGEPAGE);
         }
-        Some(Backing {
-            map,
-            map_len,
-            bytes,
-            len,
-        })
+        Some(Backing { map, bytes, len })
     }
 
     #[cfg(not(unix))]
@@ -106,7 +100,7 @@ impl Drop for Backing {
     fn drop(&mut self) {
         // SAFETY: the mapping was made by `zeroed` with this length and is not used after.
         unsafe {
-            libc::munmap(self.map, self.map_len);
+            libc::munmap(self.map, self.len + HUGE_PAGE);
         }
     }
 }
