@@ -563,9 +563,10 @@ pub fn print_stats(machine: &Machine, elapsed: Duration) {
     eprintln!("engine: {}", machine.ram.engine().name());
     if let Some(jit) = machine.ram.jit_stats() {
         eprintln!(
-            "compiled: {} blocks, {} KiB of code, {:.3} s of compiling (on a thread of its \
-             own), {} cache flushes",
+            "compiled: {} regions ({} with loops), {} KiB of code, {:.3} s of compiling (on a \
+             thread of its own), {} cache flushes",
             jit.blocks_compiled,
+            jit.loops_compiled,
             jit.code_bytes >> 10,
             jit.compile_time.as_secs_f64(),
             jit.cache_flushes

@@ -158,6 +158,7 @@ fn runs_in_short_slices_stop_exactly_where_the_interpreter_stops() {
         let (reference, _) = slice_ends(&elf, Engine::Interp);
         let (compiled, stats) = slice_ends(&elf, Engine::Jit);
         assert!(stats.blocks_compiled > 0, "{name}: nothing was compiled");
+        assert!(stats.loops_compiled > 0, "{name}: no loop was compiled");
         assert_eq!(compiled.len(), reference.len(), "{name}: slice count");
         for (k, (c, r)) in compiled.iter().zip(&reference).enumerate() {
             assert_eq!(

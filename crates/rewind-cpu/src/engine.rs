@@ -2,9 +2,8 @@
 //! to host code. The choice never changes what the guest computes, only how fast: it is not
 //! part of a machine's configuration or of a recording.
 
-use crate::decode::Op;
 #[cfg(target_arch = "x86_64")]
-use crate::jit::{BlockFn, CompileError, Jit};
+use crate::jit::{BlockFn, CompileError, Jit, RegionBlock};
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// How guest instructions are executed.
@@ -133,9 +132,14 @@ impl Default for Compiler {
                 Engine::Jit => State::Lazy,
             },
             compiled: Vec::new(),
-            hot_threshold: DEFAULT_HOT_THRESHOLD,
+            // Debugging switches for the compiler (see README): they change what gets compiled
+            // and when, never what the guest computes.
+            hot_threshold: std::env::var("REWIND_JIT_HOT")
+                .ok()
+                .and_then(|runs| runs.parse().ok())
+                .unwrap_or(DEFAULT_HOT_THRESHOLD),
             code_cache_bytes: crate::jit::DEFAULT_CODE_CACHE,
-            background: true,
+            background: std::env::var_os("REWIND_JIT_INLINE").is_none(),
             generation: 0,
             full: false,
             reused: false,
@@ -300,10 +304,24 @@ impl Compiler {
         }
     }
 
-    /// Compiles the block at `index`. `None`: it stays interpreted (or the cache was full and
-    /// everything was dropped: the caller must look the block up again, as after `clear`).
+    /// Whether the block at `index` may be compiled into another's region: the compiler has
+    /// not refused it.
     #[cfg(target_arch = "x86_64")]
-    pub(crate) fn compile(&mut self, index: usize, ops: &[Op]) -> Result<Option<BlockFn>, ()> {
+    pub(crate) fn may_join_region(&self, index: usize) -> bool {
+        self.compiled
+            .get(index)
+            .is_some_and(|&entry| entry != NEVER)
+    }
+
+    /// Compiles the region entered at the block at `index` (`blocks`, see `jit::region`).
+    /// `None`: it stays interpreted (or the cache was full and everything was dropped: the
+    /// caller must look the block up again, as after `clear`).
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn compile(
+        &mut self,
+        index: usize,
+        blocks: Vec<RegionBlock>,
+    ) -> Result<Option<BlockFn>, ()> {
         if matches!(self.state, State::Lazy) {
             self.state = match Jit::new(self.code_cache_bytes) {
                 Some(jit) if self.background => match crate::jit::Worker::start(jit) {
@@ -314,21 +332,28 @@ impl Compiler {
                 None => State::Off,
             };
         }
-        let slot = index % crate::ram::SLOTS_PER_PAGE;
+        let page_first_index = index - index % crate::ram::SLOTS_PER_PAGE;
         let placement = crate::jit::Placement {
-            page_offset: 2 * slot as u64,
-            page_first_index: (index - slot) as u64,
+            page_first_index: page_first_index as u64,
         };
+        // The region's other blocks now run inside it: their counts start again, so that
+        // each is compiled on its own only if it is hot where the region is not entered.
+        for block in &blocks[1..] {
+            let at = page_first_index + (block.page_offset / 2) as usize;
+            if let Some(entry) = self.compiled.get_mut(at).filter(|e| **e < PENDING) {
+                *entry = 0;
+            }
+        }
         let jit = match &mut self.state {
             State::Inline(jit) => jit,
             State::Background(worker) => {
-                worker.submit(index, self.generation, ops.to_vec(), placement);
+                worker.submit(index, self.generation, blocks, placement);
                 self.compiled[index] = PENDING;
                 return Ok(None);
             }
             _ => return Ok(None),
         };
-        match jit.compile(ops, placement) {
+        match jit.compile(&blocks, placement) {
             Ok(f) => {
                 self.compiled[index] = f;
                 Ok(Some(f))

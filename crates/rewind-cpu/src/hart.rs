@@ -80,7 +80,7 @@ enum Compiled {
 
 /// Whether an instruction ends a block: it may jump, trap by design, or change privilege,
 /// translation or what interrupts are enabled.
-fn ends_block(kind: Kind) -> bool {
+pub(crate) fn ends_block(kind: Kind) -> bool {
     use Kind::*;
     matches!(
         kind,
@@ -500,7 +500,7 @@ impl Hart {
                 Ok(Fetched::Block(start, len, index)) => {
                     if !BREAKPOINTS && ram.code.engine.is_on() && (end - icount) as usize >= len {
                         #[cfg(target_arch = "x86_64")]
-                        match self.run_compiled(ram, mmio, index, start, len, pc, icount, end) {
+                        match self.run_compiled(ram, mmio, index, pc, icount, end) {
                             Compiled::Ran {
                                 next,
                                 icount: after,
@@ -593,9 +593,9 @@ impl Hart {
         }
     }
 
-    /// Runs the block at code-cache slot `index` (decoded at `start`, `len` ops, all within
-    /// the budget) as compiled code, compiling it first if it just got hot. Compiled code goes
-    /// on into the blocks it jumps to within the page while they fit the budget (`end`).
+    /// Runs the block at code-cache slot `index` (which fits the budget) as compiled code,
+    /// compiling its region first if it just got hot. Compiled code goes on into the blocks it
+    /// jumps to while they fit the budget (`end`).
     #[cfg(target_arch = "x86_64")]
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
@@ -604,8 +604,6 @@ impl Hart {
         ram: &mut Ram,
         mmio: &mut M,
         index: usize,
-        start: usize,
-        len: usize,
         pc: u64,
         icount: u64,
         end: u64,
@@ -620,8 +618,8 @@ impl Hart {
                 return Compiled::CacheDropped;
             }
             Plan::Compile => {
-                let ops: Vec<Op> = (start..start + len).map(|i| ram.op(i)).collect();
-                match ram.code.engine.compile(index, &ops) {
+                let blocks = ram.region(index);
+                match ram.code.engine.compile(index, blocks) {
                     Ok(Some(block)) => block,
                     Ok(None) => return Compiled::No,
                     Err(()) => {

@@ -34,6 +34,7 @@ pub use jit::JitStats;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct JitStats {
     pub blocks_compiled: u64,
+    pub loops_compiled: u64,
     pub refused: u64,
     pub code_bytes: u64,
     pub compile_time: std::time::Duration,

@@ -303,6 +303,22 @@ impl Ram {
         Op::from_words(self.code.ops[index])
     }
 
+    /// The region (see `jit::region`) entered at the block at slot `index`.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn region(&self, index: usize) -> Vec<crate::jit::RegionBlock> {
+        let slot = index % SLOTS_PER_PAGE;
+        let page_first_index = index - slot;
+        crate::jit::region::form(2 * slot as u64, |offset| {
+            let at = page_first_index + (offset / 2) as usize;
+            let entry = self.code.entries[at];
+            if entry == 0 || at != index && !self.code.engine.may_join_region(at) {
+                return None;
+            }
+            let (start, len) = ((entry >> 32) as usize, entry as u32 as usize);
+            Some((start..start + len).map(|i| self.op(i)).collect())
+        })
+    }
+
     /// Drops every decoded instruction (after RAM is replaced wholesale), and the code
     /// compiled from them.
     pub fn clear_code(&mut self) {

@@ -16,9 +16,11 @@
 //! [`JitCtx`]), because one physical page of code may be mapped at several addresses.
 
 mod arena;
+pub(crate) mod region;
 mod translate;
 mod worker;
 
+pub(crate) use region::RegionBlock;
 pub(crate) use translate::Placement;
 pub(crate) use worker::Worker;
 
@@ -110,8 +112,10 @@ pub(crate) enum CompileError {
 /// Counters of the compiling tier, for `--stats` and benchmarks.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct JitStats {
+    /// Regions compiled (see [`region`]), and how many of them hold a loop.
     pub blocks_compiled: u64,
-    /// Blocks Cranelift could not compile (left to the interpreter): a code generator bug.
+    pub loops_compiled: u64,
+    /// Regions Cranelift could not compile (left to the interpreter): a code generator bug.
     pub refused: u64,
     pub code_bytes: u64,
     pub compile_time: Duration,
@@ -182,21 +186,22 @@ impl Jit {
         })
     }
 
-    /// Compiles a block; returns its entry point.
+    /// Compiles a region (see [`region`]); returns its entry point.
     pub(crate) fn compile(
         &mut self,
-        ops: &[Op],
+        blocks: &[RegionBlock],
         placement: translate::Placement,
     ) -> Result<BlockFn, CompileError> {
         let started = Instant::now();
         self.ctx.clear();
+        let mut looped = false;
         // A code generator bug must cost speed, never the run: such a block is interpreted.
         let compiled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            translate::build(
+            looped = translate::build(
                 &mut self.ctx.func,
                 &mut self.builder,
                 &*self.isa,
-                ops,
+                blocks,
                 placement,
             );
             self.ctx
@@ -219,17 +224,26 @@ impl Jit {
             .ok_or(CompileError::Full)?;
         if let Some(map) = &mut self.perf_map {
             use std::io::Write;
-            let kinds: Vec<_> = ops.iter().map(|op| format!("{:?}", op.kind)).collect();
+            let kinds: Vec<_> = blocks[0]
+                .ops
+                .iter()
+                .map(|op| format!("{:?}", op.kind))
+                .collect();
             let _ = writeln!(
                 map,
-                "{addr:x} {:x} rv:{}+{:x}:{}",
+                "{addr:x} {:x} rv:{}+{:x}:{}{}",
                 code.code_buffer().len(),
                 placement.page_first_index,
-                placement.page_offset,
-                kinds.join(",")
+                blocks[0].page_offset,
+                kinds.join(","),
+                match blocks.len() {
+                    1 => String::new(),
+                    n => format!(" (+{} blocks)", n - 1),
+                }
             );
         }
         self.stats.blocks_compiled += 1;
+        self.stats.loops_compiled += looped as u64;
         self.stats.code_bytes = self.arena.used() as u64;
         self.stats.compile_time += started.elapsed();
         Ok(addr)
@@ -258,45 +272,47 @@ unsafe fn parts<'a, M: Mmio>(
     (ctx, hart, ram, mmio)
 }
 
-/// The `k`-th instruction of the block, at `pc`, trapped: the block ends before it.
-fn report_trap(ctx: &mut JitCtx, trap: Trap, pc: u64, k: u64) -> u64 {
+/// The instruction at `pc`, with `icount` instructions before it, trapped: the block ends
+/// before it.
+fn report_trap(ctx: &mut JitCtx, trap: Trap, pc: u64, icount: u64) -> u64 {
     ctx.trap_cause = trap.cause;
     ctx.trap_tval = trap.tval;
     ctx.pc = pc;
-    ctx.icount += k;
+    ctx.icount = icount;
     status::TRAP
 }
 
-/// The `k`-th instruction of the block asked the run to stop: the block ends after it.
-fn report_stop(ctx: &mut JitCtx, next: u64, k: u64) -> u64 {
+/// The instruction with `icount` instructions before it asked the run to stop: the block
+/// ends after it.
+fn report_stop(ctx: &mut JitCtx, next: u64, icount: u64) -> u64 {
     ctx.pc = next;
-    ctx.icount += k + 1;
+    ctx.icount = icount + 1;
     status::STOP
 }
 
-/// A load that missed the TLB: the `k`-th instruction of the block, at `pc`, then `next`.
+/// A load that missed the TLB: the instruction at `pc` with `icount` before it, then `next`.
 /// Returns the value; `ctx.status` says whether it trapped or asked to stop.
 pub(crate) unsafe extern "C" fn load_slow<M: Mmio>(
     ctx: *mut JitCtx,
     addr: u64,
     size: u64,
-    k: u64,
+    icount: u64,
     pc: u64,
     next: u64,
 ) -> u64 {
     let (ctx, hart, ram, mmio) = parts::<M>(ctx);
-    hart.icount = ctx.icount + k;
+    hart.icount = icount;
     match hart.load_slow(ram, mmio, addr, size as u8) {
         Ok(value) => {
             ctx.status = if hart.stop_requested() {
-                report_stop(ctx, next, k)
+                report_stop(ctx, next, icount)
             } else {
                 status::OK
             };
             value
         }
         Err(trap) => {
-            ctx.status = report_trap(ctx, trap, pc, k);
+            ctx.status = report_trap(ctx, trap, pc, icount);
             0
         }
     }
@@ -308,55 +324,55 @@ pub(crate) unsafe extern "C" fn store_slow<M: Mmio>(
     addr: u64,
     value: u64,
     size: u64,
-    k: u64,
+    icount: u64,
     pc: u64,
     next: u64,
 ) -> u64 {
     let (ctx, hart, ram, mmio) = parts::<M>(ctx);
-    hart.icount = ctx.icount + k;
+    hart.icount = icount;
     match hart.store_slow(ram, mmio, addr, size as u8, value) {
-        Ok(()) if hart.stop_requested() => report_stop(ctx, next, k),
+        Ok(()) if hart.stop_requested() => report_stop(ctx, next, icount),
         Ok(()) => status::OK,
-        Err(trap) => report_trap(ctx, trap, pc, k),
+        Err(trap) => report_trap(ctx, trap, pc, icount),
     }
 }
 
-/// Interprets one instruction (given as `Op::to_words`), the `k`-th of the block at `pc`.
+/// Interprets one instruction (given as `Op::to_words`) at `pc`, with `icount` before it.
 /// Sets `ctx.pc` to the next instruction; on a trap or a stop, also the count, as at the end
 /// of a block. Returns a `status`.
 pub(crate) unsafe extern "C" fn exec_one<M: Mmio>(
     ctx: *mut JitCtx,
     lo: u64,
     hi: u64,
-    k: u64,
+    icount: u64,
     pc: u64,
 ) -> u64 {
     let (ctx, hart, ram, mmio) = parts::<M>(ctx);
-    hart.icount = ctx.icount + k;
+    hart.icount = icount;
     match hart.exec(Op::from_words([lo, hi]), pc, ram, mmio) {
-        Ok(next) if hart.stop_requested() => report_stop(ctx, next, k),
+        Ok(next) if hart.stop_requested() => report_stop(ctx, next, icount),
         Ok(next) => {
             ctx.pc = next;
             status::OK
         }
-        Err(trap) => report_trap(ctx, trap, pc, k),
+        Err(trap) => report_trap(ctx, trap, pc, icount),
     }
 }
 
-/// A floating-point instruction other than a load or store (given as `Op::to_words`), the
-/// `k`-th of the block at `pc`. It touches no memory, so it needs no `Mmio`; integer
+/// A floating-point instruction other than a load or store (given as `Op::to_words`) at
+/// `pc`, with `icount` before it. It touches no memory, so it needs no `Mmio`; integer
 /// registers it reads are in `Hart::x` (the block stored them). Returns a `status`.
 pub(crate) unsafe extern "C" fn exec_fp(
     ctx: *mut JitCtx,
     lo: u64,
     hi: u64,
-    k: u64,
+    icount: u64,
     pc: u64,
 ) -> u64 {
     let ctx = &mut *ctx;
     let hart = &mut *ctx.hart;
     match hart.exec_fp(Op::from_words([lo, hi]), pc) {
         Ok(_) => status::OK,
-        Err(trap) => report_trap(ctx, trap, pc, k),
+        Err(trap) => report_trap(ctx, trap, pc, icount),
     }
 }

@@ -5,6 +5,7 @@
 //! instructions, branches and jumps are compiled; loads and stores look the TLB up inline and
 //! call a helper on a miss; every other instruction is interpreted through a helper.
 
+use super::region::{self, RegionBlock};
 use super::{status, JitCtx};
 use crate::csr::{CsrState, MSTATUS_FS};
 use crate::decode::{Kind, Op};
@@ -15,7 +16,7 @@ use cranelift_codegen::ir::{
     AbiParam, Block, Function, InstBuilder, MemFlagsData, SigRef, Signature, Type, Value,
 };
 use cranelift_codegen::isa::{CallConv, TargetIsa};
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use std::mem::offset_of;
 
 /// Entries of one TLB set, as `mmu::Tlb` lays them out: `{ vpn: u64, delta: u64 }`.
@@ -59,22 +60,22 @@ pub(super) fn build_enter(
     b.finalize(isa.frontend_config());
 }
 
-/// Where a block sits: its byte offset in its page and the code-cache index of the page's
-/// first slot, so that it can find the blocks it jumps to in the same page.
+/// Where a region sits: the code-cache index of its page's first slot, so that it can find
+/// the compiled blocks it jumps to in the same page.
 #[derive(Clone, Copy)]
 pub(crate) struct Placement {
-    pub page_offset: u64,
     pub page_first_index: u64,
 }
 
-/// Fills `func` with the code of a block of `ops`.
+/// Fills `func` with the code of a region (see `region`): `blocks[0]` is where it is entered.
+/// Returns whether the region jumps inside itself (holds a loop).
 pub(super) fn build(
     func: &mut Function,
     builder: &mut FunctionBuilderContext,
     isa: &dyn TargetIsa,
-    ops: &[Op],
+    blocks: &[RegionBlock],
     placement: Placement,
-) {
+) -> bool {
     let call_conv = isa.default_call_conv();
     func.signature = block_signature();
 
@@ -89,12 +90,14 @@ pub(super) fn build(
     let store_sig = b.import_signature(helper_sig(7));
     let exec_sig = b.import_signature(helper_sig(5));
     let chain_sig = b.import_signature(block_signature());
+    let vars: [Variable; 32] = std::array::from_fn(|_| b.declare_var(I64));
+    let icount_var = b.declare_var(I64);
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
     b.switch_to_block(entry);
     let ctx = b.block_params(entry)[0];
     let flags = MemFlagsData::trusted();
-    // The whole block must fit the budget, or the interpreter runs it.
+    // The whole first block must fit the budget, or the interpreter runs it.
     let entry_icount = b
         .ins()
         .load(I64, flags, ctx, ctx_offset(offset_of!(JitCtx, icount)));
@@ -102,48 +105,79 @@ pub(super) fn build(
         .ins()
         .load(I64, flags, ctx, ctx_offset(offset_of!(JitCtx, end)));
     let left = b.ins().isub(end, entry_icount);
-    let fits = b
-        .ins()
-        .icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, left, ops.len() as i64);
-    let body = b.create_block();
+    let fits = b.ins().icmp_imm_u(
+        IntCC::UnsignedGreaterThanOrEqual,
+        left,
+        blocks[0].ops.len() as i64,
+    );
+    let prologue = b.create_block();
     let too_long = b.create_block();
     b.set_cold_block(too_long);
-    b.ins().brif(fits, body, &[], too_long, &[]);
+    b.ins().brif(fits, prologue, &[], too_long, &[]);
     b.switch_to_block(too_long);
     let over = b.ins().iconst(I64, status::BUDGET as i64);
     b.ins().return_(&[over]);
-    b.switch_to_block(body);
+    b.switch_to_block(prologue);
     let x = b
         .ins()
         .load(I64, flags, ctx, ctx_offset(offset_of!(JitCtx, x)));
     let entry_pc = b
         .ins()
         .load(I64, flags, ctx, ctx_offset(offset_of!(JitCtx, pc)));
+    b.def_var(icount_var, entry_icount);
+    let starts: Vec<(u64, Block, Block)> = blocks
+        .iter()
+        .map(|block| (block.page_offset, b.create_block(), b.create_block()))
+        .collect();
+    // With a jump inside the region, every register it touches lives in a variable from the
+    // start, and every register it writes counts as written wherever it may be left.
+    let looped = blocks.iter().any(|block| {
+        region::successors(block.page_offset, &block.ops)
+            .iter()
+            .any(|target| starts.iter().any(|(start, ..)| start == target))
+    });
+    let region_regs = if looped {
+        let (mut used, mut written) = (0u32, 0u32);
+        for op in blocks.iter().flat_map(|block| &block.ops) {
+            used |= 1 << (op.rs1 & 31) | 1 << (op.rs2 & 31) | 1 << (op.rd & 31);
+            written |= 1 << (op.rd & 31);
+        }
+        Some((used & !1, written & !1))
+    } else {
+        None
+    };
     let mut t = Translator {
         b,
         ctx,
         x,
         entry_pc,
-        entry_icount,
+        entry_offset: blocks[0].page_offset,
+        block_offset: blocks[0].page_offset,
+        block_icount: entry_icount,
+        end,
+        icount_var,
+        vars,
         placement,
+        starts,
         chain_sig,
-        regs: [None; 32],
+        avail: 0,
         dirty: 0,
+        region_regs,
         load_sig,
         store_sig,
         exec_sig,
         native_fma: isa.has_native_fma(),
         fp: FpKnown::default(),
     };
-    let mut offset = 0u64;
-    for (k, op) in ops.iter().enumerate() {
-        let last = k + 1 == ops.len();
-        let next = offset + op.len as u64;
-        t.op(op, k as u64, offset, next, last);
-        offset = next;
+    t.reload_region_regs();
+    let first_body = t.starts[0].2;
+    t.b.ins().jump(first_body, &[]);
+    for (i, block) in blocks.iter().enumerate() {
+        t.block(i, &block.ops);
     }
     t.b.seal_all_blocks();
     t.b.finalize(isa.frontend_config());
+    looped
 }
 
 /// Where a block goes next.
@@ -159,15 +193,29 @@ struct Translator<'a> {
     ctx: Value,
     /// Address of `Hart::x`.
     x: Value,
+    /// The pc of the region's first block, and that block's offset in the page.
     entry_pc: Value,
-    /// The instruction count before the block.
-    entry_icount: Value,
-    placement: Placement,
-    chain_sig: SigRef,
-    /// The current value of each register, once loaded or computed.
-    regs: [Option<Value>; 32],
+    entry_offset: u64,
+    /// The page offset of the block being translated, and the count before it.
+    block_offset: u64,
+    block_icount: Value,
+    /// The run's budget ends at this count.
+    end: Value,
+    /// The count before the block being run, across jumps inside the region.
+    icount_var: Variable,
+    /// Each register's value, in `vars[r]` once `avail` has its bit.
+    vars: [Variable; 32],
+    avail: u32,
     /// Registers written since they were last stored to `Hart::x`.
     dirty: u32,
+    placement: Placement,
+    /// Per block of the region: its page offset, the budget check that jumps inside the
+    /// region go to, and its body.
+    starts: Vec<(u64, Block, Block)>,
+    chain_sig: SigRef,
+    /// For a region with jumps inside it: the registers it touches (all in variables at every
+    /// block's start) and those it writes (stored wherever it is left).
+    region_regs: Option<(u32, u32)>,
     load_sig: SigRef,
     store_sig: SigRef,
     exec_sig: SigRef,
@@ -212,37 +260,105 @@ impl Translator<'_> {
         if r == 0 {
             return self.iconst(0);
         }
-        if let Some(v) = self.regs[r] {
-            return v;
+        if self.avail & 1 << r != 0 {
+            return self.b.use_var(self.vars[r]);
         }
+        self.reload(r)
+    }
+
+    /// Loads register `r` from `Hart::x` into its variable.
+    fn reload(&mut self, r: usize) -> Value {
         let v = self.b.ins().load(I64, Self::flags(), self.x, 8 * r as i32);
-        self.regs[r] = Some(v);
+        self.b.def_var(self.vars[r], v);
+        self.avail |= 1 << r;
         v
+    }
+
+    /// In a region with jumps inside it, loads every register it touches (at its start, and
+    /// after a helper that may have written any).
+    fn reload_region_regs(&mut self) {
+        let Some((mut used, _)) = self.region_regs else {
+            return;
+        };
+        while used != 0 {
+            let r = used.trailing_zeros() as usize;
+            used &= used - 1;
+            self.reload(r);
+        }
     }
 
     fn set(&mut self, r: u8, v: Value) {
         let r = (r & 31) as usize;
         if r != 0 {
-            self.regs[r] = Some(v);
+            self.b.def_var(self.vars[r], v);
+            self.avail |= 1 << r;
             self.dirty |= 1 << r;
         }
     }
 
     /// Stores the written registers to `Hart::x` (in the current block of code; the values
-    /// stay cached, so this also serves side exits).
+    /// stay in their variables, so this also serves side exits).
     fn store_dirty(&mut self) {
         let mut dirty = self.dirty;
         while dirty != 0 {
             let r = dirty.trailing_zeros() as usize;
             dirty &= dirty - 1;
-            let v = self.regs[r].expect("a dirty register has a value");
+            let v = self.b.use_var(self.vars[r]);
             self.b.ins().store(Self::flags(), v, self.x, 8 * r as i32);
+        }
+    }
+
+    /// Translates the `i`-th block of the region.
+    fn block(&mut self, i: usize, ops: &[Op]) {
+        let (offset, check, body) = self.starts[i];
+        self.block_offset = offset;
+        if let Some((used, written)) = self.region_regs {
+            // Jumps inside the region come here: the block must fit what is left of the
+            // budget, or the run loop takes over before it.
+            self.b.switch_to_block(check);
+            let icount = self.b.use_var(self.icount_var);
+            let left = self.b.ins().isub(self.end, icount);
+            let fits =
+                self.b
+                    .ins()
+                    .icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, left, ops.len() as i64);
+            let over = self.b.create_block();
+            self.b.set_cold_block(over);
+            self.b.ins().brif(fits, body, &[], over, &[]);
+            self.b.switch_to_block(over);
+            (self.avail, self.dirty) = (used, written);
+            self.store_dirty();
+            let pc = self.pc_at(0);
+            self.store_ctx(pc, offset_of!(JitCtx, pc));
+            self.store_ctx(icount, offset_of!(JitCtx, icount));
+            let ok = self.iconst(status::OK);
+            self.b.ins().return_(&[ok]);
+            (self.avail, self.dirty) = (used, written);
+        }
+        self.b.switch_to_block(body);
+        self.block_icount = self.b.use_var(self.icount_var);
+        self.fp = FpKnown::default();
+        let mut at = 0u64;
+        for (k, op) in ops.iter().enumerate() {
+            let last = k + 1 == ops.len();
+            let next = at + op.len as u64;
+            self.op(op, k as u64, at, next, last);
+            at = next;
         }
     }
 
     /// The pc of the instruction at `offset` bytes into the block.
     fn pc_at(&mut self, offset: u64) -> Value {
-        self.b.ins().iadd_imm_s(self.entry_pc, offset as i64)
+        let from_entry = self
+            .block_offset
+            .wrapping_sub(self.entry_offset)
+            .wrapping_add(offset);
+        self.b.ins().iadd_imm_s(self.entry_pc, from_entry as i64)
+    }
+
+    /// The count before the `k`-th instruction of the block.
+    fn icount_at(&mut self, k: u64) -> Value {
+        self.b.ins().iadd_imm_u(self.block_icount, k as i64)
     }
 
     fn store_ctx(&mut self, v: Value, offset: usize) {
@@ -261,20 +377,29 @@ impl Translator<'_> {
     /// its compiled code when it is compiled and, in another page, that page's translation is
     /// in the fetch TLB (the block checks the budget itself); else back to the run loop.
     fn exit(&mut self, target: Target, retired: u64) {
+        if let (Target::Offset(offset), Some(_)) = (&target, self.region_regs) {
+            let in_page = self.block_offset.wrapping_add(*offset);
+            if let Some(&(_, check, _)) = self.starts.iter().find(|(at, ..)| *at == in_page) {
+                let icount = self.icount_at(retired);
+                self.b.def_var(self.icount_var, icount);
+                self.b.ins().jump(check, &[]);
+                return;
+            }
+        }
         self.store_dirty();
         let pc = match target {
             Target::Offset(offset) => self.pc_at(offset),
             Target::Dynamic(pc) => pc,
         };
         self.store_ctx(pc, offset_of!(JitCtx, pc));
-        let icount = self.b.ins().iadd_imm_u(self.entry_icount, retired as i64);
+        let icount = self.icount_at(retired);
         self.store_ctx(icount, offset_of!(JitCtx, icount));
         let back = self.b.create_block();
         let chain_at = self.b.create_block();
         let index = self.b.append_block_param(chain_at, I64);
         match target {
             Target::Offset(offset) => {
-                let in_page = self.placement.page_offset as i64 + offset as i64;
+                let in_page = self.block_offset as i64 + offset as i64;
                 if (0..4096).contains(&in_page) {
                     let index =
                         self.iconst(self.placement.page_first_index + (in_page as u64 >> 1));
@@ -650,13 +775,13 @@ impl Translator<'_> {
         self.store_dirty();
         let helper = self.load_ctx(offset_of!(JitCtx, load_slow));
         let size_v = self.iconst(size);
-        let k_v = self.iconst(k);
+        let at = self.icount_at(k);
         let pc = self.pc_at(offset);
         let next_pc = self.pc_at(next);
         let call = self.b.ins().call_indirect(
             self.load_sig,
             helper,
-            &[self.ctx, addr, size_v, k_v, pc, next_pc],
+            &[self.ctx, addr, size_v, at, pc, next_pc],
         );
         let raw = self.b.inst_results(call)[0];
         let loaded = self.extend_loaded(op.kind, raw);
@@ -736,13 +861,13 @@ impl Translator<'_> {
         self.store_dirty();
         let helper = self.load_ctx(offset_of!(JitCtx, store_slow));
         let size_v = self.iconst(size);
-        let k_v = self.iconst(k);
+        let at = self.icount_at(k);
         let pc = self.pc_at(offset);
         let next_pc = self.pc_at(next);
         let call = self.b.ins().call_indirect(
             self.store_sig,
             helper,
-            &[self.ctx, addr, value, size_v, k_v, pc, next_pc],
+            &[self.ctx, addr, value, size_v, at, pc, next_pc],
         );
         let st = self.b.inst_results(call)[0];
         self.b.ins().brif(st, not_ok, &[], join, &[]);
@@ -1023,7 +1148,7 @@ impl Translator<'_> {
         let writes_x = matches!(op.kind, FcvtToInt | FmvToInt | Feq | Flt | Fle | Fclass);
         let rs1 = (op.rs1 & 31) as usize;
         if reads_x && self.dirty & (1 << rs1) != 0 {
-            let v = self.regs[rs1].expect("a dirty register has a value");
+            let v = self.b.use_var(self.vars[rs1]);
             self.b.ins().store(Self::flags(), v, self.x, 8 * rs1 as i32);
             self.dirty &= !(1 << rs1);
         }
@@ -1031,9 +1156,12 @@ impl Translator<'_> {
         self.call_fp_helper(op, k, offset, go_on);
         self.b.switch_to_block(go_on);
         let rd = (op.rd & 31) as usize;
-        if writes_x {
-            self.regs[rd] = None;
+        if writes_x && rd != 0 {
+            self.avail &= !(1 << rd);
             self.dirty &= !(1 << rd);
+            if self.region_regs.is_some() {
+                self.reload(rd);
+            }
         }
         self.fp.fs_on = true;
         self.fp.fs_dirty |= !writes_x;
@@ -1058,12 +1186,12 @@ impl Translator<'_> {
         let helper = self.load_ctx(helper);
         let lo = self.iconst(lo);
         let hi = self.iconst(hi);
-        let k_v = self.iconst(k);
+        let at = self.icount_at(k);
         let pc = self.pc_at(offset);
         let call = self
             .b
             .ins()
-            .call_indirect(self.exec_sig, helper, &[self.ctx, lo, hi, k_v, pc]);
+            .call_indirect(self.exec_sig, helper, &[self.ctx, lo, hi, at, pc]);
         self.b.inst_results(call)[0]
     }
 
@@ -1081,7 +1209,7 @@ impl Translator<'_> {
     fn interpret(&mut self, op: &Op, k: u64, offset: u64, last: bool) {
         self.store_dirty();
         self.dirty = 0;
-        self.regs = [None; 32];
+        self.avail = 0;
         let st = self.call_helper(offset_of!(JitCtx, exec_one), op, k, offset);
         if last {
             // The helper set the next pc; the count is the block's to set. No chaining: the
@@ -1090,7 +1218,7 @@ impl Translator<'_> {
             let leave = self.b.create_block();
             self.b.ins().brif(st, leave, &[], done, &[]);
             self.b.switch_to_block(done);
-            let icount = self.b.ins().iadd_imm_u(self.entry_icount, k as i64 + 1);
+            let icount = self.icount_at(k + 1);
             self.store_ctx(icount, offset_of!(JitCtx, icount));
             self.b.ins().return_(&[st]);
             self.b.switch_to_block(leave);
@@ -1100,5 +1228,6 @@ impl Translator<'_> {
         let go_on = self.b.create_block();
         self.leave_unless_ok(st, go_on);
         self.b.switch_to_block(go_on);
+        self.reload_region_regs();
     }
 }

@@ -2,8 +2,7 @@
 //! is interpreted until its code arrives. When code arrives changes only speed, never what the
 //! guest computes, so this costs no determinism.
 
-use super::{BlockFn, CompileError, EnterFn, Jit, JitStats, Placement};
-use crate::decode::Op;
+use super::{BlockFn, CompileError, EnterFn, Jit, JitStats, Placement, RegionBlock};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::thread::JoinHandle;
 
@@ -11,7 +10,7 @@ enum Request {
     Compile {
         index: usize,
         generation: u64,
-        ops: Vec<Op>,
+        blocks: Vec<RegionBlock>,
         placement: Placement,
     },
     /// Forget all code: the run loop has dropped every pointer to it.
@@ -51,10 +50,10 @@ impl Worker {
                         Request::Compile {
                             index,
                             generation,
-                            ops,
+                            blocks,
                             placement,
                         } => {
-                            let result = jit.compile(&ops, placement);
+                            let result = jit.compile(&blocks, placement);
                             let answer = Done {
                                 index,
                                 generation,
@@ -83,13 +82,13 @@ impl Worker {
         &mut self,
         index: usize,
         generation: u64,
-        ops: Vec<Op>,
+        blocks: Vec<RegionBlock>,
         placement: Placement,
     ) {
         let request = Request::Compile {
             index,
             generation,
-            ops,
+            blocks,
             placement,
         };
         if let Some(requests) = &self.requests {
