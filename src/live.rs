@@ -1,20 +1,17 @@
 //! Live runs (`rewind run`, `rewind record`): the guest's console on standard input and
 //! output, idle time paced to the wall clock, and, when recording, every input written down.
 
-use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime};
 
-use rewind_cpu::Watchpoint;
-use rewind_debug::timeline::Stopped;
-use rewind_debug::{DebugError, DebugTarget, Engine, SessionEnd};
-use rewind_machine::block::{BlockBackend, DiskImage};
+use rewind_debug::live::{LiveEngine, LiveRun};
+use rewind_debug::{DebugTarget, SessionEnd};
+use rewind_machine::block::DiskImage;
 use rewind_machine::{BootImages, DeviceKind, InputEvent, Machine, MachineConfig, Stop};
-use rewind_replay::{DriveRef, End, EndReason, Recorder};
-use xxhash_rust::xxh3::Xxh3;
+use rewind_replay::{DriveRef, EndReason, Recorder, Session};
 
 use crate::autoshift::{self, AutoShift};
 use crate::console::{self, ConsoleEvent};
@@ -130,21 +127,10 @@ fn boot_inputs(args: &RunArgs) -> [InputEvent; 2] {
     ]
 }
 
-/// A recording being written, and when its next sync point falls.
-struct RecordSession {
-    recorder: Recorder,
-    sync_interval: u64,
-    next_sync: u64,
-}
-
-/// A live machine with its console, and the recording, if one is made.
+/// A live run: its session (the machine and what enters it) and the host side around it.
 struct Live<'a> {
-    machine: Machine,
-    images: BootImages,
+    session: Session,
     args: &'a RunArgs,
-    session: Option<RecordSession>,
-    console_hash: Xxh3,
-    console_bytes: u64,
     /// A debugger's pause: the run stops here with [`Outcome::Paused`].
     pause_at: Option<u64>,
     /// QMP commands, if `--qmp`.
@@ -153,29 +139,18 @@ struct Live<'a> {
     stopped: bool,
     /// The network backends, by NIC.
     backends: Vec<Backend>,
-    /// Frames from each backend that the NIC has not taken yet.
-    frames_waiting: Vec<VecDeque<Vec<u8>>>,
-    /// Console bytes typed that the UART has not accepted yet. They outlive each drive loop
-    /// (a gdb step, a guest reboot), so no input is ever lost.
-    typed: VecDeque<u8>,
     /// `--icount-shift auto`: when and how to change the clock's shift.
     auto: Option<AutoShift>,
 }
 
-/// Frames a NIC may hold for its driver before the host waits for it to take them (flow
-/// control instead of drops; well below the device's limit).
-const NIC_BACKLOG: usize = 64;
-
 impl Live<'_> {
+    fn machine(&self) -> &Machine {
+        self.session.machine()
+    }
+
     /// Delivers host input to the guest and writes it down.
     fn inject(&mut self, event: InputEvent) -> Result<(), String> {
-        self.machine.inject(&event);
-        if let Some(s) = &mut self.session {
-            s.recorder
-                .event(self.machine.hart.icount, &event)
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(())
+        self.session.inject(event).map_err(|e| e.to_string())
     }
 
     /// `--icount-shift auto`: moves the clock's shift towards the wall clock, if it is time to
@@ -184,8 +159,8 @@ impl Live<'_> {
         let Some(auto) = &mut self.auto else {
             return Ok(());
         };
-        let clock = self.machine.clock();
-        let virtual_ns = clock.ns_at(self.machine.hart.icount);
+        let clock = self.session.machine().clock();
+        let virtual_ns = clock.ns_at(self.session.machine().hart.icount);
         match auto.tick(Instant::now(), virtual_ns, clock.shift) {
             Some(shift) => self.inject(InputEvent::IcountShift(shift as u8)),
             None => Ok(()),
@@ -194,7 +169,7 @@ impl Live<'_> {
 
     /// Where the next run must stop: `--max-insns` or the next sync point.
     fn limit(&self) -> Option<u64> {
-        let sync = self.session.as_ref().map(|s| s.next_sync);
+        let sync = self.session.next_sync();
         [self.args.max_insns, sync, self.pause_at]
             .into_iter()
             .flatten()
@@ -210,15 +185,16 @@ impl Live<'_> {
         let mut outcome = None;
         for request in requests {
             let status = qmp::Status {
-                mode: if self.session.is_some() {
+                mode: if self.session.is_recording() {
                     "record"
                 } else {
                     "none"
                 },
-                icount: self.machine.hart.icount,
+                icount: self.session.machine().hart.icount,
                 stopped: &mut self.stopped,
                 has_keyboard: self
-                    .machine
+                    .session
+                    .machine()
                     .config
                     .devices
                     .contains(&DeviceKind::VirtioKeyboard),
@@ -244,7 +220,7 @@ impl Live<'_> {
 
     /// Gives virtio-rng devices the host entropy they wait for; says whether it gave any.
     fn feed_entropy(&mut self) -> Result<bool, String> {
-        let wanted = self.machine.entropy_wanted().min(4096);
+        let wanted = self.machine().entropy_wanted().min(4096);
         if wanted == 0 {
             return Ok(false);
         }
@@ -257,25 +233,9 @@ impl Live<'_> {
         Ok(true)
     }
 
-    /// Gives the NICs the frames their backends sent, as far as the drivers keep up.
-    fn feed_frames(&mut self) -> Result<(), String> {
-        for nic in 0..self.frames_waiting.len() {
-            while self.machine.net_pending(nic) < NIC_BACKLOG {
-                let Some(frame) = self.frames_waiting[nic].pop_front() else {
-                    break;
-                };
-                self.inject(InputEvent::Net {
-                    nic: nic as u8,
-                    frame,
-                })?;
-            }
-        }
-        Ok(())
-    }
-
     /// Sends the frames the guest wrote to their backends.
     fn forward_frames(&mut self) {
-        for (nic, frame) in self.machine.take_net_output() {
+        for (nic, frame) in self.session.take_net_output() {
             if let Some(backend) = self.backends.get_mut(nic) {
                 backend.send(frame);
             }
@@ -286,25 +246,19 @@ impl Live<'_> {
     /// the run.
     fn host_event(&mut self, event: ConsoleEvent) -> Option<Outcome> {
         match event {
-            ConsoleEvent::Input(bytes) => self.typed.extend(bytes),
+            ConsoleEvent::Input(bytes) => self.session.type_console(&bytes),
             ConsoleEvent::Quit => return Some(Outcome::Quit),
-            ConsoleEvent::Frame(nic, frame) => {
-                if let Some(waiting) = self.frames_waiting.get_mut(nic) {
-                    waiting.push_back(frame);
-                }
-            }
+            ConsoleEvent::Frame(nic, frame) => self.session.queue_frame(nic, frame),
         }
         None
     }
 
     /// Copies the guest's console output to standard output.
     fn forward_output(&mut self) {
-        let out = self.machine.take_console_output();
+        let out = self.session.take_console_output();
         if out.is_empty() {
             return;
         }
-        self.console_hash.update(&out);
-        self.console_bytes += out.len() as u64;
         let stdout = std::io::stdout();
         let mut lock = stdout.lock();
         // A closed standard output must not stop the guest: it may still power off cleanly.
@@ -314,43 +268,14 @@ impl Live<'_> {
     /// After the run stopped at `limit()`: writes a sync point if one is due there. Returns
     /// whether it was a sync point (and the run should go on).
     fn sync_if_due(&mut self) -> Result<bool, String> {
-        let icount = self.machine.hart.icount;
-        let Some(s) = &mut self.session else {
-            return Ok(false);
-        };
-        if icount < s.next_sync || self.args.max_insns.is_some_and(|l| icount >= l) {
-            return Ok(false);
-        }
-        let digest = self.machine.digest();
-        s.recorder.sync(&digest).map_err(|e| e.to_string())?;
-        s.next_sync = icount.saturating_add(s.sync_interval);
-        Ok(true)
+        self.session
+            .sync_if_due(self.args.max_insns)
+            .map_err(|e| e.to_string())
     }
 
     /// Writes regularly, so that a killed recorder leaves most of the run behind.
     fn flush_if_due(&mut self) -> Result<(), String> {
-        if let Some(s) = &mut self.session {
-            s.recorder
-                .flush_if_due(self.machine.hart.icount)
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    }
-
-    /// Completes the recording, if one is made.
-    fn finish(&mut self, reason: EndReason) -> Result<(), String> {
-        let Some(s) = self.session.take() else {
-            return Ok(());
-        };
-        let digest = self.machine.digest();
-        let end = End {
-            icount: self.machine.hart.icount,
-            executed: self.machine.executed(),
-            reason,
-            console_bytes: self.console_bytes,
-            console_hash: self.console_hash.digest(),
-        };
-        s.recorder.finish(&digest, &end).map_err(|e| e.to_string())
+        self.session.flush_if_due().map_err(|e| e.to_string())
     }
 }
 
@@ -380,32 +305,25 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, Stri
     let mut machine = Machine::new(config, &images).map_err(|e| e.to_string())?;
     machine.bus.trace = args.trace_mmio;
     machine.attach_network();
-    let boot_inputs = boot_inputs(args);
-    for event in &boot_inputs {
-        machine.inject(event);
-    }
+    let mut session = Session::new(machine, images, boot_inputs(args).to_vec());
     if let Some(path) = &args.dump_dtb {
-        std::fs::write(path, machine.dtb())
+        std::fs::write(path, session.machine().dtb())
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let session = match record {
-        Some(r) => Some(start_recording(&machine, &images, r)?),
-        None => None,
-    };
+    if let Some(r) = record {
+        let recorder = start_recording(session.machine(), session.images(), r)?;
+        session
+            .record(recorder, r.sync_every)
+            .map_err(|e| e.to_string())?;
+    }
     let mut live = Live {
-        machine,
-        images,
-        args,
         session,
-        console_hash: Xxh3::new(),
-        console_bytes: 0,
+        args,
         pause_at: None,
         qmp: args.qmp.as_deref().map(qmp::listen).transpose()?,
         stopped: false,
         backends: Vec::new(),
-        frames_waiting: vec![VecDeque::new(); args.netdevs.len()],
-        typed: VecDeque::new(),
         auto: icount_auto.then(|| AutoShift::new(Instant::now())),
     };
     let (host_events, input) = std::sync::mpsc::channel();
@@ -413,12 +331,6 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, Stri
         live.backends
             .push(Backend::start(spec, nic, host_events.clone())?);
     }
-    if let Some(s) = &mut live.session {
-        for event in &boot_inputs {
-            s.recorder.event(0, event).map_err(|e| e.to_string())?;
-        }
-    }
-
     console::catch_signals();
     let raw = console::RawTerminal::enable();
     console::spawn_reader(raw.is_some(), host_events);
@@ -434,7 +346,7 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, Stri
         match drive(&mut live, &input) {
             // A reboot starts the board afresh from the same images, as QEMU's reset does.
             Outcome::Stopped(Stop::Reset) => {
-                if let Err(e) = live.machine.reset(&live.images) {
+                if let Err(e) = live.session.reset() {
                     break Outcome::Error(e.to_string());
                 }
             }
@@ -443,13 +355,14 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, Stri
     };
     drop(raw);
     let elapsed = started.elapsed();
-    let machine = &mut live.machine;
+    let machine = live.session.machine();
     if args.stats {
         print_stats(machine, elapsed);
     }
     if args.state_hash {
-        eprintln!("state hash: {:016x}", machine.state_hash());
+        eprintln!("state hash: {:016x}", live.session.state_hash());
     }
+    let machine = live.session.machine();
     let (code, reason) = match outcome {
         Outcome::Error(message) => return Err(message),
         // Only a debugger pauses, and it always resumes; count it as a quit if not.
@@ -482,9 +395,9 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, Stri
             (ExitCode::from(EXIT_DEADLOCK), EndReason::Deadlock)
         }
     };
-    live.finish(reason)?;
+    live.session.finish(reason).map_err(|e| e.to_string())?;
     if let Some(r) = record {
-        live.machine.save_disks(&r.disk_out)?;
+        live.session.machine().save_disks(&r.disk_out)?;
     }
     if let Some(r) = record {
         eprintln!(
@@ -496,11 +409,12 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, Stri
     Ok(code)
 }
 
+/// A recorder for a run of `machine` (before its first instruction) booted from `images`.
 fn start_recording(
     machine: &Machine,
     images: &BootImages,
     record: &RecordArgs,
-) -> Result<RecordSession, String> {
+) -> Result<Recorder, String> {
     let named: Vec<(String, Vec<u8>)> = [
         ("bios", images.bios.as_ref()),
         ("kernel", images.kernel.as_ref()),
@@ -515,25 +429,9 @@ fn start_recording(
         .drives
         .iter()
         .zip(&images.disks)
-        .map(|(spec, disk)| {
-            let sha256 = rewind_replay::recording::sha256_file(&disk.file)
-                .map_err(|e| format!("cannot read {}: {e}", spec.path.display()))?;
-            let path = std::fs::canonicalize(&spec.path).unwrap_or_else(|_| spec.path.clone());
-            let size = disk
-                .file
-                .metadata()
-                .map_err(|e| format!("cannot read {}: {e}", spec.path.display()))?
-                .len();
-            Ok(DriveRef {
-                path: path.display().to_string(),
-                format: disk.format_name().to_string(),
-                size,
-                sha256,
-                readonly: spec.readonly,
-            })
-        })
+        .map(|(spec, disk)| DriveRef::describe(&spec.path, disk, spec.readonly))
         .collect::<Result<Vec<_>, String>>()?;
-    let recorder = Recorder::create(
+    Recorder::create(
         &record.output,
         format!("rewind {}", env!("CARGO_PKG_VERSION")),
         machine.config.clone(),
@@ -541,12 +439,7 @@ fn start_recording(
         named,
         drives,
     )
-    .map_err(|e| e.to_string())?;
-    Ok(RecordSession {
-        recorder,
-        sync_interval: record.sync_every,
-        next_sync: record.sync_every,
-    })
+    .map_err(|e| e.to_string())
 }
 
 pub fn print_stats(machine: &Machine, elapsed: Duration) {
@@ -584,28 +477,29 @@ enum Outcome {
     Paused,
 }
 
-/// A live machine driven by gdb: forwards only, console and recording as usual.
-struct LiveEngine<'a, 'b> {
+/// A live run as gdb drives it.
+struct GdbDriven<'a, 'b> {
     live: &'b mut Live<'a>,
     input: &'b Receiver<ConsoleEvent>,
     /// How the run ended while gdb drove it.
     finished: Option<Outcome>,
 }
 
-impl LiveEngine<'_, '_> {
-    /// Runs to instruction count `pause` (or a stop), rebuilding the board on resets.
-    fn run_to(&mut self, pause: u64) -> Result<Stopped, DebugError> {
-        if self.finished.is_some() {
-            return Ok(Stopped::Exited(0));
-        }
-        let hart = &mut self.live.machine.hart;
-        hart.resume_from_breakpoint = Some(hart.icount);
-        hart.watch_hit = None;
+impl LiveRun for GdbDriven<'_, '_> {
+    fn session(&self) -> &Session {
+        &self.live.session
+    }
+
+    fn session_mut(&mut self) -> &mut Session {
+        &mut self.live.session
+    }
+
+    fn run_until(&mut self, pause: u64) -> Option<Stop> {
         self.live.pause_at = Some(pause);
         let outcome = loop {
             match drive(self.live, self.input) {
                 Outcome::Stopped(Stop::Reset) => {
-                    if let Err(e) = self.live.machine.reset(&self.live.images) {
+                    if let Err(e) = self.live.session.reset() {
                         break Outcome::Error(e.to_string());
                     }
                 }
@@ -613,54 +507,23 @@ impl LiveEngine<'_, '_> {
             }
         };
         self.live.pause_at = None;
-        Ok(match outcome {
-            Outcome::Paused => Stopped::Reached,
-            Outcome::Stopped(Stop::Breakpoint) => Stopped::Breakpoint,
-            Outcome::Stopped(Stop::Watchpoint) => match self.live.machine.hart.watch_hit {
-                Some((addr, kind)) => Stopped::Watchpoint(addr, kind),
-                None => Stopped::Breakpoint,
-            },
+        match outcome {
+            Outcome::Paused => Some(Stop::Limit),
+            Outcome::Stopped(stop @ (Stop::Breakpoint | Stop::Watchpoint)) => Some(stop),
             other => {
-                let code = match &other {
-                    Outcome::Stopped(Stop::PowerOff(code)) => *code as u8,
-                    Outcome::Stopped(Stop::Limit) => EXIT_LIMIT,
-                    Outcome::Deadlock => EXIT_DEADLOCK,
-                    _ => 0,
-                };
                 self.finished = Some(other);
-                Stopped::Exited(code)
+                None
             }
-        })
-    }
-}
-
-impl Engine for LiveEngine<'_, '_> {
-    fn machine(&self) -> &Machine {
-        &self.live.machine
-    }
-
-    fn set_stops(&mut self, breakpoints: Vec<u64>, watchpoints: Vec<Watchpoint>) {
-        let hart = &mut self.live.machine.hart;
-        let mut breakpoints = breakpoints;
-        breakpoints.sort_unstable();
-        hart.breakpoints = breakpoints;
-        if hart.watchpoints != watchpoints {
-            hart.watchpoints = watchpoints;
-            hart.flush_translations();
         }
     }
 
-    fn step(&mut self) -> Result<Stopped, DebugError> {
-        let next = self.live.machine.hart.icount + 1;
-        let saved = std::mem::take(&mut self.live.machine.hart.breakpoints);
-        let stopped = self.run_to(next);
-        self.live.machine.hart.breakpoints = saved;
-        stopped
-    }
-
-    fn resume(&mut self) -> Result<Stopped, DebugError> {
-        let pause = self.live.machine.hart.icount.saturating_add(1 << 22);
-        self.run_to(pause)
+    fn exit_status(&self) -> u8 {
+        match &self.finished {
+            Some(Outcome::Stopped(Stop::PowerOff(code))) => *code as u8,
+            Some(Outcome::Stopped(Stop::Limit)) => EXIT_LIMIT,
+            Some(Outcome::Deadlock) => EXIT_DEADLOCK,
+            _ => 0,
+        }
     }
 }
 
@@ -674,21 +537,16 @@ fn debug_live(
     let listener = std::net::TcpListener::bind(address)
         .map_err(|e| format!("cannot listen on {address} for gdb: {e}"))?;
     eprintln!("rewind: waiting for gdb on {address} (`target remote {address}`)");
-    let engine = LiveEngine {
+    let engine = LiveEngine::new(GdbDriven {
         live,
         input,
         finished: None,
-    };
+    });
     let mut target = DebugTarget::new(engine);
     let end = rewind_debug::serve_one(&mut target, &listener)?;
-    let engine = target.into_engine();
-    let hart = &mut engine.live.machine.hart;
-    hart.breakpoints.clear();
-    if !hart.watchpoints.is_empty() {
-        hart.watchpoints.clear();
-        hart.flush_translations();
-    }
-    Ok(match (end, engine.finished) {
+    let driven = target.into_engine().run;
+    driven.live.session.set_debug_stops(Vec::new(), Vec::new());
+    Ok(match (end, driven.finished) {
         (_, Some(outcome)) => Some(outcome),
         (SessionEnd::Killed, None) => Some(Outcome::Quit),
         _ => None,
@@ -737,14 +595,9 @@ fn drive_inner(live: &mut Live, input: &Receiver<ConsoleEvent>) -> Result<Outcom
                 return Ok(outcome);
             }
         }
-        live.feed_frames()?;
-        let room = live.machine.console_room().min(live.typed.len());
-        if room > 0 {
-            let bytes = live.typed.drain(..room).collect();
-            live.inject(InputEvent::Console(bytes))?;
-        }
+        live.session.deliver().map_err(|e| e.to_string())?;
         let limit = live.limit();
-        let stop = live.machine.run(limit, SLICE);
+        let stop = live.session.run(limit, SLICE);
         live.forward_output();
         live.forward_frames();
         live.flush_if_due()?;
@@ -754,7 +607,7 @@ fn drive_inner(live: &mut Live, input: &Receiver<ConsoleEvent>) -> Result<Outcom
             // Entropy may wake the guest: run it before waiting.
             Stop::Idle { .. } if fed => continue,
             Stop::Limit if live.sync_if_due()? => continue,
-            Stop::Limit if live.pause_at == Some(live.machine.hart.icount) => {
+            Stop::Limit if live.pause_at == Some(live.machine().hart.icount) => {
                 return Ok(Outcome::Paused);
             }
             Stop::Idle { until } => until,
@@ -765,15 +618,15 @@ fn drive_inner(live: &mut Live, input: &Receiver<ConsoleEvent>) -> Result<Outcom
             (None, Some(l)) => Some(l),
             (t, None) => t,
         };
-        if !live.typed.is_empty() {
+        if live.session.typing_waits() {
             continue; // the FIFO has room again only once the guest reads: let it run
         }
-        let machine = &mut live.machine;
-        let now = machine.hart.icount;
+        let now = live.machine().hart.icount;
         // How long the guest means to sleep, in wall time (pacing), or not at all.
+        let machine = live.machine();
         let wait = match until {
             Some(t) if !pacing => {
-                machine.skip_idle(t);
+                live.session.skip_idle(t);
                 continue;
             }
             Some(t) => Some(Duration::from_nanos(
@@ -795,6 +648,7 @@ fn drive_inner(live: &mut Live, input: &Receiver<ConsoleEvent>) -> Result<Outcom
             std::thread::sleep(step.saturating_sub(waited_from.elapsed()));
         }
         // The guest's clock moves as far as the wall's did, up to its deadline.
+        let machine = live.machine();
         let woken_ns = machine
             .ns_at(now)
             .saturating_add(waited_from.elapsed().as_nanos() as u64);
@@ -802,7 +656,8 @@ fn drive_inner(live: &mut Live, input: &Receiver<ConsoleEvent>) -> Result<Outcom
         if machine.ns_at(woken) > woken_ns {
             woken -= 1; // the last instruction count not past the wall's time
         }
-        machine.skip_idle(until.map_or(woken, |t| t.min(woken)));
+        live.session
+            .skip_idle(until.map_or(woken, |t| t.min(woken)));
         // Input that arrived while the guest slept arrives at the virtual time that
         // corresponds to the wall time waited.
         if let Ok(event) = event {

@@ -359,6 +359,25 @@ impl Hart {
         self.context_changed();
     }
 
+    /// Sets a debugger's breakpoints and watchpoints (replacing the previous ones), and
+    /// drops the translations that would skip a changed watchpoint.
+    pub fn set_debug_stops(&mut self, mut breakpoints: Vec<u64>, watchpoints: Vec<Watchpoint>) {
+        breakpoints.sort_unstable();
+        breakpoints.dedup();
+        self.breakpoints = breakpoints;
+        if self.watchpoints != watchpoints {
+            self.watchpoints = watchpoints;
+            self.flush_translations();
+        }
+    }
+
+    /// Before a debugger resumes: a breakpoint at the current instruction is not reported
+    /// again, and the last watchpoint hit is forgotten.
+    pub fn resume_from_debug_stop(&mut self) {
+        self.resume_from_breakpoint = Some(self.icount);
+        self.watch_hit = None;
+    }
+
     /// Decodes the PMP CSRs again after a change to them, and drops the translations that
     /// relied on the old ones.
     pub(crate) fn pmp_changed(&mut self) {

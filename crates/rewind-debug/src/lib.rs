@@ -1,9 +1,11 @@
 //! The `debug` layer of Rewind: a recording served over the GDB remote protocol (the
 //! `gdbstub` crate), with reverse execution: `reverse-stepi`, `reverse-continue`, and monitor
-//! commands to see and move the position in the recording.
+//! commands to see and move the position in the recording; and a live run, forwards only
+//! ([`live`]).
 
 pub mod arch;
 mod conn;
+pub mod live;
 pub mod timeline;
 
 use std::net::TcpListener;

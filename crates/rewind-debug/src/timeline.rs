@@ -89,11 +89,7 @@ impl Timeline {
         } else {
             (Vec::new(), Vec::new())
         };
-        hart.breakpoints = breakpoints;
-        if hart.watchpoints != watchpoints {
-            hart.watchpoints = watchpoints;
-            hart.flush_translations();
-        }
+        hart.set_debug_stops(breakpoints, watchpoints);
         hart.watch_hit = None;
     }
 
@@ -330,9 +326,7 @@ impl Timeline {
                 if played == Played::Reached || now >= segment_end {
                     break;
                 }
-                let hart = &mut self.player.machine.hart;
-                hart.resume_from_breakpoint = Some(now);
-                hart.watch_hit = None;
+                self.player.machine.hart.resume_from_debug_stop();
             }
             if let Some((hit, kind)) = last_hit {
                 self.seek(hit)?;

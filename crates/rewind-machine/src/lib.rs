@@ -13,6 +13,7 @@ pub mod snapshot;
 pub use rewind_cpu::clock::MAX_SHIFT as MAX_ICOUNT_SHIFT;
 pub use rewind_cpu::Clock;
 use rewind_cpu::{Exit, Hart, Mmio, Ram};
+pub use rewind_cpu::{WatchKind, Watchpoint};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -850,7 +851,9 @@ impl Machine {
 
     /// Delivers a value from the host to the guest, now (between two instructions). This is
     /// the one way host input enters the machine, so a recording of `(icount, event)` pairs
-    /// and the configuration reproduce a run.
+    /// and the configuration reproduce a run. Only the replay layer calls it: its `Session`
+    /// (live runs, which write every event down) and `Player` (replays); the command line
+    /// hands its input to a `Session` and sees the machine only through `&Machine`.
     pub fn inject(&mut self, event: &InputEvent) {
         match event {
             InputEvent::Console(bytes) => {

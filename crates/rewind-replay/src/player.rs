@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use rewind_machine::block::DiskImage;
 use rewind_machine::{BootImages, Machine, Snapshot, Stop};
 
-use crate::recording::{sha256_file, DriveRef, EndReason, Item, Recording, TimelineEntry};
+use crate::recording::{DriveRef, EndReason, Item, Recording, TimelineEntry};
 
 /// Instructions run between looks at the console.
 const SLICE: u64 = 1 << 22;
@@ -40,22 +40,7 @@ fn open_drives(drives: &[DriveRef], paths: &[PathBuf]) -> Result<Vec<DiskImage>,
                     path.display()
                 )
             })?;
-            let size = file
-                .metadata()
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-                .len();
-            let hash =
-                sha256_file(&file).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            if size != drive.size || hash != drive.sha256 {
-                return Err(format!(
-                    "the disk image {} is not the one recorded (size {size}, sha256 {hash}; \
-                     the recording needs size {}, sha256 {}): give the original with \
-                     --drive PATH",
-                    path.display(),
-                    drive.size,
-                    drive.sha256
-                ));
-            }
+            drive.check(&file, &path)?;
             drop(file);
             DiskImage::open(&path, Some(&drive.format), drive.readonly, false)
         })

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use rewind_machine::block::{BlockBackend, DiskImage};
 use rewind_machine::{InputEvent, MachineConfig, StateDigest};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -54,6 +55,44 @@ pub struct DriveRef {
 
 fn raw_format() -> String {
     "raw".into()
+}
+
+impl DriveRef {
+    /// The reference to the disk image at `path`, opened as `disk`, before anything wrote to
+    /// it (the path is made absolute, so a replay finds it from anywhere).
+    pub fn describe(path: &Path, disk: &DiskImage, readonly: bool) -> Result<DriveRef, String> {
+        let (size, sha256) = measure(&disk.file, path)?;
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        Ok(DriveRef {
+            path: path.display().to_string(),
+            format: disk.format_name().to_string(),
+            size,
+            sha256,
+            readonly,
+        })
+    }
+
+    /// Checks that `file` (found at `path`) is the image recorded: same size, same hash.
+    pub fn check(&self, file: &File, path: &Path) -> Result<(), String> {
+        let (size, sha256) = measure(file, path)?;
+        if size != self.size || sha256 != self.sha256 {
+            return Err(format!(
+                "the disk image {} is not the one recorded (size {size}, sha256 {sha256}; the \
+                 recording needs size {}, sha256 {}): give the original with --drive PATH",
+                path.display(),
+                self.size,
+                self.sha256
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A disk image file's length and SHA-256.
+fn measure(file: &File, path: &Path) -> Result<(u64, String), String> {
+    let cannot_read = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let size = file.metadata().map_err(cannot_read)?.len();
+    Ok((size, sha256_file(file).map_err(cannot_read)?))
 }
 
 /// SHA-256 of a whole file, in hex.
