@@ -77,8 +77,7 @@ fn a_recording_under_auto_holds_its_shift_changes_and_replays_to_the_same_bytes_
 
     // The replay never looks at the host's clock: same bytes, same state, every sync point.
     for _ in 0..2 {
-        let replayed = rewind(&["replay", "--state-hash", file.to_str().unwrap()]);
-        assert!(replayed.status.success(), "replay: {}", stderr(&replayed));
+        let replayed = common::replay_ok(&["--state-hash", file.to_str().unwrap()]);
         assert_eq!(replayed.stdout, recorded.stdout);
         assert_eq!(state_hash(&replayed), state_hash(&recorded));
         assert!(stderr(&replayed).contains("sync points matched"));
@@ -199,8 +198,7 @@ fn a_debian_boot_recorded_under_auto_replays_to_the_same_state() {
         "console=ttyS0 rdinit=/init quiet cryptomgr.notests rewind.poweroff",
     ]);
     assert_eq!(recorded.status.code(), Some(0), "{}", stderr(&recorded));
-    let replayed = rewind(&["replay", "--state-hash", file.to_str().unwrap()]);
-    assert!(replayed.status.success(), "replay: {}", stderr(&replayed));
+    let replayed = common::replay_ok(&["--state-hash", file.to_str().unwrap()]);
     assert_eq!(replayed.stdout, recorded.stdout);
     assert_eq!(state_hash(&replayed), state_hash(&recorded));
     let inspect = rewind(&["inspect", "--json", file.to_str().unwrap()]);

@@ -211,13 +211,7 @@ fn every_device_is_recorded_in_one_session_and_replays_without_the_network() {
 
     // The server is gone, and nothing listens on the forwarded port: the replay needs neither.
     drop(server);
-    let replay = rewind(&["replay", recording.to_str().unwrap(), "--state-hash"]);
-    assert_eq!(
-        replay.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&replay.stderr)
-    );
+    let replay = common::replay_ok(&[recording.to_str().unwrap(), "--state-hash"]);
     assert_eq!(replay.stdout, recorded, "the replay printed other bytes");
     assert!(TcpStream::connect(("127.0.0.1", forwarded)).is_err());
     let again = rewind(&["replay", recording.to_str().unwrap(), "--state-hash"]);
@@ -253,14 +247,7 @@ fn every_device_is_recorded_in_one_session_and_replays_without_the_network() {
     let mut changed = content;
     changed[1 << 20] ^= 0x80;
     std::fs::write(&other, &changed).unwrap();
-    let refused = rewind(&[
-        "replay",
-        recording.to_str().unwrap(),
-        "--drive",
-        other.to_str().unwrap(),
-    ]);
-    assert_eq!(refused.status.code(), Some(1));
-    assert!(refused.stdout.is_empty());
+    common::assert_other_drive_refused(&recording, &other);
 }
 
 /// QEMU's `-netdev stream` framing: a Rewind guest listens, a QEMU guest (Debian's
@@ -437,12 +424,6 @@ fn a_guest_pings_a_test_peer_over_a_dgram_netdev_and_the_recording_replays() {
     assert_eq!(console.wait_exit(Duration::from_secs(60)).code(), Some(0));
     let recorded = console.bytes.clone();
     drop(console);
-    let replay = rewind(&["replay", recording.to_str().unwrap()]);
-    assert_eq!(
-        replay.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&replay.stderr)
-    );
+    let replay = common::replay_ok(&[recording.to_str().unwrap()]);
     assert_eq!(replay.stdout, recorded);
 }

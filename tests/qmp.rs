@@ -136,16 +136,7 @@ fn qmp_controls_a_live_recorded_run() {
     };
     assert_eq!(status.code(), Some(0));
     // The recording is complete and replays.
-    let replay = Command::new(env!("CARGO_BIN_EXE_rewind"))
-        .args(["replay", recording.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(
-        replay.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&replay.stderr)
-    );
+    common::replay_ok(&[recording.to_str().unwrap()]);
 }
 
 /// A key pressed over QMP reaches the Debian guest's /dev/input/event0 through
@@ -203,16 +194,7 @@ fn a_key_sent_over_qmp_arrives_in_the_guest_and_replays() {
     assert_eq!(console.wait_exit(Duration::from_secs(60)).code(), Some(0));
     let recorded = console.bytes.clone();
     drop(console);
-    let replay = Command::new(env!("CARGO_BIN_EXE_rewind"))
-        .args(["replay", recording.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(
-        replay.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&replay.stderr)
-    );
+    let replay = common::replay_ok(&[recording.to_str().unwrap()]);
     assert_eq!(replay.stdout, recorded);
 
     // QMP on the replay: stopped, time stands still; input is refused (it comes from the

@@ -173,8 +173,7 @@ fn replay_ends_in_the_recorded_state_and_divergence_is_caught_at_the_next_sync_p
         &["--sync-every", "50000000", "--engine", "interp"],
     );
     let path = recording.to_str().unwrap();
-    let replay = rewind(&["replay", "--engine", "jit", "--state-hash", path]);
-    assert_eq!(replay.status.code(), Some(0), "{}", stderr(&replay));
+    let replay = common::replay_ok(&["--engine", "jit", "--state-hash", path]);
     assert_eq!(replay.stdout, recorded.stdout);
     assert_eq!(
         state_hash(&replay),
@@ -281,8 +280,7 @@ fn corrupted_cut_foreign_and_newer_recordings_are_refused_without_console_output
     let dir = scratch("bad-recordings");
     let (recording, output) = small_recording(&dir);
     let good = std::fs::read(&recording).unwrap();
-    let replay = rewind(&["replay", recording.to_str().unwrap()]);
-    assert_eq!(replay.status.code(), Some(0), "{}", stderr(&replay));
+    let replay = common::replay_ok(&[recording.to_str().unwrap()]);
     assert_eq!(replay.stdout, output);
     let bad = dir.join("bad.rwd");
     let bad_path = bad.to_str().unwrap();
@@ -411,8 +409,7 @@ fn a_disk_is_read_written_recorded_and_replayed_on_the_same_image() {
     assert_eq!(&kept[100 * 512..100 * 512 + 15], b"rewind-was-here");
     assert_eq!(kept[..100 * 512], content[..100 * 512]);
 
-    let replay = rewind(&["replay", recording.to_str().unwrap()]);
-    assert_eq!(replay.status.code(), Some(0), "{}", stderr(&replay));
+    let replay = common::replay_ok(&[recording.to_str().unwrap()]);
     assert_eq!(replay.stdout, recorded_output);
     assert_eq!(
         std::fs::read(&disk).unwrap(),
@@ -437,19 +434,7 @@ fn a_disk_is_read_written_recorded_and_replayed_on_the_same_image() {
     let mut changed = content.clone();
     changed[5] ^= 1;
     std::fs::write(&other, &changed).unwrap();
-    let refused = rewind(&[
-        "replay",
-        recording.to_str().unwrap(),
-        "--drive",
-        other.to_str().unwrap(),
-    ]);
-    assert_eq!(refused.status.code(), Some(1));
-    assert!(refused.stdout.is_empty());
-    assert!(
-        stderr(&refused).contains("is not the one recorded"),
-        "{}",
-        stderr(&refused)
-    );
+    common::assert_other_drive_refused(&recording, &other);
 
     // A plain run writes through to the image.
     let (_, back, _) = disk_session(&["run", "--drive", disk_arg]);
@@ -495,8 +480,7 @@ fn a_qcow2_disk_is_read_recorded_replayed_and_written() {
         original,
         "recording wrote to the image"
     );
-    let replay = rewind(&["replay", recording.to_str().unwrap()]);
-    assert_eq!(replay.status.code(), Some(0), "{}", stderr(&replay));
+    let replay = common::replay_ok(&[recording.to_str().unwrap()]);
     assert_eq!(replay.stdout, recorded);
 
     let (_, back, _) = disk_session(&["run", "--drive", qcow2.to_str().unwrap()]);
@@ -668,8 +652,7 @@ fn recording_a_gib_of_disk_writes_costs_the_overlay_and_replays() {
         0,
         "the recording wrote to the image"
     );
-    let replay = rewind(&["replay", recording.to_str().unwrap()]);
-    assert_eq!(replay.status.code(), Some(0), "{}", stderr(&replay));
+    let replay = common::replay_ok(&[recording.to_str().unwrap()]);
     assert!(
         String::from_utf8_lossy(&replay.stdout).contains("1024+0 records out"),
         "the replay did not write the GiB"

@@ -510,15 +510,6 @@ fn gdb_drives_a_live_recorded_run() {
     let mut console = String::new();
     std::io::Read::read_to_string(server.child.stdout.as_mut().unwrap(), &mut console).unwrap();
     assert!(console.contains("watched done"), "{console}");
-    let replay = Command::new(env!("CARGO_BIN_EXE_rewind"))
-        .args(["replay", recording.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(
-        replay.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&replay.stderr)
-    );
+    let replay = common::replay_ok(&[recording.to_str().unwrap()]);
     assert_eq!(String::from_utf8_lossy(&replay.stdout), console);
 }

@@ -17,6 +17,31 @@ pub fn rewind(args: &[&str]) -> std::process::Output {
         .expect("run rewind")
 }
 
+/// Runs `rewind replay ARGS`, which must succeed (exit 0); its output, for comparisons.
+pub fn replay_ok(args: &[&str]) -> std::process::Output {
+    let out = rewind(&[&["replay"], args].concat());
+    assert_eq!(out.status.code(), Some(0), "replay: {}", stderr(&out));
+    out
+}
+
+/// A replay of `recording` given `other` as its disk image, which is not the one recorded,
+/// is refused before anything runs, with a message that says so.
+pub fn assert_other_drive_refused(recording: &std::path::Path, other: &std::path::Path) {
+    let refused = rewind(&[
+        "replay",
+        recording.to_str().unwrap(),
+        "--drive",
+        other.to_str().unwrap(),
+    ]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(refused.stdout.is_empty());
+    assert!(
+        stderr(&refused).contains("is not the one recorded"),
+        "{}",
+        stderr(&refused)
+    );
+}
+
 pub fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

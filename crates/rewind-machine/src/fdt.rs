@@ -6,8 +6,8 @@ use vm_fdt::FdtWriter;
 use crate::devices::{clint, finisher, plic, rtc, uart, virtio_mmio};
 use crate::{BootLayout, MachineConfig};
 
-/// `mtime` frequency: 10 MHz, as on QEMU's `virt`.
-pub const TIMEBASE_HZ: u32 = 10_000_000;
+/// `mtime` frequency (10 MHz, as on QEMU's `virt`), from the clock's one definition.
+pub const TIMEBASE_HZ: u32 = (1_000_000_000 / rewind_cpu::clock::NS_PER_MTIME_TICK) as u32;
 /// What the hart implements, in the form Linux and OpenSBI parse.
 pub const RISCV_ISA: &str = "rv64imafdc_zicsr_zifencei_zihintpause_sstc";
 
