@@ -1,13 +1,9 @@
 //! `rewind`: the command line. Standard output carries only what the guest writes to its
 //! console; every message of the tool goes to standard error.
 
-mod autoshift;
-mod console;
+mod cmd;
 mod guest;
-mod live;
-mod net;
-mod qmp;
-mod replay;
+mod host;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -179,8 +175,8 @@ struct RunArgs {
     /// the host 10.0.2.2, DNS 10.0.2.3, DHCP), `stream,server=on|off,addr.type=inet,addr.host=H,addr.port=P`
     /// (or addr.type=unix,addr.path=PATH), or `dgram,remote.type=inet,remote.host=H,remote.port=P[,local.…]`.
     /// Frames entering the guest are recorded; a replay opens no backend.
-    #[arg(long = "netdev", value_name = "user|stream,…|dgram,…", value_parser = net::parse_netdev)]
-    netdevs: Vec<net::NetdevSpec>,
+    #[arg(long = "netdev", value_name = "user|stream,…|dgram,…", value_parser = host::net::parse_netdev)]
+    netdevs: Vec<host::net::NetdevSpec>,
     /// Guest RAM size, in bytes or with a K, M or G suffix (as `-m` of QEMU).
     #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = parse_size)]
     memory: u64,
@@ -235,7 +231,7 @@ struct RunArgs {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum IcountShift {
     Fixed(u32),
-    /// Follow the wall clock (`autoshift.rs`).
+    /// Follow the wall clock (`host/autoshift.rs`).
     Auto,
 }
 
@@ -390,13 +386,13 @@ fn main() -> ExitCode {
         Engine::set_default(engine);
     }
     let result = match &cli.command {
-        Command::Run(args) => live::run(args, None),
-        Command::Record(args) => live::run(&args.run, Some(args)),
-        Command::Replay(args) => replay::replay(args),
-        Command::Inspect(args) => replay::inspect(args),
-        Command::Debug(args) => replay::debug(args),
+        Command::Run(args) => cmd::live::run(args, None),
+        Command::Record(args) => cmd::live::run(&args.run, Some(args)),
+        Command::Replay(args) => cmd::replay::replay(args),
+        Command::Inspect(args) => cmd::replay::inspect(args),
+        Command::Debug(args) => cmd::replay::debug(args),
         Command::Gdbinit => {
-            replay::print_stdout(replay::GDBINIT);
+            cmd::replay::print_stdout(cmd::replay::GDBINIT);
             Ok(ExitCode::SUCCESS)
         }
     };

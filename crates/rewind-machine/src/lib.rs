@@ -4,25 +4,26 @@
 
 pub mod block;
 pub mod boot;
+mod bus;
+mod config;
 pub mod devices;
 pub mod digest;
 pub mod fdt;
+mod input;
 pub mod loader;
 pub mod snapshot;
 
 pub use rewind_cpu::clock::MAX_SHIFT as MAX_ICOUNT_SHIFT;
 pub use rewind_cpu::Clock;
-use rewind_cpu::{Exit, Hart, Mmio, Ram};
+use rewind_cpu::{Exit, Hart, Ram};
 pub use rewind_cpu::{WatchKind, Watchpoint};
-use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
 pub use boot::{BootImages, BootLayout};
-use devices::clint::{self, Clint};
-use devices::finisher::{self, Finish, Finisher};
-use devices::plic::{self, Plic};
+pub use bus::Bus;
+pub use config::{DeviceKind, MachineConfig, MachineError, MAX_RAM, MIN_RAM, RAM_BASE};
+use devices::finisher::Finish;
 use devices::rtc::{self, Rtc};
-use devices::uart::{self, Uart};
+use devices::uart;
 use devices::virtio::blk::Blk;
 pub use devices::virtio::input::EvdevEvent;
 use devices::virtio::input::{Input, InputKind};
@@ -33,141 +34,9 @@ use devices::virtio_mmio::{self, transport::Transport};
 pub use digest::DigestVersion;
 pub use digest::StateDigest;
 use digest::{debug_hash, state_hash, RamHashes};
+pub use input::InputEvent;
 use snapshot::RamPages;
 pub use snapshot::{MachineState, Snapshot};
-
-pub const RAM_BASE: u64 = 0x8000_0000;
-/// The smallest RAM the board accepts.
-pub const MIN_RAM: u64 = 2 << 20;
-/// The largest RAM the board accepts (as far as the `virt` map leaves room for).
-pub const MAX_RAM: u64 = 64 << 30;
-
-/// A device in a virtio-mmio slot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum DeviceKind {
-    /// virtio-rng: entropy from the host, recorded.
-    VirtioRng,
-    /// virtio-blk on the next disk image of [`BootImages::disks`].
-    VirtioBlk,
-    /// virtio-input keyboard, tablet (absolute pointer) and mouse (relative).
-    VirtioKeyboard,
-    VirtioTablet,
-    VirtioMouse,
-    /// virtio-net: frames from the host's network backend, recorded.
-    VirtioNet,
-}
-
-/// How the machine is put together, and the host values it starts from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MachineConfig {
-    pub ram_base: u64,
-    pub ram_size: u64,
-    pub bootargs: Option<String>,
-    /// Virtual nanoseconds per instruction = 2^icount_shift at the start; with
-    /// `--icount-shift auto`, [`InputEvent::IcountShift`] changes it as the run goes.
-    pub icount_shift: u32,
-    /// The shift follows the wall clock (`--icount-shift auto`): for reports only; the
-    /// changes themselves are input events. Not written when false, so a fixed-shift
-    /// manifest reads as before.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub icount_auto: bool,
-    /// Devices in the virtio-mmio slots, from the last slot down (as QEMU fills them).
-    #[serde(default)]
-    pub devices: Vec<DeviceKind>,
-    /// How far above the kernel's start the initrd goes at most: it lies at kernel +
-    /// min(RAM / 2, this), as QEMU places it. A recording names it, so that one made when
-    /// Rewind followed QEMU 7.2 (128 MiB; the field did not exist then) replays unchanged.
-    #[serde(default = "qemu7_initrd_offset")]
-    pub initrd_max_offset: u64,
-    /// Wall-clock nanoseconds since the epoch that the RTC shows at virtual time 0. A host
-    /// value: [`InputEvent::RtcBase`] sets it.
-    #[serde(skip)]
-    pub rtc_base_ns: u64,
-    /// Bytes for the device tree's `/chosen/rng-seed`. A host value: [`InputEvent::Entropy`]
-    /// sets it.
-    #[serde(skip)]
-    pub rng_seed: Vec<u8>,
-}
-
-fn qemu7_initrd_offset() -> u64 {
-    128 << 20
-}
-
-impl Default for MachineConfig {
-    fn default() -> Self {
-        MachineConfig {
-            ram_base: RAM_BASE,
-            ram_size: 128 << 20,
-            bootargs: None,
-            icount_shift: 0,
-            icount_auto: false,
-            devices: Vec::new(),
-            initrd_max_offset: 512 << 20, // QEMU 10
-            rtc_base_ns: 0,
-            rng_seed: Vec::new(),
-        }
-    }
-}
-
-#[derive(Debug, Error)]
-pub enum MachineError {
-    #[error("cannot use {what}: {reason}")]
-    BadImage { what: String, reason: String },
-    #[error("{what} ({size} bytes) does not fit in RAM at {at:#x}; give more --memory")]
-    DoesNotFit { what: String, size: u64, at: u64 },
-    #[error(
-        "memory size {size} bytes is not usable: give --memory between 2M and 64G, in whole pages"
-    )]
-    BadMemorySize { size: u64 },
-    #[error("the host cannot give {size} bytes of guest RAM: give less --memory")]
-    OutOfMemory { size: u64 },
-    #[error("the snapshot cannot be used: {0}")]
-    BadSnapshot(String),
-    #[error("cannot build the device tree: {0}")]
-    DeviceTree(String),
-    #[error("the device tree ({size} bytes) does not fit in RAM; give more --memory")]
-    DeviceTreeTooBig { size: usize },
-    #[error("nothing to run: give --kernel, or --bios with a firmware file")]
-    NothingToRun,
-}
-
-/// A value from the host entering the guest (DESIGN.md: one boundary for the host).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum InputEvent {
-    /// Bytes received by UART0, all at once; no more than [`Machine::console_room`].
-    Console(Vec<u8>),
-    /// The host's wall clock: nanoseconds since the Unix epoch that the RTC shows at virtual
-    /// time 0. Given before the first instruction; later, it sets the RTC as a host would.
-    RtcBase(u64),
-    /// Host entropy for the device tree's `/chosen/rng-seed`. Before the first instruction it
-    /// rewrites the device tree in RAM; later, it is used when the board resets.
-    Entropy(Vec<u8>),
-    /// Host entropy for virtio-rng, no more than [`Machine::entropy_wanted`] bytes.
-    Rng(Vec<u8>),
-    /// Keyboard and pointer events for the virtio-input devices (each takes its kind).
-    Input(Vec<EvdevEvent>),
-    /// An Ethernet frame for virtio-net device `nic` (counted in the order of
-    /// [`MachineConfig::devices`]).
-    Net { nic: u8, frame: Vec<u8> },
-    /// `--icount-shift auto`: from this instruction on, each instruction is 2^shift virtual
-    /// nanoseconds (at most [`MAX_ICOUNT_SHIFT`]); virtual time goes on from where it is.
-    IcountShift(u8),
-}
-
-impl InputEvent {
-    /// A short name of the kind of event, for reports.
-    pub fn kind_name(&self) -> &'static str {
-        match self {
-            InputEvent::Console(_) => "console",
-            InputEvent::RtcBase(_) => "rtc_base",
-            InputEvent::Entropy(_) => "entropy",
-            InputEvent::Rng(_) => "rng",
-            InputEvent::Input(_) => "input",
-            InputEvent::Net { .. } => "net",
-            InputEvent::IcountShift(_) => "icount_shift",
-        }
-    }
-}
 
 /// Why [`Machine::run`] stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -187,148 +56,6 @@ pub enum Stop {
     Breakpoint,
     /// The last instruction touched memory under one of the hart's watchpoints.
     Watchpoint,
-}
-
-/// Devices behind the MMIO bus.
-#[derive(Default)]
-pub struct Bus {
-    pub uart: Uart,
-    pub clint: Clint,
-    pub plic: Plic,
-    pub rtc: Rtc,
-    pub finisher: Finisher,
-    /// The virtio-mmio slots' transports (`None`: an empty slot).
-    pub virtio: Vec<Option<Transport>>,
-    /// The slot of each virtio-net device, in NIC order (the order of
-    /// [`MachineConfig::devices`]): NIC n has MAC [`default_mac`]`(n)` and takes
-    /// [`InputEvent::Net`] with `nic: n`.
-    nic_slots: Vec<usize>,
-    rom: Vec<u8>,
-    /// Log every MMIO access on standard error (`--trace-mmio`).
-    pub trace: bool,
-    /// A copy of the hart's clock, so that MMIO reads of time see the exact instruction
-    /// count ([`Machine::set_clock`] keeps the two equal).
-    clock: Clock,
-}
-
-fn in_region(addr: u64, base: u64, size: u64) -> bool {
-    addr.wrapping_sub(base) < size
-}
-
-/// Reads `size` bytes at `offset` of a byte image, zero past its end.
-fn read_bytes(image: &[u8], offset: u64, size: u8) -> u64 {
-    let mut buf = [0u8; 8];
-    for (i, b) in buf.iter_mut().take(size as usize).enumerate() {
-        *b = image.get(offset as usize + i).copied().unwrap_or(0);
-    }
-    u64::from_le_bytes(buf)
-}
-
-impl Mmio for Bus {
-    fn read(&mut self, addr: u64, size: u8, icount: u64) -> Option<u64> {
-        let value = self.route_read(addr, size, icount);
-        if self.trace {
-            match value {
-                Some(v) => eprintln!("mmio: {icount}: read{} {addr:#x} = {v:#x}", size * 8),
-                None => eprintln!(
-                    "mmio: {icount}: read{} {addr:#x}: nothing there (access fault)",
-                    size * 8
-                ),
-            }
-        }
-        value
-    }
-
-    fn write(&mut self, addr: u64, size: u8, value: u64, icount: u64) -> bool {
-        let ok = self.route_write(addr, size, value, icount);
-        if self.trace {
-            let outcome = if ok {
-                ""
-            } else {
-                ": nothing there (access fault)"
-            };
-            eprintln!(
-                "mmio: {icount}: write{} {addr:#x} <- {value:#x}{outcome}",
-                size * 8
-            );
-        }
-        ok
-    }
-}
-
-impl Bus {
-    /// The transport of NIC `nic`.
-    fn nic(&mut self, nic: usize) -> Option<&mut Transport> {
-        let slot = *self.nic_slots.get(nic)?;
-        self.virtio.get_mut(slot)?.as_mut()
-    }
-
-    fn route_read(&mut self, addr: u64, size: u8, icount: u64) -> Option<u64> {
-        if in_region(addr, boot::ROM_BASE, boot::ROM_SIZE) {
-            return Some(read_bytes(&self.rom, addr - boot::ROM_BASE, size));
-        }
-        if in_region(addr, uart::BASE, uart::SIZE) {
-            return Some(self.uart.read(addr - uart::BASE) as u64);
-        }
-        if in_region(addr, clint::BASE, clint::SIZE) {
-            let mtime = self.clock.mtime_at(icount);
-            return self.clint.read(addr - clint::BASE, size, mtime);
-        }
-        if in_region(addr, plic::BASE, plic::SIZE) {
-            return Some(self.plic.read(addr - plic::BASE) as u64);
-        }
-        if in_region(addr, rtc::BASE, rtc::SIZE) {
-            let ns = self.clock.ns_at(icount);
-            return Some(self.rtc.read(addr - rtc::BASE, ns) as u64);
-        }
-        if in_region(
-            addr,
-            virtio_mmio::BASE,
-            virtio_mmio::SLOT_SIZE * virtio_mmio::SLOTS,
-        ) {
-            let offset = (addr - virtio_mmio::BASE) % virtio_mmio::SLOT_SIZE;
-            let slot = ((addr - virtio_mmio::BASE) / virtio_mmio::SLOT_SIZE) as usize;
-            return Some(match self.virtio.get_mut(slot).and_then(Option::as_mut) {
-                Some(t) => t.read(offset) as u64,
-                None => virtio_mmio::read_empty(offset) as u64,
-            });
-        }
-        if in_region(addr, finisher::BASE, finisher::SIZE) {
-            return Some(self.finisher.read(addr - finisher::BASE, size));
-        }
-        None
-    }
-
-    fn route_write(&mut self, addr: u64, size: u8, value: u64, icount: u64) -> bool {
-        if in_region(addr, uart::BASE, uart::SIZE) {
-            self.uart.write(addr - uart::BASE, value as u8);
-        } else if in_region(addr, clint::BASE, clint::SIZE) {
-            self.clint.write(addr - clint::BASE, size, value);
-        } else if in_region(addr, plic::BASE, plic::SIZE) {
-            self.plic.write(addr - plic::BASE, value as u32);
-        } else if in_region(addr, rtc::BASE, rtc::SIZE) {
-            let ns = self.clock.ns_at(icount);
-            self.rtc.write(addr - rtc::BASE, value as u32, ns);
-        } else if in_region(addr, finisher::BASE, finisher::SIZE) {
-            self.finisher.write(addr - finisher::BASE, value);
-        } else if in_region(
-            addr,
-            virtio_mmio::BASE,
-            virtio_mmio::SLOT_SIZE * virtio_mmio::SLOTS,
-        ) {
-            let offset = (addr - virtio_mmio::BASE) % virtio_mmio::SLOT_SIZE;
-            let slot = ((addr - virtio_mmio::BASE) / virtio_mmio::SLOT_SIZE) as usize;
-            // Empty slots ignore writes, as on QEMU.
-            if let Some(t) = self.virtio.get_mut(slot).and_then(Option::as_mut) {
-                t.write(offset, value as u32);
-            }
-        } else if in_region(addr, boot::ROM_BASE, boot::ROM_SIZE) {
-            // The ROM ignores writes.
-        } else {
-            return false;
-        }
-        true
-    }
 }
 
 /// The whole machine.
@@ -803,112 +530,6 @@ impl Machine {
                 .map_err(|e| format!("cannot write the disk image {}: {e}", path.display()))?;
         }
         Ok(())
-    }
-
-    /// Keeps the frames the guest sends for [`Machine::take_net_output`] (a live run with
-    /// network backends), from now on and across resets; otherwise they are dropped.
-    pub fn attach_network(&mut self) {
-        self.network_attached = true;
-        for nic in 0..self.bus.nic_slots.len() {
-            if let Some(n) = self.bus.nic(nic).and_then(Transport::device_mut::<Net>) {
-                n.host_attached = true;
-            }
-        }
-    }
-
-    /// Frames the guest sent since the last call, with the NIC each left by.
-    pub fn take_net_output(&mut self) -> Vec<(usize, Vec<u8>)> {
-        let mut out = Vec::new();
-        for nic in 0..self.bus.nic_slots.len() {
-            if let Some(n) = self.bus.nic(nic).and_then(Transport::device_mut::<Net>) {
-                out.extend(std::mem::take(&mut n.sent).into_iter().map(|f| (nic, f)));
-            }
-        }
-        out
-    }
-
-    /// Frames NIC `nic` holds for its driver (the host should wait while it holds many).
-    pub fn net_pending(&mut self, nic: usize) -> usize {
-        let net = self.bus.nic(nic).and_then(Transport::device_mut::<Net>);
-        net.map_or(0, |n| n.pending())
-    }
-
-    /// How many bytes of host entropy virtio-rng devices wait for.
-    pub fn entropy_wanted(&self) -> usize {
-        self.bus
-            .virtio
-            .iter()
-            .flatten()
-            .filter_map(Transport::device::<Rng>)
-            .map(Rng::wanted)
-            .sum()
-    }
-
-    /// How many console bytes UART0 can take now (room in its receive FIFO).
-    pub fn console_room(&self) -> usize {
-        self.bus.uart.rx_space()
-    }
-
-    /// Delivers a value from the host to the guest, now (between two instructions). This is
-    /// the one way host input enters the machine, so a recording of `(icount, event)` pairs
-    /// and the configuration reproduce a run. Only the replay layer calls it: its `Session`
-    /// (live runs, which write every event down) and `Player` (replays); the command line
-    /// hands its input to a `Session` and sees the machine only through `&Machine`.
-    pub fn inject(&mut self, event: &InputEvent) {
-        match event {
-            InputEvent::Console(bytes) => {
-                for &b in bytes {
-                    // Callers send no more than `console_room`; a byte past it is dropped, as a
-                    // 16550 drops bytes that overrun its FIFO.
-                    self.bus.uart.receive(b);
-                }
-            }
-            InputEvent::RtcBase(ns) => {
-                self.config.rtc_base_ns = *ns;
-                self.bus.rtc.state.base_ns = *ns;
-            }
-            InputEvent::Input(events) => {
-                for t in self.bus.virtio.iter_mut().flatten() {
-                    t.give(&mut self.ram, |i: &mut Input, ctx| {
-                        i.take_host_events(events, ctx)
-                    });
-                }
-            }
-            InputEvent::Net { nic, frame } => {
-                if let Some(t) = self.bus.nic(*nic as usize) {
-                    t.give(&mut self.ram, |n: &mut Net, ctx| {
-                        n.take_host_frame(frame, ctx)
-                    });
-                }
-            }
-            InputEvent::Rng(bytes) => {
-                let mut rest = &bytes[..];
-                for t in self.bus.virtio.iter_mut().flatten() {
-                    let wanted = t.device::<Rng>().map_or(0, Rng::wanted);
-                    let n = wanted.min(rest.len());
-                    if n > 0 {
-                        t.give(&mut self.ram, |r: &mut Rng, ctx| {
-                            r.fill_from_host(&rest[..n], ctx)
-                        });
-                        rest = &rest[n..];
-                    }
-                }
-            }
-            InputEvent::IcountShift(shift) => {
-                let mut clock = self.hart.clock;
-                clock.set_shift(self.hart.icount, (*shift as u32).min(MAX_ICOUNT_SHIFT));
-                self.set_clock(clock);
-            }
-            InputEvent::Entropy(bytes) => {
-                self.config.rng_seed = bytes.clone();
-                let before_start = self.hart.icount == 0 && self.dtb_addr != 0;
-                if before_start && !self.dtb_given {
-                    self.replace_dtb();
-                }
-            }
-        }
-        // The input may raise an interrupt that wakes a sleeping hart.
-        self.update_interrupt_lines();
     }
 }
 

@@ -8,7 +8,7 @@
 //! - `dgram`: one frame per UDP datagram, as QEMU's `-netdev dgram`.
 //!
 //! Every backend runs on its own thread and hands received frames to the live loop as
-//! [`ConsoleEvent::Frame`], on the channel that also carries the console, so a sleeping guest
+//! [`HostEvent::Frame`], on the channel that also carries the console, so a sleeping guest
 //! wakes for them. The live loop injects them as input events: that is what gets recorded, so
 //! a replay opens no backend at all.
 
@@ -23,7 +23,7 @@ use std::sync::mpsc::{self, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::console::ConsoleEvent;
+use super::HostEvent;
 
 /// The guest's address on the user-mode network, as QEMU's.
 const GUEST_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
@@ -187,7 +187,7 @@ impl Backend {
     pub fn start(
         spec: &NetdevSpec,
         nic: usize,
-        events: Sender<ConsoleEvent>,
+        events: Sender<HostEvent>,
     ) -> Result<Backend, String> {
         match spec {
             NetdevSpec::User { hostfwd } => start_user(hostfwd.clone(), nic, events),
@@ -232,7 +232,7 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
 }
 
 /// Reads length-prefixed frames from a stream until it ends.
-fn read_frames(mut stream: impl Read, nic: usize, events: &Sender<ConsoleEvent>) {
+fn read_frames(mut stream: impl Read, nic: usize, events: &Sender<HostEvent>) {
     let mut len = [0u8; 4];
     while stream.read_exact(&mut len).is_ok() {
         let n = u32::from_be_bytes(len) as usize;
@@ -243,7 +243,7 @@ fn read_frames(mut stream: impl Read, nic: usize, events: &Sender<ConsoleEvent>)
         if stream.read_exact(&mut frame).is_err() {
             return;
         }
-        if events.send(ConsoleEvent::Frame(nic, frame)).is_err() {
+        if events.send(HostEvent::Frame { nic, frame }).is_err() {
             return;
         }
     }
@@ -253,7 +253,7 @@ fn start_stream(
     server: bool,
     addr: &Address,
     nic: usize,
-    events: Sender<ConsoleEvent>,
+    events: Sender<HostEvent>,
 ) -> Result<Backend, String> {
     let peer: Arc<Mutex<Option<Box<dyn Write + Send>>>> = Arc::new(Mutex::new(None));
     let shared = peer.clone();
@@ -312,7 +312,7 @@ fn start_dgram(
     remote: &Address,
     local: Option<&Address>,
     nic: usize,
-    events: Sender<ConsoleEvent>,
+    events: Sender<HostEvent>,
 ) -> Result<Backend, String> {
     let inet = |a: &Address| match a {
         Address::Inet(h, p) => resolve(h, *p),
@@ -332,7 +332,10 @@ fn start_dgram(
         let mut buf = vec![0u8; rewind_machine::devices::virtio::net::MAX_FRAME];
         while let Ok(n) = reader.recv(&mut buf) {
             if events
-                .send(ConsoleEvent::Frame(nic, buf[..n].to_vec()))
+                .send(HostEvent::Frame {
+                    nic,
+                    frame: buf[..n].to_vec(),
+                })
                 .is_err()
             {
                 return;
@@ -349,7 +352,7 @@ type SlirpTimer = (Option<i64>, Option<Box<dyn FnMut()>>);
 struct SlirpHost {
     start: Instant,
     nic: usize,
-    events: Sender<ConsoleEvent>,
+    events: Sender<HostEvent>,
     /// Timers by index: when each fires (ms on the slirp clock) and what it calls.
     timers: Vec<SlirpTimer>,
 }
@@ -362,9 +365,10 @@ impl libslirp::Handler for SlirpHost {
     }
 
     fn send_packet(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let _ = self
-            .events
-            .send(ConsoleEvent::Frame(self.nic, buf.to_vec()));
+        let _ = self.events.send(HostEvent::Frame {
+            nic: self.nic,
+            frame: buf.to_vec(),
+        });
         Ok(buf.len())
     }
 
@@ -432,7 +436,7 @@ fn from_poll_events(revents: libc::c_short) -> libslirp::PollEvents {
 fn start_user(
     hostfwd: Vec<HostFwd>,
     nic: usize,
-    events: Sender<ConsoleEvent>,
+    events: Sender<HostEvent>,
 ) -> Result<Backend, String> {
     let (frames_tx, frames_rx) = mpsc::channel::<Vec<u8>>();
     let (wake_tx, wake_rx) =

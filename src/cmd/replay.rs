@@ -99,7 +99,7 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode, String> {
     let mut qmp = args
         .qmp
         .as_deref()
-        .map(crate::qmp::listen)
+        .map(crate::host::qmp::listen)
         .transpose()?
         .map(|requests| QmpControl {
             requests,
@@ -116,7 +116,7 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode, String> {
     let machine = &mut player.machine;
     machine.save_disks(&args.disk_out)?;
     if args.stats {
-        crate::live::print_stats(machine, started.elapsed());
+        crate::cmd::live::print_stats(machine, started.elapsed());
     }
     if args.state_hash {
         eprintln!("state hash: {:016x}", machine.state_hash());
@@ -159,7 +159,7 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode, String> {
 
 /// QMP on a replay: status, stop and cont (the replay pauses), query-replay, quit.
 struct QmpControl {
-    requests: std::sync::mpsc::Receiver<crate::qmp::Request>,
+    requests: std::sync::mpsc::Receiver<crate::host::qmp::Request>,
     stopped: bool,
 }
 
@@ -170,17 +170,17 @@ impl QmpControl {
             let wait = std::time::Duration::from_millis(if self.stopped { 50 } else { 0 });
             let request = match self.requests.recv_timeout(wait) {
                 Ok(request) => request,
-                Err(_) if self.stopped && !crate::console::signalled() => continue,
+                Err(_) if self.stopped && !crate::host::console::signalled() => continue,
                 Err(_) => return false,
             };
-            let status = crate::qmp::Status {
+            let status = crate::host::qmp::Status {
                 mode: "play",
                 icount,
                 stopped: &mut self.stopped,
                 has_keyboard: false,
             };
-            let (answer, action) = crate::qmp::execute(&request, status);
-            if let crate::qmp::Action::Quit = action {
+            let (answer, action) = crate::host::qmp::execute(&request, status);
+            if let crate::host::qmp::Action::Quit = action {
                 request.answer_and_wait(answer);
                 return true;
             }
@@ -383,44 +383,4 @@ pub fn debug(args: &DebugArgs) -> Result<ExitCode, String> {
 
 /// gdb commands for `rewind debug`: monitor commands that move the target, followed by
 /// flushing gdb's caches (gdb cannot know a monitor command moved it).
-pub const GDBINIT: &str = r#"# gdb commands for Rewind (rewind gdbinit > rewind.gdb; source rewind.gdb)
-# Each also flushes gdb's register and memory caches: gdb cannot know that a monitor command
-# moved the target.
-define rewind-flush
-  maintenance flush register-cache
-  maintenance flush dcache
-end
-define icount
-  monitor icount
-  rewind-flush
-end
-document icount
-Print the current instruction count of the recording.
-end
-define when
-  monitor icount
-  rewind-flush
-end
-document when
-Print the current instruction count of the recording (as rr's `when`).
-end
-define seek
-  eval "monitor seek %lu", (unsigned long)($arg0)
-  rewind-flush
-end
-document seek
-Move to instruction N of the recording: seek N
-end
-define last-write
-  if $argc == 1
-    eval "monitor last-write %lu", (unsigned long)($arg0)
-  else
-    eval "monitor last-write %lu %lu", (unsigned long)($arg0), (unsigned long)($arg1)
-  end
-  rewind-flush
-end
-document last-write
-When memory at ADDR (LEN bytes, default 8) was last written before now: last-write ADDR [LEN]
-Prints the instruction count of the store and its pc.
-end
-"#;
+pub const GDBINIT: &str = include_str!("rewind.gdb");

@@ -13,10 +13,9 @@ use rewind_machine::block::DiskImage;
 use rewind_machine::{BootImages, DeviceKind, InputEvent, Machine, MachineConfig, Stop};
 use rewind_replay::{DriveRef, EndReason, Recorder, Session};
 
-use crate::autoshift::{self, AutoShift};
-use crate::console::{self, ConsoleEvent};
-use crate::net::Backend;
-use crate::qmp;
+use crate::host::autoshift::{self, AutoShift};
+use crate::host::net::Backend;
+use crate::host::{console, qmp, HostEvent};
 
 use crate::{
     entropy_from_seed, guest, IcountShift, RecordArgs, RunArgs, EXIT_DEADLOCK, EXIT_LIMIT,
@@ -244,11 +243,11 @@ impl Live<'_> {
 
     /// Takes an event from the console and network threads; returns an outcome if it ends
     /// the run.
-    fn host_event(&mut self, event: ConsoleEvent) -> Option<Outcome> {
+    fn host_event(&mut self, event: HostEvent) -> Option<Outcome> {
         match event {
-            ConsoleEvent::Input(bytes) => self.session.type_console(&bytes),
-            ConsoleEvent::Quit => return Some(Outcome::Quit),
-            ConsoleEvent::Frame(nic, frame) => self.session.queue_frame(nic, frame),
+            HostEvent::Typed(bytes) => self.session.type_console(&bytes),
+            HostEvent::Quit => return Some(Outcome::Quit),
+            HostEvent::Frame { nic, frame } => self.session.queue_frame(nic, frame),
         }
         None
     }
@@ -480,7 +479,7 @@ enum Outcome {
 /// A live run as gdb drives it.
 struct GdbDriven<'a, 'b> {
     live: &'b mut Live<'a>,
-    input: &'b Receiver<ConsoleEvent>,
+    input: &'b Receiver<HostEvent>,
     /// How the run ended while gdb drove it.
     finished: Option<Outcome>,
 }
@@ -531,7 +530,7 @@ impl LiveRun for GdbDriven<'_, '_> {
 /// the run ended, or `None` if gdb detached and the run goes on by itself.
 fn debug_live(
     live: &mut Live,
-    input: &Receiver<ConsoleEvent>,
+    input: &Receiver<HostEvent>,
     address: &str,
 ) -> Result<Option<Outcome>, String> {
     let listener = std::net::TcpListener::bind(address)
@@ -555,14 +554,14 @@ fn debug_live(
 
 /// Runs the machine live: console output to stdout, input from the reader thread, and idle
 /// time paced to the wall clock unless `--no-pacing`.
-fn drive(live: &mut Live, input: &Receiver<ConsoleEvent>) -> Outcome {
+fn drive(live: &mut Live, input: &Receiver<HostEvent>) -> Outcome {
     match drive_inner(live, input) {
         Ok(outcome) => outcome,
         Err(message) => Outcome::Error(message),
     }
 }
 
-fn drive_inner(live: &mut Live, input: &Receiver<ConsoleEvent>) -> Result<Outcome, String> {
+fn drive_inner(live: &mut Live, input: &Receiver<HostEvent>) -> Result<Outcome, String> {
     let mut input_open = true;
     let pacing = !live.args.no_pacing;
     // Wall time before this drive (a debugger's pause) is not time the guest ran.

@@ -5,16 +5,7 @@ use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 
-/// What the console thread sends.
-pub enum ConsoleEvent {
-    /// Bytes typed or piped in.
-    Input(Vec<u8>),
-    /// `Ctrl-A x`: the user asks to quit.
-    Quit,
-    /// A frame from NIC n's network backend (see `net.rs`), which shares this channel so a
-    /// sleeping guest wakes for it.
-    Frame(usize, Vec<u8>),
-}
+use super::HostEvent;
 
 const CTRL_A: u8 = 0x01;
 
@@ -59,7 +50,7 @@ impl Drop for RawTerminal {
 
 /// Starts the thread that reads standard input. With `escapes` (a terminal), `Ctrl-A x` quits
 /// and `Ctrl-A Ctrl-A` sends one `Ctrl-A`, as in QEMU. The end of input ends only the thread.
-pub fn spawn_reader(escapes: bool, tx: Sender<ConsoleEvent>) {
+pub fn spawn_reader(escapes: bool, tx: Sender<HostEvent>) {
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin().lock();
         let mut buf = [0u8; 4096];
@@ -77,8 +68,8 @@ pub fn spawn_reader(escapes: bool, tx: Sender<ConsoleEvent>) {
                     after_ctrl_a = false;
                     match b {
                         b'x' | b'X' => {
-                            let _ = tx.send(ConsoleEvent::Input(std::mem::take(&mut out)));
-                            let _ = tx.send(ConsoleEvent::Quit);
+                            let _ = tx.send(HostEvent::Typed(std::mem::take(&mut out)));
+                            let _ = tx.send(HostEvent::Quit);
                             return;
                         }
                         CTRL_A => out.push(CTRL_A),
@@ -90,7 +81,7 @@ pub fn spawn_reader(escapes: bool, tx: Sender<ConsoleEvent>) {
                     out.push(b);
                 }
             }
-            if !out.is_empty() && tx.send(ConsoleEvent::Input(out)).is_err() {
+            if !out.is_empty() && tx.send(HostEvent::Typed(out)).is_err() {
                 return;
             }
         }

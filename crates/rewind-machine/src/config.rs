@@ -1,0 +1,100 @@
+//! What a machine is made of: RAM size, devices, command line, clock shift. The host's
+//! values (RTC base, entropy) are inputs (see `input.rs`), not configuration.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub const RAM_BASE: u64 = 0x8000_0000;
+/// The smallest RAM the board accepts.
+pub const MIN_RAM: u64 = 2 << 20;
+/// The largest RAM the board accepts (as far as the `virt` map leaves room for).
+pub const MAX_RAM: u64 = 64 << 30;
+
+/// A device in a virtio-mmio slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeviceKind {
+    /// virtio-rng: entropy from the host, recorded.
+    VirtioRng,
+    /// virtio-blk on the next disk image of [`BootImages::disks`].
+    VirtioBlk,
+    /// virtio-input keyboard, tablet (absolute pointer) and mouse (relative).
+    VirtioKeyboard,
+    VirtioTablet,
+    VirtioMouse,
+    /// virtio-net: frames from the host's network backend, recorded.
+    VirtioNet,
+}
+
+/// How the machine is put together, and the host values it starts from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineConfig {
+    pub ram_base: u64,
+    pub ram_size: u64,
+    pub bootargs: Option<String>,
+    /// Virtual nanoseconds per instruction = 2^icount_shift at the start; with
+    /// `--icount-shift auto`, [`InputEvent::IcountShift`] changes it as the run goes.
+    pub icount_shift: u32,
+    /// The shift follows the wall clock (`--icount-shift auto`): for reports only; the
+    /// changes themselves are input events. Not written when false, so a fixed-shift
+    /// manifest reads as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub icount_auto: bool,
+    /// Devices in the virtio-mmio slots, from the last slot down (as QEMU fills them).
+    #[serde(default)]
+    pub devices: Vec<DeviceKind>,
+    /// How far above the kernel's start the initrd goes at most: it lies at kernel +
+    /// min(RAM / 2, this), as QEMU places it. A recording names it, so that one made when
+    /// Rewind followed QEMU 7.2 (128 MiB; the field did not exist then) replays unchanged.
+    #[serde(default = "qemu7_initrd_offset")]
+    pub initrd_max_offset: u64,
+    /// Wall-clock nanoseconds since the epoch that the RTC shows at virtual time 0. A host
+    /// value: [`InputEvent::RtcBase`] sets it.
+    #[serde(skip)]
+    pub rtc_base_ns: u64,
+    /// Bytes for the device tree's `/chosen/rng-seed`. A host value: [`InputEvent::Entropy`]
+    /// sets it.
+    #[serde(skip)]
+    pub rng_seed: Vec<u8>,
+}
+
+fn qemu7_initrd_offset() -> u64 {
+    128 << 20
+}
+
+impl Default for MachineConfig {
+    fn default() -> Self {
+        MachineConfig {
+            ram_base: RAM_BASE,
+            ram_size: 128 << 20,
+            bootargs: None,
+            icount_shift: 0,
+            icount_auto: false,
+            devices: Vec::new(),
+            initrd_max_offset: 512 << 20, // QEMU 10
+            rtc_base_ns: 0,
+            rng_seed: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum MachineError {
+    #[error("cannot use {what}: {reason}")]
+    BadImage { what: String, reason: String },
+    #[error("{what} ({size} bytes) does not fit in RAM at {at:#x}; give more --memory")]
+    DoesNotFit { what: String, size: u64, at: u64 },
+    #[error(
+        "memory size {size} bytes is not usable: give --memory between 2M and 64G, in whole pages"
+    )]
+    BadMemorySize { size: u64 },
+    #[error("the host cannot give {size} bytes of guest RAM: give less --memory")]
+    OutOfMemory { size: u64 },
+    #[error("the snapshot cannot be used: {0}")]
+    BadSnapshot(String),
+    #[error("cannot build the device tree: {0}")]
+    DeviceTree(String),
+    #[error("the device tree ({size} bytes) does not fit in RAM; give more --memory")]
+    DeviceTreeTooBig { size: usize },
+    #[error("nothing to run: give --kernel, or --bios with a firmware file")]
+    NothingToRun,
+}
