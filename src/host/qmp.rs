@@ -3,9 +3,9 @@
 //! command is carried to the live loop, which answers it between two runs of the machine, so
 //! whatever a command does to the guest happens at an exact instruction count.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::os::unix::net::UnixListener;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::mpsc::{self, Receiver, Sender};
 
 use serde_json::{json, Value};
@@ -216,17 +216,7 @@ pub fn listen(spec: &str) -> Result<Receiver<Request>, String> {
         let _ = std::fs::remove_file(path);
         let listener = UnixListener::bind(path)
             .map_err(|e| format!("cannot listen on {path} for QMP: {e}"))?;
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let tx = tx.clone();
-                let writer = stream.try_clone();
-                std::thread::spawn(move || {
-                    if let Ok(writer) = writer {
-                        serve(BufReader::new(stream), writer, tx);
-                    }
-                });
-            }
-        });
+        std::thread::spawn(move || serve_each(listener.incoming(), UnixStream::try_clone, tx));
     } else if let Some(address) = spec.strip_prefix("tcp:") {
         let address = address.split(',').next().unwrap_or(address);
         let listener = TcpListener::bind(address)
@@ -237,17 +227,7 @@ pub fn listen(spec: &str) -> Result<Receiver<Request>, String> {
                 "QMP listens on loopback only; {address} is not (use 127.0.0.1)"
             ));
         }
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let tx = tx.clone();
-                let writer = stream.try_clone();
-                std::thread::spawn(move || {
-                    if let Ok(writer) = writer {
-                        serve(BufReader::new(stream), writer, tx);
-                    }
-                });
-            }
-        });
+        std::thread::spawn(move || serve_each(listener.incoming(), TcpStream::try_clone, tx));
     } else {
         return Err(format!(
             "--qmp {spec}: give unix:PATH or tcp:HOST:PORT (on loopback)"
@@ -257,6 +237,23 @@ pub fn listen(spec: &str) -> Result<Receiver<Request>, String> {
 }
 
 /// One client: the greeting, capabilities negotiation, then commands.
+/// Serves each client that connects, on a thread of its own.
+fn serve_each<S: Read + Write + Send + 'static>(
+    clients: impl Iterator<Item = std::io::Result<S>>,
+    try_clone: fn(&S) -> std::io::Result<S>,
+    tx: Sender<Request>,
+) {
+    for stream in clients.flatten() {
+        let tx = tx.clone();
+        let writer = try_clone(&stream);
+        std::thread::spawn(move || {
+            if let Ok(writer) = writer {
+                serve(BufReader::new(stream), writer, tx);
+            }
+        });
+    }
+}
+
 fn serve(reader: impl BufRead, mut writer: impl Write, tx: Sender<Request>) {
     let greeting = json!({"QMP": {"version": version(), "capabilities": []}});
     if writeln!(writer, "{greeting}").is_err() {

@@ -536,6 +536,8 @@ impl Machine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devices::clint;
+    use rewind_cpu::Mmio;
 
     #[test]
     fn console_input_enters_through_the_uart_and_interrupts_via_the_plic() {
