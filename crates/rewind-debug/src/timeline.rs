@@ -70,10 +70,8 @@ impl Timeline {
         self.player.end
     }
 
+    /// The breakpoints armed from now on (`Hart::set_debug_stops` sorts them when armed).
     pub fn set_breakpoints(&mut self, breakpoints: Vec<u64>) {
-        let mut breakpoints = breakpoints;
-        breakpoints.sort_unstable();
-        breakpoints.dedup();
         self.breakpoints = breakpoints;
     }
 
