@@ -5,13 +5,13 @@
 mod common;
 
 use rewind_cpu::Engine;
-use rewind_machine::{BootImages, Machine, MachineConfig, Stop};
+use rewind_machine::{BootImages, Machine, MachineConfig, MachineStop};
 
 /// What a run left behind that a user could tell apart.
 #[derive(Debug, PartialEq, Eq)]
 struct Outcome {
     console: String,
-    stop: Stop,
+    stop: MachineStop,
     icount: u64,
     state_hash: u64,
 }
@@ -110,7 +110,7 @@ fn every_guest_program_computes_the_same_under_both_engines() {
         let reference = run(&elf, Engine::Interp, 0);
         assert_eq!(
             reference.stop,
-            Stop::PowerOff(0),
+            MachineStop::PowerOff(0),
             "{name}: the program's checks failed under the interpreter:\n{}",
             reference.console
         );
@@ -138,9 +138,9 @@ fn slice_ends(elf: &[u8], engine: Engine) -> (Vec<(u64, u64, [u64; 32])>, rewind
             .wrapping_add(1442695040888963407);
         let slice = 1 + (seed >> 33) % 4000;
         match machine.run(None, slice) {
-            Stop::Slice => {}
-            Stop::Idle { until: Some(t) } => machine.skip_idle(t),
-            Stop::PowerOff(_) => break,
+            MachineStop::Slice => {}
+            MachineStop::Idle { until: Some(t) } => machine.skip_idle(t),
+            MachineStop::PowerOff(_) => break,
             stop => panic!("{stop:?}"),
         }
         ends.push((machine.hart.icount, machine.hart.pc, machine.hart.x));
@@ -203,7 +203,7 @@ fn code_that_rewrites_itself_runs_its_new_instructions_under_both_engines() {
     let reference = run(&elf, Engine::Interp, 0);
     assert_eq!(
         reference.stop,
-        Stop::PowerOff(0),
+        MachineStop::PowerOff(0),
         "stale code ran under the interpreter:\n{}",
         reference.console
     );

@@ -4,7 +4,7 @@
 
 mod common;
 
-use rewind_machine::{BootImages, InputEvent, Machine, MachineConfig, Snapshot, Stop};
+use rewind_machine::{BootImages, InputEvent, Machine, MachineConfig, MachineStop, Snapshot};
 
 const APPEND: &str = "console=ttyS0 rdinit=/init quiet cryptomgr.notests rewind.poweroff";
 
@@ -36,9 +36,11 @@ fn run_to(machine: &mut Machine, target: u64) -> Vec<u8> {
         let stop = machine.run(Some(target), u64::MAX);
         out.extend(machine.take_console_output());
         match stop {
-            Stop::Limit => return out,
-            Stop::Idle { until } => machine.skip_idle(until.map_or(target, |u| u.min(target))),
-            Stop::Slice => {}
+            MachineStop::Limit => return out,
+            MachineStop::Idle { until } => {
+                machine.skip_idle(until.map_or(target, |u| u.min(target)))
+            }
+            MachineStop::Slice => {}
             other => panic!("the guest stopped early: {other:?}"),
         }
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rewind_debug::live::{LiveEngine, LiveRun};
 use rewind_debug::{DebugTarget, SessionEnd};
 use rewind_machine::block::DiskImage;
-use rewind_machine::{BootImages, DeviceKind, InputEvent, Machine, MachineConfig, Stop};
+use rewind_machine::{BootImages, DeviceKind, InputEvent, Machine, MachineConfig, MachineStop};
 use rewind_replay::{DriveRef, EndReason, Recorder, Session};
 
 use crate::host::autoshift::{self, AutoShift};
@@ -130,7 +130,7 @@ fn boot_inputs(args: &RunArgs) -> [InputEvent; 2] {
 struct Live<'a> {
     session: Session,
     args: &'a RunArgs,
-    /// A debugger's pause: the run stops here with [`Outcome::Paused`].
+    /// A debugger's pause: the run stops here with [`LiveEnd::Paused`].
     pause_at: Option<u64>,
     /// QMP commands, if `--qmp`.
     qmp: Option<Receiver<qmp::Request>>,
@@ -176,7 +176,7 @@ impl Live<'_> {
     }
 
     /// Answers the QMP commands that arrived; returns an outcome if one ends the run.
-    fn handle_qmp(&mut self) -> Result<Option<Outcome>, String> {
+    fn handle_qmp(&mut self) -> Result<Option<LiveEnd>, String> {
         let requests: Vec<qmp::Request> = match &self.qmp {
             Some(rx) => rx.try_iter().collect(),
             None => return Ok(None),
@@ -202,7 +202,7 @@ impl Live<'_> {
             match action {
                 qmp::Action::None => {}
                 qmp::Action::Quit => {
-                    outcome = Some(Outcome::Quit);
+                    outcome = Some(LiveEnd::Quit);
                     request.answer_and_wait(answer);
                     continue;
                 }
@@ -243,10 +243,10 @@ impl Live<'_> {
 
     /// Takes an event from the console and network threads; returns an outcome if it ends
     /// the run.
-    fn host_event(&mut self, event: HostEvent) -> Option<Outcome> {
+    fn host_event(&mut self, event: HostEvent) -> Option<LiveEnd> {
         match event {
             HostEvent::Typed(bytes) => self.session.type_console(&bytes),
-            HostEvent::Quit => return Some(Outcome::Quit),
+            HostEvent::Quit => return Some(LiveEnd::Quit),
             HostEvent::Frame { nic, frame } => self.session.queue_frame(nic, frame),
         }
         None
@@ -344,9 +344,9 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, Stri
         }
         match drive(&mut live, &input) {
             // A reboot starts the board afresh from the same images, as QEMU's reset does.
-            Outcome::Stopped(Stop::Reset) => {
+            LiveEnd::Machine(MachineStop::Reset) => {
                 if let Err(e) = live.session.reset() {
-                    break Outcome::Error(e.to_string());
+                    break LiveEnd::Error(e.to_string());
                 }
             }
             outcome => break outcome,
@@ -363,13 +363,13 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, Stri
     }
     let machine = live.session.machine();
     let (code, reason) = match outcome {
-        Outcome::Error(message) => return Err(message),
+        LiveEnd::Error(message) => return Err(message),
         // Only a debugger pauses, and it always resumes; count it as a quit if not.
-        Outcome::Paused => (ExitCode::SUCCESS, EndReason::Quit),
-        Outcome::Stopped(Stop::PowerOff(code)) => {
+        LiveEnd::Paused => (ExitCode::SUCCESS, EndReason::Quit),
+        LiveEnd::Machine(MachineStop::PowerOff(code)) => {
             (ExitCode::from(code as u8), EndReason::PowerOff(code))
         }
-        Outcome::Stopped(Stop::Limit) => {
+        LiveEnd::Machine(MachineStop::Limit) => {
             eprintln!(
                 "rewind: stopped after --max-insns {} instructions (pc {:#x}, {}-mode)",
                 machine.hart.icount,
@@ -378,15 +378,15 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, Stri
             );
             (ExitCode::from(EXIT_LIMIT), EndReason::Limit)
         }
-        Outcome::Quit => {
+        LiveEnd::Quit => {
             eprintln!("rewind: terminated (Ctrl-A x)");
             (ExitCode::SUCCESS, EndReason::Quit)
         }
-        Outcome::Signal => {
+        LiveEnd::Signal => {
             eprintln!("rewind: terminated by a signal");
             (ExitCode::SUCCESS, EndReason::Signal)
         }
-        Outcome::Deadlock | Outcome::Stopped(_) => {
+        LiveEnd::Deadlock | LiveEnd::Machine(_) => {
             eprintln!(
                 "rewind: the hart waits for an interrupt that nothing can raise (pc {:#x}); stopping",
                 machine.hart.pc
@@ -466,8 +466,8 @@ pub fn print_stats(machine: &Machine, elapsed: Duration) {
     }
 }
 
-enum Outcome {
-    Stopped(Stop),
+enum LiveEnd {
+    Machine(MachineStop),
     Quit,
     Signal,
     Deadlock,
@@ -481,7 +481,7 @@ struct GdbDriven<'a, 'b> {
     live: &'b mut Live<'a>,
     input: &'b Receiver<HostEvent>,
     /// How the run ended while gdb drove it.
-    finished: Option<Outcome>,
+    finished: Option<LiveEnd>,
 }
 
 impl LiveRun for GdbDriven<'_, '_> {
@@ -493,13 +493,13 @@ impl LiveRun for GdbDriven<'_, '_> {
         &mut self.live.session
     }
 
-    fn run_until(&mut self, pause: u64) -> Option<Stop> {
+    fn run_until(&mut self, pause: u64) -> Option<MachineStop> {
         self.live.pause_at = Some(pause);
         let outcome = loop {
             match drive(self.live, self.input) {
-                Outcome::Stopped(Stop::Reset) => {
+                LiveEnd::Machine(MachineStop::Reset) => {
                     if let Err(e) = self.live.session.reset() {
-                        break Outcome::Error(e.to_string());
+                        break LiveEnd::Error(e.to_string());
                     }
                 }
                 outcome => break outcome,
@@ -507,8 +507,10 @@ impl LiveRun for GdbDriven<'_, '_> {
         };
         self.live.pause_at = None;
         match outcome {
-            Outcome::Paused => Some(Stop::Limit),
-            Outcome::Stopped(stop @ (Stop::Breakpoint | Stop::Watchpoint)) => Some(stop),
+            LiveEnd::Paused => Some(MachineStop::Limit),
+            LiveEnd::Machine(stop @ (MachineStop::Breakpoint | MachineStop::Watchpoint)) => {
+                Some(stop)
+            }
             other => {
                 self.finished = Some(other);
                 None
@@ -518,9 +520,9 @@ impl LiveRun for GdbDriven<'_, '_> {
 
     fn exit_status(&self) -> u8 {
         match &self.finished {
-            Some(Outcome::Stopped(Stop::PowerOff(code))) => *code as u8,
-            Some(Outcome::Stopped(Stop::Limit)) => EXIT_LIMIT,
-            Some(Outcome::Deadlock) => EXIT_DEADLOCK,
+            Some(LiveEnd::Machine(MachineStop::PowerOff(code))) => *code as u8,
+            Some(LiveEnd::Machine(MachineStop::Limit)) => EXIT_LIMIT,
+            Some(LiveEnd::Deadlock) => EXIT_DEADLOCK,
             _ => 0,
         }
     }
@@ -532,7 +534,7 @@ fn debug_live(
     live: &mut Live,
     input: &Receiver<HostEvent>,
     address: &str,
-) -> Result<Option<Outcome>, String> {
+) -> Result<Option<LiveEnd>, String> {
     let listener = std::net::TcpListener::bind(address)
         .map_err(|e| format!("cannot listen on {address} for gdb: {e}"))?;
     eprintln!("rewind: waiting for gdb on {address} (`target remote {address}`)");
@@ -547,21 +549,21 @@ fn debug_live(
     driven.live.session.set_debug_stops(Vec::new(), Vec::new());
     Ok(match (end, driven.finished) {
         (_, Some(outcome)) => Some(outcome),
-        (SessionEnd::Killed, None) => Some(Outcome::Quit),
+        (SessionEnd::Killed, None) => Some(LiveEnd::Quit),
         _ => None,
     })
 }
 
 /// Runs the machine live: console output to stdout, input from the reader thread, and idle
 /// time paced to the wall clock unless `--no-pacing`.
-fn drive(live: &mut Live, input: &Receiver<HostEvent>) -> Outcome {
+fn drive(live: &mut Live, input: &Receiver<HostEvent>) -> LiveEnd {
     match drive_inner(live, input) {
         Ok(outcome) => outcome,
-        Err(message) => Outcome::Error(message),
+        Err(message) => LiveEnd::Error(message),
     }
 }
 
-fn drive_inner(live: &mut Live, input: &Receiver<HostEvent>) -> Result<Outcome, String> {
+fn drive_inner(live: &mut Live, input: &Receiver<HostEvent>) -> Result<LiveEnd, String> {
     let mut input_open = true;
     let pacing = !live.args.no_pacing;
     // Wall time before this drive (a debugger's pause) is not time the guest ran.
@@ -570,7 +572,7 @@ fn drive_inner(live: &mut Live, input: &Receiver<HostEvent>) -> Result<Outcome, 
     }
     loop {
         if console::signalled() {
-            return Ok(Outcome::Signal);
+            return Ok(LiveEnd::Signal);
         }
         if let Some(outcome) = live.handle_qmp()? {
             return Ok(outcome);
@@ -602,15 +604,15 @@ fn drive_inner(live: &mut Live, input: &Receiver<HostEvent>) -> Result<Outcome, 
         live.flush_if_due()?;
         let fed = live.feed_entropy()?;
         let until = match stop {
-            Stop::Slice => continue,
+            MachineStop::Slice => continue,
             // Entropy may wake the guest: run it before waiting.
-            Stop::Idle { .. } if fed => continue,
-            Stop::Limit if live.sync_if_due()? => continue,
-            Stop::Limit if live.pause_at == Some(live.machine().hart.icount) => {
-                return Ok(Outcome::Paused);
+            MachineStop::Idle { .. } if fed => continue,
+            MachineStop::Limit if live.sync_if_due()? => continue,
+            MachineStop::Limit if live.pause_at == Some(live.machine().hart.icount) => {
+                return Ok(LiveEnd::Paused);
             }
-            Stop::Idle { until } => until,
-            other => return Ok(Outcome::Stopped(other)),
+            MachineStop::Idle { until } => until,
+            other => return Ok(LiveEnd::Machine(other)),
         };
         let until = match (until, limit) {
             (Some(t), Some(l)) => Some(t.min(l)),
@@ -631,7 +633,7 @@ fn drive_inner(live: &mut Live, input: &Receiver<HostEvent>) -> Result<Outcome, 
             Some(t) => Some(Duration::from_nanos(
                 machine.ns_at(t).saturating_sub(machine.ns_at(now)),
             )),
-            None if !input_open => return Ok(Outcome::Deadlock),
+            None if !input_open => return Ok(LiveEnd::Deadlock),
             None => None,
         };
         let waited_from = Instant::now();

@@ -26,7 +26,7 @@ pub trait Mmio {
 
 /// Why [`Hart::run`] returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Exit {
+pub enum HartExit {
     /// The instruction budget is spent.
     Budget,
     /// The hart executed WFI with no enabled interrupt pending: it sleeps until one is.
@@ -151,7 +151,7 @@ pub struct Hart {
     fetch_ram_off: usize,
     /// Set by an instruction that must end the current run, with the reason.
     stop_requested: bool,
-    stop_reason: Exit,
+    stop_reason: HartExit,
     /// Virtual addresses where a run stops before executing the instruction (a debugger's
     /// breakpoints), sorted. Empty, they cost nothing.
     pub breakpoints: Vec<u64>,
@@ -160,7 +160,7 @@ pub struct Hart {
     /// Watchpoints: loads and stores to their pages take the slow path, which checks them.
     /// Call [`Hart::flush_translations`] after changing them.
     pub watchpoints: Vec<Watchpoint>,
-    /// The access that ended the last run with [`Exit::Watchpoint`]: address and kind.
+    /// The access that ended the last run with [`HartExit::Watchpoint`]: address and kind.
     pub watch_hit: Option<(u64, WatchKind)>,
     /// Some Sdtrig trigger can fire on execution: runs use the loop that checks every pc.
     pub(crate) exec_triggers_armed: bool,
@@ -192,7 +192,7 @@ impl Hart {
             fetch_epoch: 0,
             fetch_ram_off: 0,
             stop_requested: false,
-            stop_reason: Exit::Yield,
+            stop_reason: HartExit::Yield,
             breakpoints: Vec::new(),
             resume_from_breakpoint: None,
             watchpoints: Vec::new(),
@@ -437,10 +437,10 @@ impl Hart {
         })
     }
 
-    pub(crate) fn request_stop(&mut self, reason: Exit) {
+    pub(crate) fn request_stop(&mut self, reason: HartExit) {
         // A plain yield never hides a more specific reason given by the same instruction
         // (a watched store to a page that holds code, say).
-        if !(self.stop_requested && reason == Exit::Yield) {
+        if !(self.stop_requested && reason == HartExit::Yield) {
             self.stop_reason = reason;
         }
         self.stop_requested = true;
@@ -463,13 +463,13 @@ impl Hart {
         self.x[(op.rs2 & 31) as usize]
     }
 
-    /// Runs at most `budget` instructions; see [`Exit`] for why it may stop sooner.
-    pub fn run<M: Mmio>(&mut self, ram: &mut Ram, mmio: &mut M, budget: u64) -> Exit {
+    /// Runs at most `budget` instructions; see [`HartExit`] for why it may stop sooner.
+    pub fn run<M: Mmio>(&mut self, ram: &mut Ram, mmio: &mut M, budget: u64) -> HartExit {
         if self.breakpoints.is_empty() && !self.exec_triggers_armed {
             self.run_checked::<false, M>(ram, mmio, budget)
         } else {
             if self.at_breakpoint(self.pc) && self.resume_from_breakpoint != Some(self.icount) {
-                return Exit::Breakpoint;
+                return HartExit::Breakpoint;
             }
             self.run_checked::<true, M>(ram, mmio, budget)
         }
@@ -485,7 +485,7 @@ impl Hart {
     /// it: when the run also ends at its budget there, the breakpoint would never be seen.
     #[inline(always)]
     fn stops_at_breakpoint(&self, pc: u64) -> bool {
-        (!self.stop_requested || self.stop_reason == Exit::Yield) && self.at_breakpoint(pc)
+        (!self.stop_requested || self.stop_reason == HartExit::Yield) && self.at_breakpoint(pc)
     }
 
     /// The run loop; with `BREAKPOINTS`, it stops before any instruction at a breakpoint and
@@ -496,7 +496,7 @@ impl Hart {
         ram: &mut Ram,
         mmio: &mut M,
         budget: u64,
-    ) -> Exit {
+    ) -> HartExit {
         let end = self.icount.saturating_add(budget);
         self.stop_requested = false;
         // pc and icount live in registers; memory gets them on every way out, and icount
@@ -510,7 +510,7 @@ impl Hart {
                 icount += 1;
                 pc = self.finish_insn(Err(Trap::new(cause::BREAKPOINT, pc)), pc);
                 if self.stops_at_breakpoint(pc) {
-                    self.request_stop(Exit::Breakpoint);
+                    self.request_stop(HartExit::Breakpoint);
                     break 'blocks;
                 }
                 continue;
@@ -552,7 +552,7 @@ impl Hart {
                     icount += 1;
                     pc = self.finish_insn(result, pc);
                     if BREAKPOINTS && self.stops_at_breakpoint(pc) {
-                        self.request_stop(Exit::Breakpoint);
+                        self.request_stop(HartExit::Breakpoint);
                     }
                     if self.stop_requested {
                         break 'blocks;
@@ -563,7 +563,7 @@ impl Hart {
                     icount += 1;
                     pc = self.finish_insn(Err(trap), pc);
                     if BREAKPOINTS && self.stops_at_breakpoint(pc) {
-                        self.request_stop(Exit::Breakpoint);
+                        self.request_stop(HartExit::Breakpoint);
                         break 'blocks;
                     }
                     continue;
@@ -589,14 +589,14 @@ impl Hart {
                     Err(trap) => {
                         pc = self.finish_insn(Err(trap), pc);
                         if BREAKPOINTS && self.stops_at_breakpoint(pc) {
-                            self.request_stop(Exit::Breakpoint);
+                            self.request_stop(HartExit::Breakpoint);
                             break 'blocks;
                         }
                         continue 'blocks;
                     }
                 }
                 if BREAKPOINTS && self.stops_at_breakpoint(pc) {
-                    self.request_stop(Exit::Breakpoint);
+                    self.request_stop(HartExit::Breakpoint);
                 }
                 if self.stop_requested {
                     break 'blocks;
@@ -608,7 +608,7 @@ impl Hart {
         if self.stop_requested {
             self.stop_reason
         } else {
-            Exit::Budget
+            HartExit::Budget
         }
     }
 
@@ -715,7 +715,7 @@ impl Hart {
     }
 
     /// Executes exactly one instruction (or takes the trap it causes).
-    pub fn step<M: Mmio>(&mut self, ram: &mut Ram, mmio: &mut M) -> Exit {
+    pub fn step<M: Mmio>(&mut self, ram: &mut Ram, mmio: &mut M) -> HartExit {
         self.run(ram, mmio, 1)
     }
 
@@ -1033,7 +1033,7 @@ impl Hart {
     /// `sstatus.SIE` in every spinlock and returns with `sret` from every trap).
     fn yield_if_interrupt_enabled(&mut self) {
         if self.pending_interrupt().is_some() {
-            self.request_stop(Exit::Yield);
+            self.request_stop(HartExit::Yield);
         }
     }
 
@@ -1043,9 +1043,9 @@ impl Hart {
             return Err(Trap::illegal(raw_bits(&op)));
         }
         self.request_stop(if self.wakeup_pending() {
-            Exit::Yield
+            HartExit::Yield
         } else {
-            Exit::Wfi
+            HartExit::Wfi
         });
         Ok(next)
     }
@@ -1076,7 +1076,7 @@ impl Hart {
             };
             self.write_csr(csr, new, bits)?;
             if crate::csr::moves_timer_deadline(csr) || crate::csr::affects_triggers(csr) {
-                self.request_stop(Exit::Yield);
+                self.request_stop(HartExit::Yield);
             } else if crate::csr::may_unmask_interrupts(csr) {
                 self.yield_if_interrupt_enabled();
             }
@@ -1321,14 +1321,14 @@ impl Hart {
                 .is_some();
             if ram.code_epoch() != epoch {
                 // Code was overwritten, perhaps later in the running block: start afresh.
-                self.request_stop(Exit::Yield);
+                self.request_stop(HartExit::Yield);
             }
             return ok;
         }
         if ram.contains(paddr, 1) {
             return false;
         }
-        self.request_stop(Exit::Yield);
+        self.request_stop(HartExit::Yield);
         mmio.write(paddr, size, value, self.icount)
     }
 }

@@ -21,7 +21,7 @@ pub mod trigger;
 
 pub use clock::Clock;
 pub use engine::{Engine, EngineError};
-pub use hart::{Exit, Hart, Mmio, WatchKind, Watchpoint, PRIV_M, PRIV_S, PRIV_U};
+pub use hart::{Hart, HartExit, Mmio, WatchKind, Watchpoint, PRIV_M, PRIV_S, PRIV_U};
 pub use ram::Ram;
 pub use state::HartState;
 pub use trap::{Access, Trap};

@@ -288,7 +288,7 @@ impl Hart {
     /// Notes a watchpoint hit by this access (the instruction completes, then the run stops),
     /// and tells whether the page holds a watchpoint (its accesses must stay on this path).
     fn check_watchpoints(&mut self, vaddr: u64, size: u8, access: Access) -> bool {
-        use crate::hart::{Exit, WatchKind};
+        use crate::hart::{HartExit, WatchKind};
         let end = vaddr.wrapping_add(size as u64);
         let kind = match access {
             Access::Load => WatchKind::Read,
@@ -301,7 +301,7 @@ impl Hart {
         });
         if let Some(w) = hit {
             self.watch_hit = Some((w.addr.max(vaddr), kind));
-            self.request_stop(Exit::Watchpoint);
+            self.request_stop(HartExit::Watchpoint);
         }
         let page = vaddr >> PAGE_SHIFT;
         self.watchpoints.iter().any(|w| {

@@ -34,7 +34,7 @@ use rewind_replay::{PlayError, Player};
 
 use arch::{Regs, Rv64, CSRS};
 use conn::GdbConnection;
-use timeline::{Stopped, Timeline};
+use timeline::{DebugStop, Timeline};
 
 /// Instructions run between looks at the connection during a long `continue`.
 const POLL_EVERY: u64 = 1 << 22;
@@ -117,10 +117,10 @@ pub trait Engine {
     fn machine(&self) -> &Machine;
     fn set_stops(&mut self, breakpoints: Vec<u64>, watchpoints: Vec<Watchpoint>);
     /// One instruction forward.
-    fn step(&mut self) -> Result<Stopped, DebugError>;
-    /// Forward until a stop, or for a while (then [`Stopped::Reached`]), so that the server
+    fn step(&mut self) -> Result<DebugStop, DebugError>;
+    /// Forward until a stop, or for a while (then [`DebugStop::Reached`]), so that the server
     /// can look at the connection in between.
-    fn resume(&mut self) -> Result<Stopped, DebugError>;
+    fn resume(&mut self) -> Result<DebugStop, DebugError>;
     /// The timeline of a replay, for going backwards; `None` for a live machine.
     fn timeline(&mut self) -> Option<&mut Timeline> {
         None
@@ -137,11 +137,11 @@ impl Engine for Timeline {
         self.set_watchpoints(watchpoints);
     }
 
-    fn step(&mut self) -> Result<Stopped, DebugError> {
+    fn step(&mut self) -> Result<DebugStop, DebugError> {
         Timeline::step(self).map_err(play_error)
     }
 
-    fn resume(&mut self) -> Result<Stopped, DebugError> {
+    fn resume(&mut self) -> Result<DebugStop, DebugError> {
         let limit = self.icount().saturating_add(POLL_EVERY);
         Timeline::resume(self, limit).map_err(play_error)
     }
@@ -597,10 +597,10 @@ impl<E: Engine> BlockingEventLoop for EventLoop<E> {
                     .map_err(error)?
             }
             // gdb only goes backwards where reverse execution was advertised.
-            (Action::ReverseStep | Action::ReverseContinue, None) => Stopped::Begin,
+            (Action::ReverseStep | Action::ReverseContinue, None) => DebugStop::Begin,
             (Action::Continue, _) => loop {
                 let stopped = engine.resume().map_err(error)?;
-                if stopped != Stopped::Reached {
+                if stopped != DebugStop::Reached {
                     break stopped;
                 }
                 if conn.peek().map(|b| b.is_some()).unwrap_or(true) {
@@ -612,12 +612,12 @@ impl<E: Engine> BlockingEventLoop for EventLoop<E> {
             },
         };
         let reason = match stopped {
-            Stopped::Reached => match target.action {
+            DebugStop::Reached => match target.action {
                 Action::Step | Action::ReverseStep => SingleThreadStopReason::DoneStep,
                 _ => SingleThreadStopReason::Signal(Signal::SIGTRAP),
             },
-            Stopped::Breakpoint => SingleThreadStopReason::SwBreak(()),
-            Stopped::Watchpoint(addr, kind) => SingleThreadStopReason::Watch {
+            DebugStop::Breakpoint => SingleThreadStopReason::SwBreak(()),
+            DebugStop::Watchpoint(addr, kind) => SingleThreadStopReason::Watch {
                 tid: (),
                 kind: match kind {
                     WatchKind::Write => GdbWatchKind::Write,
@@ -626,15 +626,15 @@ impl<E: Engine> BlockingEventLoop for EventLoop<E> {
                 },
                 addr,
             },
-            Stopped::Begin => SingleThreadStopReason::ReplayLog {
+            DebugStop::Begin => SingleThreadStopReason::ReplayLog {
                 tid: None,
                 pos: ReplayLogPosition::Begin,
             },
-            Stopped::End => SingleThreadStopReason::ReplayLog {
+            DebugStop::End => SingleThreadStopReason::ReplayLog {
                 tid: None,
                 pos: ReplayLogPosition::End,
             },
-            Stopped::Exited(code) => SingleThreadStopReason::Exited(code),
+            DebugStop::Exited(code) => SingleThreadStopReason::Exited(code),
         };
         Ok(run_blocking::Event::TargetStopped(reason))
     }

@@ -2,10 +2,10 @@
 //! recording and the host side go on as without gdb.
 
 use rewind_cpu::Watchpoint;
-use rewind_machine::{Machine, Stop};
+use rewind_machine::{Machine, MachineStop};
 use rewind_replay::Session;
 
-use crate::timeline::Stopped;
+use crate::timeline::DebugStop;
 use crate::{DebugError, Engine, POLL_EVERY};
 
 /// The host side of a live run, which the debugger lets run.
@@ -15,7 +15,7 @@ pub trait LiveRun {
     /// Runs (with the console, pacing and backends as usual) until instruction count
     /// `pause`, a debug stop, or the end of the run. `None`: the run ended (and the host
     /// side keeps how, and says it with [`LiveRun::exit_status`]).
-    fn run_until(&mut self, pause: u64) -> Option<Stop>;
+    fn run_until(&mut self, pause: u64) -> Option<MachineStop>;
     /// The status the run ended with, as gdb is told (`W` packet).
     fn exit_status(&self) -> u8;
 }
@@ -32,21 +32,21 @@ impl<R: LiveRun> LiveEngine<R> {
     }
 
     /// Runs to instruction count `pause`, or to a stop on the way.
-    fn run_to(&mut self, pause: u64) -> Stopped {
+    fn run_to(&mut self, pause: u64) -> DebugStop {
         if self.ended {
-            return Stopped::Exited(self.run.exit_status());
+            return DebugStop::Exited(self.run.exit_status());
         }
         self.run.session_mut().resume_from_debug_stop();
         match self.run.run_until(pause) {
-            Some(Stop::Breakpoint) => Stopped::Breakpoint,
-            Some(Stop::Watchpoint) => match self.run.session().machine().hart.watch_hit {
-                Some((addr, kind)) => Stopped::Watchpoint(addr, kind),
-                None => Stopped::Breakpoint,
+            Some(MachineStop::Breakpoint) => DebugStop::Breakpoint,
+            Some(MachineStop::Watchpoint) => match self.run.session().machine().hart.watch_hit {
+                Some((addr, kind)) => DebugStop::Watchpoint(addr, kind),
+                None => DebugStop::Breakpoint,
             },
-            Some(_) => Stopped::Reached,
+            Some(_) => DebugStop::Reached,
             None => {
                 self.ended = true;
-                Stopped::Exited(self.run.exit_status())
+                DebugStop::Exited(self.run.exit_status())
             }
         }
     }
@@ -63,7 +63,7 @@ impl<R: LiveRun> Engine for LiveEngine<R> {
             .set_debug_stops(breakpoints, watchpoints);
     }
 
-    fn step(&mut self) -> Result<Stopped, DebugError> {
+    fn step(&mut self) -> Result<DebugStop, DebugError> {
         let hart = &self.machine().hart;
         let next = hart.icount + 1;
         let (breakpoints, watchpoints) = (hart.breakpoints.clone(), hart.watchpoints.clone());
@@ -74,7 +74,7 @@ impl<R: LiveRun> Engine for LiveEngine<R> {
         Ok(stopped)
     }
 
-    fn resume(&mut self) -> Result<Stopped, DebugError> {
+    fn resume(&mut self) -> Result<DebugStop, DebugError> {
         let pause = self.machine().hart.icount.saturating_add(POLL_EVERY);
         Ok(self.run_to(pause))
     }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use rewind_cpu::{WatchKind, Watchpoint};
-use rewind_replay::{Checkpoint, PlayError, Played, Player};
+use rewind_replay::{Checkpoint, PlayError, PlayStop, Player};
 
 /// Checkpoints are taken at multiples of this many instructions when first passing there:
 /// going back anywhere replays at most this far.
@@ -17,7 +17,7 @@ pub type Report<'a> = &'a mut dyn FnMut(u64);
 
 /// Where a forward or backward run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stopped {
+pub enum DebugStop {
     /// At the instruction count asked for.
     Reached,
     /// Before an instruction at a breakpoint.
@@ -92,11 +92,11 @@ impl Timeline {
     }
 
     /// What stopped the last run early.
-    fn stop_kind(&self, played: Played) -> Stopped {
+    fn stop_kind(&self, played: PlayStop) -> DebugStop {
         match (played, self.player.machine.hart.watch_hit) {
-            (Played::Watchpoint, Some((addr, kind))) => Stopped::Watchpoint(addr, kind),
-            (Played::Reached, _) => Stopped::Reached,
-            _ => Stopped::Breakpoint,
+            (PlayStop::Watchpoint, Some((addr, kind))) => DebugStop::Watchpoint(addr, kind),
+            (PlayStop::Reached, _) => DebugStop::Reached,
+            _ => DebugStop::Breakpoint,
         }
     }
 
@@ -116,7 +116,7 @@ impl Timeline {
     }
 
     /// Plays forward to `target`, with or without breakpoints, taking checkpoints on the way.
-    fn forward(&mut self, target: u64, stops: bool) -> Result<Played, PlayError> {
+    fn forward(&mut self, target: u64, stops: bool) -> Result<PlayStop, PlayError> {
         self.forward_reporting(target, stops, &mut |_| {})
     }
 
@@ -125,7 +125,7 @@ impl Timeline {
         target: u64,
         stops: bool,
         report: Report,
-    ) -> Result<Played, PlayError> {
+    ) -> Result<PlayStop, PlayError> {
         self.arm(stops);
         let hart = &mut self.player.machine.hart;
         // The instruction at the current position runs even if it is at a breakpoint.
@@ -135,7 +135,7 @@ impl Timeline {
             let now = self.icount();
             let next_checkpoint = (now / self.spacing + 1) * self.spacing;
             let played = self.player.play_to(target.min(next_checkpoint))?;
-            if played != Played::Reached {
+            if played != PlayStop::Reached {
                 return Ok(played);
             }
             let now = self.icount();
@@ -147,7 +147,7 @@ impl Timeline {
                 self.keep_within_budget();
             }
             if now >= target || self.player.powered_off() {
-                return Ok(Played::Reached);
+                return Ok(PlayStop::Reached);
             }
         }
     }
@@ -210,39 +210,39 @@ impl Timeline {
     }
 
     /// One instruction forward.
-    pub fn step(&mut self) -> Result<Stopped, PlayError> {
+    pub fn step(&mut self) -> Result<DebugStop, PlayError> {
         if self.icount() >= self.end() {
-            return Ok(Stopped::End);
+            return Ok(DebugStop::End);
         }
         self.forward(self.icount() + 1, false)?;
-        Ok(Stopped::Reached)
+        Ok(DebugStop::Reached)
     }
 
     /// One instruction back.
-    pub fn reverse_step(&mut self) -> Result<Stopped, PlayError> {
+    pub fn reverse_step(&mut self) -> Result<DebugStop, PlayError> {
         if self.icount() == 0 {
-            return Ok(Stopped::Begin);
+            return Ok(DebugStop::Begin);
         }
         self.seek(self.icount() - 1)?;
-        Ok(Stopped::Reached)
+        Ok(DebugStop::Reached)
     }
 
     /// Forward until a breakpoint, a watchpoint or `limit` (an instruction count), whichever
     /// comes first. A watchpoint stops before the instruction that accesses the memory (gdb
     /// steps over it, as RISC-V watchpoints are not continuable); the access by the
     /// instruction at the present does not count, so a resume always moves on.
-    pub fn resume(&mut self, limit: u64) -> Result<Stopped, PlayError> {
+    pub fn resume(&mut self, limit: u64) -> Result<DebugStop, PlayError> {
         let start = self.icount();
         if start >= self.end() {
-            return Ok(Stopped::End);
+            return Ok(DebugStop::End);
         }
         loop {
             let played = self.forward(limit, true)?;
             let stopped = match played {
-                Played::Reached if self.icount() >= self.end() => Stopped::End,
+                PlayStop::Reached if self.icount() >= self.end() => DebugStop::End,
                 played => self.stop_kind(played),
             };
-            let Stopped::Watchpoint(..) = stopped else {
+            let DebugStop::Watchpoint(..) = stopped else {
                 return Ok(stopped);
             };
             let access_at = self.icount() - 1;
@@ -277,7 +277,7 @@ impl Timeline {
         let found = self.reverse_resume(report);
         (self.breakpoints, self.watchpoints) = saved;
         let answer = match found? {
-            Stopped::Watchpoint(..) => {
+            DebugStop::Watchpoint(..) => {
                 // The stop is just after the store: the store is the instruction before.
                 let after = self.icount();
                 self.seek(after - 1)?;
@@ -292,7 +292,7 @@ impl Timeline {
     /// Back to the last breakpoint or watchpoint hit before the present, or the beginning.
     /// A breakpoint hit is the moment before the instruction at it; a watchpoint hit is the
     /// moment after the access, as going forward.
-    pub fn reverse_resume(&mut self, report: Report) -> Result<Stopped, PlayError> {
+    pub fn reverse_resume(&mut self, report: Report) -> Result<DebugStop, PlayError> {
         let present = self.icount();
         let mut segment_end = present;
         while segment_end > 0 {
@@ -314,14 +314,14 @@ impl Timeline {
                 // A breakpoint at the segment's end belongs to the next segment; an access
                 // that ends there belongs to this one, unless it is the present.
                 let counts = match kind {
-                    Stopped::Breakpoint => now < segment_end,
-                    Stopped::Watchpoint(..) => now <= segment_end && now < present,
+                    DebugStop::Breakpoint => now < segment_end,
+                    DebugStop::Watchpoint(..) => now <= segment_end && now < present,
                     _ => false,
                 };
                 if counts {
                     last_hit = Some((now, kind));
                 }
-                if played == Played::Reached || now >= segment_end {
+                if played == PlayStop::Reached || now >= segment_end {
                     break;
                 }
                 self.player.machine.hart.resume_from_debug_stop();
@@ -333,6 +333,6 @@ impl Timeline {
             segment_end = start;
         }
         self.seek(0)?;
-        Ok(Stopped::Begin)
+        Ok(DebugStop::Begin)
     }
 }

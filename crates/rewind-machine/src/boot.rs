@@ -323,7 +323,7 @@ mod tests {
 
 #[cfg(test)]
 mod hand_over_tests {
-    use crate::{BootImages, Machine, MachineConfig, Stop};
+    use crate::{BootImages, Machine, MachineConfig, MachineStop};
 
     /// `sw zero, 0(t0)` to the ROM, `j .`: a firmware that tries to overwrite the reset vector.
     const FIRMWARE: [u32; 3] = [0x0002_a023, 0x0000_006f, 0];
@@ -344,7 +344,7 @@ mod hand_over_tests {
         .unwrap();
         assert_eq!(machine.hart.pc, super::ROM_BASE);
         // The six instructions of the reset vector.
-        assert_eq!(machine.run(Some(6), u64::MAX), Stop::Limit);
+        assert_eq!(machine.run(Some(6), u64::MAX), MachineStop::Limit);
         let hart = &machine.hart;
         assert_eq!(hart.pc, 0x8000_0000);
         assert_eq!(hart.x[10], 0, "a0 = hart id");
@@ -352,12 +352,12 @@ mod hand_over_tests {
         assert_eq!(hart.x[12], super::FW_DYNAMIC_INFO, "a2 = fw_dynamic info");
         // The firmware stores zero over the first ROM word: ignored, as on QEMU.
         machine.hart.x[5] = super::ROM_BASE;
-        assert_eq!(machine.run(Some(7), u64::MAX), Stop::Limit);
+        assert_eq!(machine.run(Some(7), u64::MAX), MachineStop::Limit);
         assert_eq!(machine.hart.pc, 0x8000_0004);
         // Running the ROM's first instruction again (auipc t0, 0) shows it intact.
         machine.hart.pc = super::ROM_BASE;
         machine.hart.x[5] = 0;
-        assert_eq!(machine.run(Some(8), u64::MAX), Stop::Limit);
+        assert_eq!(machine.run(Some(8), u64::MAX), MachineStop::Limit);
         assert_eq!(machine.hart.pc, super::ROM_BASE + 4);
         assert_eq!(machine.hart.x[5], super::ROM_BASE);
     }

@@ -15,7 +15,7 @@ pub mod snapshot;
 
 pub use rewind_cpu::clock::MAX_SHIFT as MAX_ICOUNT_SHIFT;
 pub use rewind_cpu::Clock;
-use rewind_cpu::{Exit, Hart, Ram};
+use rewind_cpu::{Hart, HartExit, Ram};
 pub use rewind_cpu::{WatchKind, Watchpoint};
 
 pub use boot::{BootImages, BootLayout};
@@ -40,7 +40,7 @@ pub use snapshot::{MachineState, Snapshot};
 
 /// Why [`Machine::run`] stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stop {
+pub enum MachineStop {
     /// The guest powered off through the test finisher, with this status.
     PowerOff(u16),
     /// The guest asked for a reboot: the host restarts the board from its images.
@@ -300,13 +300,13 @@ impl Machine {
 
     /// Runs until the guest stops the machine, `limit` instructions have executed in total,
     /// `slice` more instructions have run, or the hart goes idle, whichever comes first.
-    pub fn run(&mut self, limit: Option<u64>, slice: u64) -> Stop {
+    pub fn run(&mut self, limit: Option<u64>, slice: u64) -> MachineStop {
         let slice_end = self.hart.icount.saturating_add(slice);
         loop {
             if let Some(finish) = self.bus.finisher.take() {
                 return match finish {
-                    Finish::Exit(code) => Stop::PowerOff(code),
-                    Finish::Reset => Stop::Reset,
+                    Finish::Exit(code) => MachineStop::PowerOff(code),
+                    Finish::Reset => MachineStop::Reset,
                 };
             }
             // Devices look at the queues the driver notified (a notify ends the hart's run).
@@ -315,16 +315,16 @@ impl Machine {
             }
             let now = self.hart.icount;
             if limit.is_some_and(|l| now >= l) {
-                return Stop::Limit;
+                return MachineStop::Limit;
             }
             if now >= slice_end {
-                return Stop::Slice;
+                return MachineStop::Slice;
             }
             self.update_interrupt_lines();
             let deadline = self.next_deadline();
             if self.sleeping {
                 if !self.hart.wakeup_pending() {
-                    return Stop::Idle { until: deadline };
+                    return MachineStop::Idle { until: deadline };
                 }
                 self.sleeping = false;
             }
@@ -337,21 +337,23 @@ impl Machine {
             }
             self.hart.take_pending_interrupt();
             match self.hart.run(&mut self.ram, &mut self.bus, end - now) {
-                Exit::Wfi => self.sleeping = true,
-                Exit::Breakpoint => return Stop::Breakpoint,
-                Exit::Watchpoint => return Stop::Watchpoint,
-                Exit::Budget | Exit::Yield => {}
+                HartExit::Wfi => self.sleeping = true,
+                HartExit::Breakpoint => return MachineStop::Breakpoint,
+                HartExit::Watchpoint => return MachineStop::Watchpoint,
+                HartExit::Budget | HartExit::Yield => {}
             }
         }
     }
 
     /// Runs with nobody at the console: idle time is skipped at once. Ends at power-off,
-    /// reset, the limit, or [`Stop::Idle`] with no deadline (the guest waits forever).
-    pub fn run_unattended(&mut self, limit: Option<u64>) -> Stop {
+    /// reset, the limit, or [`MachineStop::Idle`] with no deadline (the guest waits forever).
+    pub fn run_unattended(&mut self, limit: Option<u64>) -> MachineStop {
         loop {
             match self.run(limit, u64::MAX) {
-                Stop::Idle { until: Some(t) } => self.skip_idle(limit.map_or(t, |l| t.min(l))),
-                Stop::Slice => {}
+                MachineStop::Idle { until: Some(t) } => {
+                    self.skip_idle(limit.map_or(t, |l| t.min(l)))
+                }
+                MachineStop::Slice => {}
                 stop => return stop,
             }
         }

@@ -3,7 +3,7 @@
 //! and the compiling engine must end it in the state the interpreter does.
 
 use rewind_cpu::Engine;
-use rewind_machine::{Machine, MachineConfig, Stop};
+use rewind_machine::{Machine, MachineConfig, MachineStop};
 
 /// xorshift64*: a fixed generator, so a failing seed reproduces.
 struct Rng(u64);
@@ -135,12 +135,12 @@ fn random_fp_program(seed: u64, words: usize) -> Vec<u8> {
 }
 
 /// Runs one stream and returns the final architectural state and the machine's state hash.
-fn run_stream(seed: u64, engine: Engine) -> ((u64, u64, [u64; 32], Stop, u64), u64) {
+fn run_stream(seed: u64, engine: Engine) -> ((u64, u64, [u64; 32], MachineStop, u64), u64) {
     run_program(random_program(seed, 4096), seed, engine)
 }
 
 /// Runs a stream of floating-point instructions and returns what `run_stream` does.
-fn run_fp_stream(seed: u64, engine: Engine) -> ((u64, u64, [u64; 32], Stop, u64), u64) {
+fn run_fp_stream(seed: u64, engine: Engine) -> ((u64, u64, [u64; 32], MachineStop, u64), u64) {
     run_program(random_fp_program(seed, 1024), seed, engine)
 }
 
@@ -148,7 +148,7 @@ fn run_program(
     program: Vec<u8>,
     seed: u64,
     engine: Engine,
-) -> ((u64, u64, [u64; 32], Stop, u64), u64) {
+) -> ((u64, u64, [u64; 32], MachineStop, u64), u64) {
     let mut machine = Machine::bare(MachineConfig {
         ram_size: 4 << 20,
         ..MachineConfig::default()
@@ -206,7 +206,10 @@ fn random_streams_never_panic_and_are_deterministic() {
         assert!(
             matches!(
                 first.3,
-                Stop::Limit | Stop::PowerOff(_) | Stop::Reset | Stop::Idle { until: None }
+                MachineStop::Limit
+                    | MachineStop::PowerOff(_)
+                    | MachineStop::Reset
+                    | MachineStop::Idle { until: None }
             ),
             "seed {seed}: unexpected stop {:?}",
             first.3

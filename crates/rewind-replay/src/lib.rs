@@ -14,7 +14,7 @@ pub mod session;
 
 pub use events::{decode_events, encode_events, Event};
 pub use format::{Chunk, ChunkKind, ReadError, Reader, Writer, FORMAT_VERSION};
-pub use player::{Checkpoint, PlayError, Played, Player};
+pub use player::{Checkpoint, PlayError, PlayStop, Player};
 pub use recording::{
     DriveRef, End, EndReason, ImageRef, Item, Manifest, RecordError, Recorder, Recording,
     RecordingError, TimelineEntry,

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use rewind_machine::block::DiskImage;
-use rewind_machine::{BootImages, Machine, Snapshot, Stop};
+use rewind_machine::{BootImages, Machine, MachineStop, Snapshot};
 
 use crate::recording::{DriveRef, EndReason, Item, Recording, TimelineEntry};
 
@@ -49,7 +49,7 @@ fn open_drives(drives: &[DriveRef], paths: &[PathBuf]) -> Result<Vec<DiskImage>,
 
 /// Where playing stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Played {
+pub enum PlayStop {
     /// At the instruction count asked for.
     Reached,
     /// Earlier, before an instruction at a breakpoint of the hart.
@@ -132,17 +132,17 @@ impl Player {
 
     /// Plays forward to instruction count `target` (at most the end), applying every event
     /// at or before it and checking every sync point on the way.
-    pub fn play_to(&mut self, target: u64) -> Result<Played, PlayError> {
+    pub fn play_to(&mut self, target: u64) -> Result<PlayStop, PlayError> {
         self.play(target, true)
     }
 
     /// Plays forward to instruction count `target`, stopping before the events and sync
     /// points recorded at `target` itself.
-    pub fn play_to_before(&mut self, target: u64) -> Result<Played, PlayError> {
+    pub fn play_to_before(&mut self, target: u64) -> Result<PlayStop, PlayError> {
         self.play(target, false)
     }
 
-    fn play(&mut self, target: u64, inclusive: bool) -> Result<Played, PlayError> {
+    fn play(&mut self, target: u64, inclusive: bool) -> Result<PlayStop, PlayError> {
         let target = target.min(self.end);
         while let Some(entry) = self.timeline.get(self.next) {
             if entry.icount > target || (!inclusive && entry.icount == target) {
@@ -150,7 +150,7 @@ impl Player {
             }
             let at = entry.icount;
             match self.advance(at)? {
-                Played::Reached => {}
+                PlayStop::Reached => {}
                 stopped => return Ok(stopped),
             }
             let entry = &self.timeline[self.next];
@@ -187,27 +187,27 @@ impl Player {
 
     /// Runs to instruction count `target` exactly, as the recorded run did: idle time is
     /// skipped, resets rebuild the board. A power-off is only legitimate at the end.
-    fn advance(&mut self, target: u64) -> Result<Played, PlayError> {
+    fn advance(&mut self, target: u64) -> Result<PlayStop, PlayError> {
         if self.powered_off {
-            return Ok(Played::Reached);
+            return Ok(PlayStop::Reached);
         }
         loop {
             let stop = self.machine.run(Some(target), SLICE);
             self.output.extend(self.machine.take_console_output());
             match stop {
-                Stop::Limit => return Ok(Played::Reached),
-                Stop::Breakpoint => return Ok(Played::Breakpoint),
-                Stop::Watchpoint => return Ok(Played::Watchpoint),
-                Stop::Slice => {}
-                Stop::Idle { until } => {
+                MachineStop::Limit => return Ok(PlayStop::Reached),
+                MachineStop::Breakpoint => return Ok(PlayStop::Breakpoint),
+                MachineStop::Watchpoint => return Ok(PlayStop::Watchpoint),
+                MachineStop::Slice => {}
+                MachineStop::Idle { until } => {
                     let t = until.map_or(target, |u| u.min(target));
                     self.machine.skip_idle(t);
                 }
-                Stop::Reset => self
+                MachineStop::Reset => self
                     .machine
                     .reset(&self.images)
                     .map_err(|e| PlayError::Machine(e.to_string()))?,
-                Stop::PowerOff(_) => {
+                MachineStop::PowerOff(_) => {
                     let icount = self.machine.hart.icount;
                     // A cut recording does not say how it ended: a power-off at its last known
                     // instruction may be how.
@@ -220,7 +220,7 @@ impl Player {
                         )));
                     }
                     self.powered_off = true;
-                    return Ok(Played::Reached);
+                    return Ok(PlayStop::Reached);
                 }
             }
         }

@@ -11,7 +11,9 @@
 
 use std::collections::VecDeque;
 
-use rewind_machine::{BootImages, DeviceKind, InputEvent, Machine, MachineError, Stop, Watchpoint};
+use rewind_machine::{
+    BootImages, DeviceKind, InputEvent, Machine, MachineError, MachineStop, Watchpoint,
+};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::recording::{End, EndReason, RecordError, Recorder};
@@ -164,7 +166,7 @@ impl Session {
     }
 
     /// Runs the machine (see [`Machine::run`]).
-    pub fn run(&mut self, limit: Option<u64>, slice: u64) -> Stop {
+    pub fn run(&mut self, limit: Option<u64>, slice: u64) -> MachineStop {
         self.machine.run(limit, slice)
     }
 
