@@ -6,11 +6,8 @@ use rewind_cpu::Ram;
 use crate::loader;
 use crate::MachineError;
 
-/// The reset ROM (QEMU's `mrom`): reset vector, then the `fw_dynamic` information.
-pub const ROM_BASE: u64 = 0x1000;
-pub const ROM_SIZE: u64 = 0xf000;
 /// Where QEMU's reset vector puts the `fw_dynamic` information, passed in `a2`.
-pub const FW_DYNAMIC_INFO: u64 = ROM_BASE + 0x28;
+pub const FW_DYNAMIC_INFO: u64 = crate::memmap::ROM.base + 0x28;
 
 const FW_DYNAMIC_MAGIC: u64 = 0x4942_534f; // "OSBI"
 const FW_DYNAMIC_VERSION: u64 = 2;
@@ -207,7 +204,10 @@ mod tests {
     #[test]
     fn rom_hands_over_like_qemu() {
         let rom = rom_image(0x8000_0000, 0x87e0_0000, Some(0x8020_0000));
-        assert_eq!(rom.len() as u64, FW_DYNAMIC_INFO - ROM_BASE + 48);
+        assert_eq!(
+            rom.len() as u64,
+            FW_DYNAMIC_INFO - crate::memmap::ROM.base + 48
+        );
         let word = |off: usize| u64::from_le_bytes(rom[off..off + 8].try_into().unwrap());
         assert_eq!(word(24), 0x8000_0000);
         assert_eq!(word(32), 0x87e0_0000);
@@ -342,7 +342,7 @@ mod hand_over_tests {
             },
         )
         .unwrap();
-        assert_eq!(machine.hart.pc, super::ROM_BASE);
+        assert_eq!(machine.hart.pc, crate::memmap::ROM.base);
         // The six instructions of the reset vector.
         assert_eq!(machine.run(Some(6), u64::MAX), MachineStop::Limit);
         let hart = &machine.hart;
@@ -351,14 +351,14 @@ mod hand_over_tests {
         assert_eq!(hart.x[11], machine.dtb_addr(), "a1 = device tree");
         assert_eq!(hart.x[12], super::FW_DYNAMIC_INFO, "a2 = fw_dynamic info");
         // The firmware stores zero over the first ROM word: ignored, as on QEMU.
-        machine.hart.x[5] = super::ROM_BASE;
+        machine.hart.x[5] = crate::memmap::ROM.base;
         assert_eq!(machine.run(Some(7), u64::MAX), MachineStop::Limit);
         assert_eq!(machine.hart.pc, 0x8000_0004);
         // Running the ROM's first instruction again (auipc t0, 0) shows it intact.
-        machine.hart.pc = super::ROM_BASE;
+        machine.hart.pc = crate::memmap::ROM.base;
         machine.hart.x[5] = 0;
         assert_eq!(machine.run(Some(8), u64::MAX), MachineStop::Limit);
-        assert_eq!(machine.hart.pc, super::ROM_BASE + 4);
-        assert_eq!(machine.hart.x[5], super::ROM_BASE);
+        assert_eq!(machine.hart.pc, crate::memmap::ROM.base + 4);
+        assert_eq!(machine.hart.x[5], crate::memmap::ROM.base);
     }
 }

@@ -1,14 +1,14 @@
-//! The MMIO bus: which device answers at each physical address.
+//! The MMIO bus: which device answers at each physical address (by [`memmap::MAP`]).
 
 use rewind_cpu::{Clock, Mmio};
 
-use crate::boot;
-use crate::devices::clint::{self, Clint};
-use crate::devices::finisher::{self, Finisher};
-use crate::devices::plic::{self, Plic};
-use crate::devices::rtc::{self, Rtc};
-use crate::devices::uart::{self, Uart};
+use crate::devices::clint::Clint;
+use crate::devices::finisher::Finisher;
+use crate::devices::plic::Plic;
+use crate::devices::rtc::Rtc;
+use crate::devices::uart::Uart;
 use crate::devices::virtio_mmio::{self, transport::Transport};
+use crate::memmap::{self, Region};
 
 /// Devices behind the MMIO bus.
 #[derive(Default)]
@@ -30,10 +30,6 @@ pub struct Bus {
     /// A copy of the hart's clock, so that MMIO reads of time see the exact instruction
     /// count ([`Machine::set_clock`] keeps the two equal).
     pub(crate) clock: Clock,
-}
-
-fn in_region(addr: u64, base: u64, size: u64) -> bool {
-    addr.wrapping_sub(base) < size
 }
 
 /// Reads `size` bytes at `offset` of a byte image, zero past its end.
@@ -85,69 +81,56 @@ impl Bus {
     }
 
     fn route_read(&mut self, addr: u64, size: u8, icount: u64) -> Option<u64> {
-        if in_region(addr, boot::ROM_BASE, boot::ROM_SIZE) {
-            return Some(read_bytes(&self.rom, addr - boot::ROM_BASE, size));
-        }
-        if in_region(addr, uart::BASE, uart::SIZE) {
-            return Some(self.uart.read(addr - uart::BASE) as u64);
-        }
-        if in_region(addr, clint::BASE, clint::SIZE) {
-            let mtime = self.clock.mtime_at(icount);
-            return self.clint.read(addr - clint::BASE, size, mtime);
-        }
-        if in_region(addr, plic::BASE, plic::SIZE) {
-            return Some(self.plic.read(addr - plic::BASE) as u64);
-        }
-        if in_region(addr, rtc::BASE, rtc::SIZE) {
-            let ns = self.clock.ns_at(icount);
-            return Some(self.rtc.read(addr - rtc::BASE, ns) as u64);
-        }
-        if in_region(
-            addr,
-            virtio_mmio::BASE,
-            virtio_mmio::SLOT_SIZE * virtio_mmio::SLOTS,
-        ) {
-            let offset = (addr - virtio_mmio::BASE) % virtio_mmio::SLOT_SIZE;
-            let slot = ((addr - virtio_mmio::BASE) / virtio_mmio::SLOT_SIZE) as usize;
-            return Some(match self.virtio.get_mut(slot).and_then(Option::as_mut) {
-                Some(t) => t.read(offset) as u64,
-                None => virtio_mmio::read_empty(offset) as u64,
-            });
-        }
-        if in_region(addr, finisher::BASE, finisher::SIZE) {
-            return Some(self.finisher.read(addr - finisher::BASE, size));
-        }
-        None
+        let (region, offset) = memmap::device_at(addr)?;
+        Some(match region {
+            Region::Rom => read_bytes(&self.rom, offset, size),
+            Region::Uart => self.uart.read(offset) as u64,
+            Region::Clint => self.clint.read(offset, size, self.clock.mtime_at(icount))?,
+            Region::Plic => self.plic.read(offset) as u64,
+            Region::Rtc => self.rtc.read(offset, self.clock.ns_at(icount)) as u64,
+            Region::Test => self.finisher.read(offset, size),
+            Region::Virtio => {
+                let (slot, offset) = virtio_slot(offset);
+                match self.virtio.get_mut(slot).and_then(Option::as_mut) {
+                    Some(t) => t.read(offset) as u64,
+                    None => virtio_mmio::read_empty(offset) as u64,
+                }
+            }
+            Region::Dram => return None,
+        })
     }
 
     fn route_write(&mut self, addr: u64, size: u8, value: u64, icount: u64) -> bool {
-        if in_region(addr, uart::BASE, uart::SIZE) {
-            self.uart.write(addr - uart::BASE, value as u8);
-        } else if in_region(addr, clint::BASE, clint::SIZE) {
-            self.clint.write(addr - clint::BASE, size, value);
-        } else if in_region(addr, plic::BASE, plic::SIZE) {
-            self.plic.write(addr - plic::BASE, value as u32);
-        } else if in_region(addr, rtc::BASE, rtc::SIZE) {
-            let ns = self.clock.ns_at(icount);
-            self.rtc.write(addr - rtc::BASE, value as u32, ns);
-        } else if in_region(addr, finisher::BASE, finisher::SIZE) {
-            self.finisher.write(addr - finisher::BASE, value);
-        } else if in_region(
-            addr,
-            virtio_mmio::BASE,
-            virtio_mmio::SLOT_SIZE * virtio_mmio::SLOTS,
-        ) {
-            let offset = (addr - virtio_mmio::BASE) % virtio_mmio::SLOT_SIZE;
-            let slot = ((addr - virtio_mmio::BASE) / virtio_mmio::SLOT_SIZE) as usize;
-            // Empty slots ignore writes, as on QEMU.
-            if let Some(t) = self.virtio.get_mut(slot).and_then(Option::as_mut) {
-                t.write(offset, value as u32);
-            }
-        } else if in_region(addr, boot::ROM_BASE, boot::ROM_SIZE) {
-            // The ROM ignores writes.
-        } else {
+        let Some((region, offset)) = memmap::device_at(addr) else {
             return false;
+        };
+        match region {
+            // The ROM ignores writes.
+            Region::Rom => {}
+            Region::Uart => self.uart.write(offset, value as u8),
+            Region::Clint => self.clint.write(offset, size, value),
+            Region::Plic => self.plic.write(offset, value as u32),
+            Region::Rtc => self
+                .rtc
+                .write(offset, value as u32, self.clock.ns_at(icount)),
+            Region::Test => self.finisher.write(offset, value),
+            Region::Virtio => {
+                let (slot, offset) = virtio_slot(offset);
+                // Empty slots ignore writes, as on QEMU.
+                if let Some(t) = self.virtio.get_mut(slot).and_then(Option::as_mut) {
+                    t.write(offset, value as u32);
+                }
+            }
+            Region::Dram => return false,
         }
         true
     }
+}
+
+/// The slot and the offset in it of `offset` into the virtio-mmio window.
+fn virtio_slot(offset: u64) -> (usize, u64) {
+    (
+        (offset / memmap::VIRTIO_SLOT_SIZE) as usize,
+        offset % memmap::VIRTIO_SLOT_SIZE,
+    )
 }

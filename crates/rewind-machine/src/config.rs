@@ -4,11 +4,11 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub const RAM_BASE: u64 = 0x8000_0000;
+pub const RAM_BASE: u64 = crate::memmap::DRAM.base;
 /// The smallest RAM the board accepts.
 pub const MIN_RAM: u64 = 2 << 20;
 /// The largest RAM the board accepts (as far as the `virt` map leaves room for).
-pub const MAX_RAM: u64 = 64 << 30;
+pub const MAX_RAM: u64 = crate::memmap::DRAM.size;
 
 /// A device in a virtio-mmio slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,7 +3,8 @@
 
 use vm_fdt::FdtWriter;
 
-use crate::devices::{clint, finisher, plic, rtc, uart, virtio_mmio};
+use crate::devices::{plic, rtc, uart, virtio_mmio};
+use crate::memmap;
 use crate::{BootLayout, MachineConfig};
 
 /// `mtime` frequency (10 MHz, as on QEMU's `virt`), from the clock's one definition.
@@ -26,7 +27,10 @@ pub fn build(config: &MachineConfig, layout: &BootLayout) -> Result<Vec<u8>, vm_
     fdt.property_string("model", "riscv-virtio,qemu")?;
 
     let chosen = fdt.begin_node("chosen")?;
-    fdt.property_string("stdout-path", &format!("/soc/serial@{:x}", uart::BASE))?;
+    fdt.property_string(
+        "stdout-path",
+        &format!("/soc/serial@{:x}", memmap::UART.base),
+    )?;
     if let Some(args) = &config.bootargs {
         fdt.property_string("bootargs", args)?;
     }
@@ -87,24 +91,24 @@ pub fn build(config: &MachineConfig, layout: &BootLayout) -> Result<Vec<u8>, vm_
     fdt.property_string("compatible", "simple-bus")?;
     fdt.property_null("ranges")?;
 
-    let node = fdt.begin_node(&format!("rtc@{:x}", rtc::BASE))?;
+    let node = fdt.begin_node(&format!("rtc@{:x}", memmap::RTC.base))?;
     fdt.property_u32("interrupts", rtc::IRQ as u32)?;
     fdt.property_u32("interrupt-parent", PHANDLE_PLIC)?;
-    fdt.property_array_u64("reg", &[rtc::BASE, rtc::SIZE])?;
+    fdt.property_array_u64("reg", &[memmap::RTC.base, memmap::RTC.size])?;
     fdt.property_string("compatible", "google,goldfish-rtc")?;
     fdt.end_node(node)?;
 
-    let node = fdt.begin_node(&format!("serial@{:x}", uart::BASE))?;
+    let node = fdt.begin_node(&format!("serial@{:x}", memmap::UART.base))?;
     fdt.property_u32("interrupts", uart::IRQ as u32)?;
     fdt.property_u32("interrupt-parent", PHANDLE_PLIC)?;
     fdt.property_u32("clock-frequency", 0x38_4000)?;
-    fdt.property_array_u64("reg", &[uart::BASE, uart::SIZE])?;
+    fdt.property_array_u64("reg", &[memmap::UART.base, memmap::UART.size])?;
     fdt.property_string("compatible", "ns16550a")?;
     fdt.end_node(node)?;
 
-    let node = fdt.begin_node(&format!("test@{:x}", finisher::BASE))?;
+    let node = fdt.begin_node(&format!("test@{:x}", memmap::TEST.base))?;
     fdt.property_phandle(PHANDLE_TEST)?;
-    fdt.property_array_u64("reg", &[finisher::BASE, finisher::SIZE])?;
+    fdt.property_array_u64("reg", &[memmap::TEST.base, memmap::TEST.size])?;
     fdt.property_string_list(
         "compatible",
         vec![
@@ -116,20 +120,20 @@ pub fn build(config: &MachineConfig, layout: &BootLayout) -> Result<Vec<u8>, vm_
     fdt.end_node(node)?;
 
     // QEMU lists the slots from the highest address down; Linux probes them in this order.
-    for slot in (0..virtio_mmio::SLOTS).rev() {
-        let base = virtio_mmio::BASE + slot * virtio_mmio::SLOT_SIZE;
+    for slot in (0..memmap::VIRTIO_SLOTS).rev() {
+        let base = memmap::VIRTIO.base + slot * memmap::VIRTIO_SLOT_SIZE;
         let node = fdt.begin_node(&format!("virtio_mmio@{base:x}"))?;
         fdt.property_u32("interrupts", (virtio_mmio::FIRST_IRQ as u64 + slot) as u32)?;
         fdt.property_u32("interrupt-parent", PHANDLE_PLIC)?;
-        fdt.property_array_u64("reg", &[base, virtio_mmio::SLOT_SIZE])?;
+        fdt.property_array_u64("reg", &[base, memmap::VIRTIO_SLOT_SIZE])?;
         fdt.property_string("compatible", "virtio,mmio")?;
         fdt.end_node(node)?;
     }
 
-    let node = fdt.begin_node(&format!("plic@{:x}", plic::BASE))?;
+    let node = fdt.begin_node(&format!("plic@{:x}", memmap::PLIC.base))?;
     fdt.property_phandle(PHANDLE_PLIC)?;
     fdt.property_u32("riscv,ndev", plic::NUM_SOURCES as u32 - 1)?;
-    fdt.property_array_u64("reg", &[plic::BASE, plic::SIZE])?;
+    fdt.property_array_u64("reg", &[memmap::PLIC.base, memmap::PLIC.size])?;
     // Context 0: M-mode external (11); context 1: S-mode external (9).
     fdt.property_array_u32(
         "interrupts-extended",
@@ -144,13 +148,13 @@ pub fn build(config: &MachineConfig, layout: &BootLayout) -> Result<Vec<u8>, vm_
     fdt.property_u32("#interrupt-cells", 1)?;
     fdt.end_node(node)?;
 
-    let node = fdt.begin_node(&format!("clint@{:x}", clint::BASE))?;
+    let node = fdt.begin_node(&format!("clint@{:x}", memmap::CLINT.base))?;
     // Machine software (3) and machine timer (7) interrupts of hart 0.
     fdt.property_array_u32(
         "interrupts-extended",
         &[PHANDLE_CPU0_INTC, 3, PHANDLE_CPU0_INTC, 7],
     )?;
-    fdt.property_array_u64("reg", &[clint::BASE, clint::SIZE])?;
+    fdt.property_array_u64("reg", &[memmap::CLINT.base, memmap::CLINT.size])?;
     fdt.property_string_list(
         "compatible",
         vec!["sifive,clint0".into(), "riscv,clint0".into()],

@@ -11,6 +11,7 @@ pub mod digest;
 pub mod fdt;
 mod input;
 pub mod loader;
+pub mod memmap;
 pub mod snapshot;
 
 pub use rewind_cpu::clock::MAX_SHIFT as MAX_ICOUNT_SHIFT;
@@ -116,9 +117,11 @@ impl Machine {
         let entry = machine.layout.entry;
         let rom = boot::rom_image(entry, machine.dtb_addr, machine.layout.kernel_entry);
         // The hart starts in the reset ROM, whose code hands over to `entry`.
-        machine.ram.set_rom(boot::ROM_BASE, boot::ROM_SIZE, &rom);
+        machine
+            .ram
+            .set_rom(crate::memmap::ROM.base, crate::memmap::ROM.size, &rom);
         machine.bus.rom = rom;
-        machine.hart.pc = boot::ROM_BASE;
+        machine.hart.pc = crate::memmap::ROM.base;
         Ok(machine)
     }
 
@@ -139,7 +142,8 @@ impl Machine {
         hart.clock = Clock::fixed(config.icount_shift);
         let dirty_words = ram.pages().div_ceil(64);
         let snapshot_base = RamPages::zeroed(ram.pages());
-        let mut virtio: Vec<Option<Transport>> = (0..virtio_mmio::SLOTS).map(|_| None).collect();
+        let mut virtio: Vec<Option<Transport>> =
+            (0..crate::memmap::VIRTIO_SLOTS).map(|_| None).collect();
         let mut nic_slots = Vec::new();
         for (i, kind) in config.devices.iter().enumerate().take(virtio.len()) {
             let slot = virtio.len() - 1 - i;
@@ -222,7 +226,8 @@ impl Machine {
         }
         if self.dtb_addr != old_addr {
             let rom = boot::rom_image(self.layout.entry, self.dtb_addr, self.layout.kernel_entry);
-            self.ram.set_rom(boot::ROM_BASE, boot::ROM_SIZE, &rom);
+            self.ram
+                .set_rom(crate::memmap::ROM.base, crate::memmap::ROM.size, &rom);
             self.bus.rom = rom;
         }
     }
@@ -620,7 +625,10 @@ mod tests {
             "the bus reads the same clock"
         );
         // mtime through the CLINT and the CSR agree.
-        let mmio = machine.bus.read(clint::BASE + 0xbff8, 8, 1000).unwrap();
+        let mmio = machine
+            .bus
+            .read(crate::memmap::CLINT.base + 0xbff8, 8, 1000)
+            .unwrap();
         assert_eq!(mmio, machine.hart.mtime());
         let changed = machine.digest();
         assert!(changed.devices.iter().any(|(n, _)| n == "clock"));

@@ -286,7 +286,7 @@ impl Machine {
 
         if s.rom != self.bus.rom {
             self.ram
-                .set_rom(crate::boot::ROM_BASE, crate::boot::ROM_SIZE, &s.rom);
+                .set_rom(crate::memmap::ROM.base, crate::memmap::ROM.size, &s.rom);
             self.bus.rom = s.rom.clone();
         }
         self.config = MachineConfig {

@@ -3,9 +3,6 @@
 
 use rewind_cpu::Clock;
 
-pub const BASE: u64 = 0x200_0000;
-pub const SIZE: u64 = 0x1_0000;
-
 const MSIP: u64 = 0x0;
 const MTIMECMP: u64 = 0x4000;
 const MTIME: u64 = 0xbff8;

@@ -1,8 +1,5 @@
 //! The SiFive test finisher (`sifive,test0`) at 0x10_0000: a guest write ends the machine.
 
-pub const BASE: u64 = 0x10_0000;
-pub const SIZE: u64 = 0x1000;
-
 const FINISHER_FAIL: u32 = 0x3333;
 const FINISHER_PASS: u32 = 0x5555;
 const FINISHER_RESET: u32 = 0x7777;

@@ -1,8 +1,6 @@
 //! The PLIC at 0xc00_0000 (`sifive,plic-1.0.0`): 95 sources, two contexts per hart
 //! (M-mode external interrupt, then S-mode), as on QEMU's `virt`.
 
-pub const BASE: u64 = 0xc00_0000;
-pub const SIZE: u64 = 0x60_0000;
 /// Source numbers 1..=NUM_SOURCES - 1 exist; 0 means "none".
 pub const NUM_SOURCES: usize = 96;
 pub const NUM_CONTEXTS: usize = 2;

@@ -2,8 +2,6 @@
 //! as a base (the wall clock when the machine started, an input from the host) plus the
 //! virtual time of the instruction count. It never reads the host clock itself.
 
-pub const BASE: u64 = 0x10_1000;
-pub const SIZE: u64 = 0x1000;
 pub const IRQ: usize = 11;
 
 const TIME_LOW: u64 = 0x00;

@@ -4,8 +4,6 @@
 
 use std::collections::VecDeque;
 
-pub const BASE: u64 = 0x1000_0000;
-pub const SIZE: u64 = 0x100;
 pub const IRQ: usize = 10;
 pub const FIFO_SIZE: usize = 16;
 

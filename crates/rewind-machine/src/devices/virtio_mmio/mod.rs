@@ -4,9 +4,6 @@
 
 pub mod transport;
 
-pub const BASE: u64 = 0x1000_1000;
-pub const SLOT_SIZE: u64 = 0x1000;
-pub const SLOTS: u64 = 8;
 /// PLIC source of slot 0; slot n uses FIRST_IRQ + n.
 pub const FIRST_IRQ: usize = 1;
 
