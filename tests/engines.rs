@@ -5,7 +5,7 @@
 mod common;
 
 use rewind_cpu::Engine;
-use rewind_machine::{BootImages, Machine, MachineConfig, MachineStop};
+use rewind_machine::{BootImages, InputEvent, Machine, MachineConfig, MachineStop};
 
 /// What a run left behind that a user could tell apart.
 #[derive(Debug, PartialEq, Eq)]
@@ -33,12 +33,9 @@ fn machine(elf: &[u8], engine: Engine, hot_threshold: u32) -> Machine {
         kernel: Some(elf.to_vec()),
         ..BootImages::default()
     };
-    let config = MachineConfig {
-        rtc_base_ns: 1_700_000_000_000_000_000,
-        rng_seed: vec![7; 32],
-        ..MachineConfig::default()
-    };
-    let mut machine = Machine::new(config, &images).expect("the program loads");
+    let mut machine = Machine::new(MachineConfig::default(), &images).expect("the program loads");
+    machine.inject(&InputEvent::RtcBase(1_700_000_000_000_000_000));
+    machine.inject(&InputEvent::Entropy(vec![7; 32]));
     machine
         .ram
         .set_engine(engine)

@@ -25,7 +25,8 @@ pub enum DeviceKind {
     VirtioNet,
 }
 
-/// How the machine is put together, and the host values it starts from.
+/// How the machine is put together. The host's values (the RTC's base, the device tree's
+/// entropy) are not configuration but inputs: [`InputEvent::RtcBase`], [`InputEvent::Entropy`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MachineConfig {
     pub ram_base: u64,
@@ -47,14 +48,6 @@ pub struct MachineConfig {
     /// Rewind followed QEMU 7.2 (128 MiB; the field did not exist then) replays unchanged.
     #[serde(default = "qemu7_initrd_offset")]
     pub initrd_max_offset: u64,
-    /// Wall-clock nanoseconds since the epoch that the RTC shows at virtual time 0. A host
-    /// value: [`InputEvent::RtcBase`] sets it.
-    #[serde(skip)]
-    pub rtc_base_ns: u64,
-    /// Bytes for the device tree's `/chosen/rng-seed`. A host value: [`InputEvent::Entropy`]
-    /// sets it.
-    #[serde(skip)]
-    pub rng_seed: Vec<u8>,
 }
 
 fn qemu7_initrd_offset() -> u64 {
@@ -71,8 +64,6 @@ impl Default for MachineConfig {
             icount_auto: false,
             devices: Vec::new(),
             initrd_max_offset: 512 << 20, // QEMU 10
-            rtc_base_ns: 0,
-            rng_seed: Vec::new(),
         }
     }
 }

@@ -17,8 +17,13 @@ const PHANDLE_CPU0_INTC: u32 = 2;
 const PHANDLE_TEST: u32 = 3;
 const PHANDLE_PLIC: u32 = 4;
 
-/// Builds the flattened device tree for `config` with images placed as in `layout`.
-pub fn build(config: &MachineConfig, layout: &BootLayout) -> Result<Vec<u8>, vm_fdt::Error> {
+/// Builds the flattened device tree for `config` with images placed as in `layout`, and
+/// `rng_seed` (the host's entropy) as `/chosen/rng-seed` unless it is empty.
+pub fn build(
+    config: &MachineConfig,
+    layout: &BootLayout,
+    rng_seed: &[u8],
+) -> Result<Vec<u8>, vm_fdt::Error> {
     let mut fdt = FdtWriter::new()?;
     let root = fdt.begin_node("")?;
     fdt.property_u32("#address-cells", 2)?;
@@ -38,8 +43,8 @@ pub fn build(config: &MachineConfig, layout: &BootLayout) -> Result<Vec<u8>, vm_
         fdt.property_u64("linux,initrd-start", start)?;
         fdt.property_u64("linux,initrd-end", end)?;
     }
-    if !config.rng_seed.is_empty() {
-        fdt.property("rng-seed", &config.rng_seed)?;
+    if !rng_seed.is_empty() {
+        fdt.property("rng-seed", rng_seed)?;
     }
     fdt.end_node(chosen)?;
 

@@ -105,7 +105,6 @@ impl Machine {
                 }
             }
             InputEvent::RtcBase(ns) => {
-                self.config.rtc_base_ns = *ns;
                 self.bus.rtc.state.base_ns = *ns;
             }
             InputEvent::Input(events) => {
@@ -141,7 +140,7 @@ impl Machine {
                 self.set_clock(clock);
             }
             InputEvent::Entropy(bytes) => {
-                self.config.rng_seed = bytes.clone();
+                self.rng_seed = bytes.clone();
                 let before_start = self.hart.icount == 0 && self.dtb_addr != 0;
                 if before_start && !self.dtb_given {
                     self.replace_dtb();

@@ -88,6 +88,9 @@ pub struct Machine {
     sleeping: bool,
     /// Instruction counts skipped while the hart slept (virtual time without instructions).
     idle_skipped: u64,
+    /// Entropy for the device tree's `/chosen/rng-seed`: a host value, given by
+    /// [`InputEvent::Entropy`].
+    rng_seed: Vec<u8>,
 }
 
 /// Longest stretch the hart runs without the machine looking at the host.
@@ -98,7 +101,17 @@ impl Machine {
     /// ROM, which enters the firmware (or the kernel, with no firmware) with `a0` = hart id,
     /// `a1` = device tree, `a2` = `fw_dynamic` information.
     pub fn new(config: MachineConfig, images: &BootImages) -> Result<Machine, MachineError> {
+        Machine::started(config, images, Vec::new())
+    }
+
+    /// [`Machine::new`] with `rng_seed` already given (a reset keeps the one it had).
+    fn started(
+        config: MachineConfig,
+        images: &BootImages,
+        rng_seed: Vec<u8>,
+    ) -> Result<Machine, MachineError> {
         let mut machine = Machine::bare(config)?;
+        machine.rng_seed = rng_seed;
         let mut disks = images.disks.iter();
         let slots = machine.bus.virtio.len();
         for (i, kind) in machine.config.devices.iter().enumerate().take(slots) {
@@ -163,7 +176,7 @@ impl Machine {
         }
         let bus = Bus {
             clock: hart.clock,
-            rtc: Rtc::new(config.rtc_base_ns),
+            rtc: Rtc::new(0),
             virtio,
             nic_slots,
             ..Bus::default()
@@ -186,6 +199,7 @@ impl Machine {
             digest_version: DigestVersion::default(),
             sleeping: false,
             idle_skipped: 0,
+            rng_seed: Vec::new(),
         })
     }
 
@@ -193,7 +207,7 @@ impl Machine {
     fn place_dtb(&mut self, given: Option<Vec<u8>>) -> Result<(), MachineError> {
         let dtb = match given {
             Some(dtb) => dtb,
-            None => fdt::build(&self.config, &self.layout)
+            None => fdt::build(&self.config, &self.layout, &self.rng_seed)
                 .map_err(|e| MachineError::DeviceTree(e.to_string()))?,
         };
         // Where QEMU puts it: below the end of RAM (or 3 GiB), aligned down to 2 MiB.
@@ -494,7 +508,7 @@ impl Machine {
     /// Restarts the board from `images`, as a guest-requested reset does: RAM, hart and
     /// devices start afresh, while virtual time goes on and the RTC keeps its time.
     pub fn reset(&mut self, images: &BootImages) -> Result<(), MachineError> {
-        let mut fresh = Machine::new(self.config.clone(), images)?;
+        let mut fresh = Machine::started(self.config.clone(), images, self.rng_seed.clone())?;
         // What was written to disks stays written across the reset.
         for (new, old) in fresh.bus.virtio.iter_mut().zip(&self.bus.virtio) {
             if let (Some(new), Some(old)) = (new, old) {
@@ -596,6 +610,28 @@ mod tests {
             t.and_then(Transport::device::<Net>).unwrap().host_attached
         };
         assert!(attached(7) && attached(5));
+    }
+
+    #[test]
+    fn host_values_are_inputs_that_a_reset_keeps() {
+        let images = BootImages {
+            kernel: Some(vec![0x6f, 0, 0, 0]),
+            ..BootImages::default()
+        };
+        let mut machine = Machine::new(MachineConfig::default(), &images).unwrap();
+        let seed = b"entropy from the host, 32 bytes!".to_vec();
+        machine.inject(&InputEvent::RtcBase(1_700_000_000_000_000_000));
+        machine.inject(&InputEvent::Entropy(seed.clone()));
+        let has_seed = |m: &Machine| m.dtb().windows(seed.len()).any(|w| w == seed);
+        assert!(has_seed(&machine), "the device tree gets the entropy");
+        let dtb = machine.dtb().to_vec();
+        machine.reset(&images).unwrap();
+        assert_eq!(
+            machine.dtb(),
+            dtb,
+            "the rebooted board has the same device tree"
+        );
+        assert_eq!(machine.bus.rtc.state.base_ns, 1_700_000_000_000_000_000);
     }
 
     #[test]

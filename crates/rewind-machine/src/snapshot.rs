@@ -98,8 +98,8 @@ impl RamPages {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MachineState {
     pub config: MachineConfig,
-    /// Host values given through input events (the configuration does not serialise them).
-    pub rtc_base_ns: u64,
+    /// The device tree's entropy, a host value given by an input event (the RTC's base, the
+    /// other, is in its state).
     pub rng_seed: Vec<u8>,
     pub hart: HartState,
     pub uart: UartState,
@@ -168,8 +168,7 @@ impl Machine {
     fn save_state(&self) -> MachineState {
         MachineState {
             config: self.config.clone(),
-            rtc_base_ns: self.config.rtc_base_ns,
-            rng_seed: self.config.rng_seed.clone(),
+            rng_seed: self.rng_seed.clone(),
             hart: self.hart.save(),
             uart: self.bus.uart.state.clone(),
             clint: self.bus.clint.state.clone(),
@@ -289,11 +288,8 @@ impl Machine {
                 .set_rom(crate::memmap::ROM.base, crate::memmap::ROM.size, &s.rom);
             self.bus.rom = s.rom.clone();
         }
-        self.config = MachineConfig {
-            rtc_base_ns: s.rtc_base_ns,
-            rng_seed: s.rng_seed.clone(),
-            ..s.config.clone()
-        };
+        self.config = s.config.clone();
+        self.rng_seed = s.rng_seed.clone();
         self.hart = hart;
         self.bus.uart.state = s.uart.clone();
         self.bus.clint.state = s.clint.clone();
