@@ -66,7 +66,7 @@ fn run_with_cache(
     let outcome = Outcome {
         console: String::from_utf8_lossy(&machine.take_console_output()).into_owned(),
         stop,
-        icount: machine.hart.icount,
+        icount: machine.hart.state.icount,
         state_hash: machine.state_hash(),
     };
     (outcome, stats)
@@ -140,7 +140,11 @@ fn slice_ends(elf: &[u8], engine: Engine) -> (Vec<(u64, u64, [u64; 32])>, rewind
             MachineStop::PowerOff(_) => break,
             stop => panic!("{stop:?}"),
         }
-        ends.push((machine.hart.icount, machine.hart.pc, machine.hart.x));
+        ends.push((
+            machine.hart.state.icount,
+            machine.hart.state.pc,
+            machine.hart.state.x,
+        ));
     }
     (ends, machine.ram.jit_stats().unwrap_or_default())
 }

@@ -80,7 +80,7 @@ fn save_restore_continue_is_indistinguishable_from_never_stopping() {
     // exactly as the first time.
     for (snapshot, name) in [(&at_a, "A"), (&at_b, "B"), (&at_a, "A again")] {
         machine.restore(snapshot).unwrap();
-        assert_eq!(machine.hart.icount, snapshot.icount());
+        assert_eq!(machine.hart.state.icount, snapshot.icount());
         let _ = run_to(&mut machine, END);
         assert_eq!(
             machine.digest(),

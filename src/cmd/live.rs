@@ -159,7 +159,7 @@ impl Live<'_> {
             return Ok(());
         };
         let clock = self.session.machine().clock();
-        let virtual_ns = clock.ns_at(self.session.machine().hart.icount);
+        let virtual_ns = clock.ns_at(self.session.machine().hart.state.icount);
         match auto.tick(Instant::now(), virtual_ns, clock.shift) {
             Some(shift) => self.inject(InputEvent::IcountShift(shift as u8)),
             None => Ok(()),
@@ -189,7 +189,7 @@ impl Live<'_> {
                 } else {
                     "none"
                 },
-                icount: self.session.machine().hart.icount,
+                icount: self.session.machine().hart.state.icount,
                 stopped: &mut self.stopped,
                 has_keyboard: self
                     .session
@@ -372,8 +372,8 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, Stri
         LiveEnd::Machine(MachineStop::Limit) => {
             eprintln!(
                 "rewind: stopped after --max-insns {} instructions (pc {:#x}, {}-mode)",
-                machine.hart.icount,
-                machine.hart.pc,
+                machine.hart.state.icount,
+                machine.hart.state.pc,
                 machine.hart.privilege_name()
             );
             (ExitCode::from(EXIT_LIMIT), EndReason::Limit)
@@ -389,7 +389,7 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, Stri
         LiveEnd::Deadlock | LiveEnd::Machine(_) => {
             eprintln!(
                 "rewind: the hart waits for an interrupt that nothing can raise (pc {:#x}); stopping",
-                machine.hart.pc
+                machine.hart.state.pc
             );
             (ExitCode::from(EXIT_DEADLOCK), EndReason::Deadlock)
         }
@@ -447,8 +447,8 @@ pub fn print_stats(machine: &Machine, elapsed: Duration) {
     eprintln!("executed: {insns} instructions");
     eprintln!(
         "position: {} ({:.6} s of virtual time)",
-        machine.hart.icount,
-        machine.ns_at(machine.hart.icount) as f64 / 1e9
+        machine.hart.state.icount,
+        machine.ns_at(machine.hart.state.icount) as f64 / 1e9
     );
     eprintln!("wall time: {secs:.3} s");
     eprintln!("MIPS: {:.1}", insns as f64 / secs.max(1e-9) / 1e6);
@@ -608,7 +608,7 @@ fn drive_inner(live: &mut Live, input: &Receiver<HostEvent>) -> Result<LiveEnd, 
             // Entropy may wake the guest: run it before waiting.
             MachineStop::Idle { .. } if fed => continue,
             MachineStop::Limit if live.sync_if_due()? => continue,
-            MachineStop::Limit if live.pause_at == Some(live.machine().hart.icount) => {
+            MachineStop::Limit if live.pause_at == Some(live.machine().hart.state.icount) => {
                 return Ok(LiveEnd::Paused);
             }
             MachineStop::Idle { until } => until,
@@ -622,7 +622,7 @@ fn drive_inner(live: &mut Live, input: &Receiver<HostEvent>) -> Result<LiveEnd, 
         if live.session.typing_waits() {
             continue; // the FIFO has room again only once the guest reads: let it run
         }
-        let now = live.machine().hart.icount;
+        let now = live.machine().hart.state.icount;
         // How long the guest means to sleep, in wall time (pacing), or not at all.
         let machine = live.machine();
         let wait = match until {

@@ -48,8 +48,8 @@ fn parse_perturbation(text: &str) -> Result<(u64, Perturbation), String> {
 fn perturb(machine: &mut Machine, what: &Perturbation) {
     let hart = &mut machine.hart;
     match *what {
-        Perturbation::Register(n) => hart.x[n] ^= 1,
-        Perturbation::Pc => hart.pc = hart.pc.wrapping_add(4),
+        Perturbation::Register(n) => hart.state.x[n] ^= 1,
+        Perturbation::Pc => hart.state.pc = hart.state.pc.wrapping_add(4),
         Perturbation::Ram(addr) => {
             let mut byte = [0u8];
             if machine.ram.read(addr, &mut byte).is_some() {
@@ -59,7 +59,7 @@ fn perturb(machine: &mut Machine, what: &Perturbation) {
     }
     eprintln!(
         "rewind: testing: perturbed the replay at instruction {}",
-        machine.hart.icount
+        machine.hart.state.icount
     );
 }
 

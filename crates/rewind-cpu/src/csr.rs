@@ -292,26 +292,29 @@ impl Hart {
     pub(crate) fn check_csr_access(&self, csr: u16, write: bool, bits: u32) -> Result<(), Trap> {
         let min_priv = ((csr >> 8) & 3) as u8;
         let read_only = csr >> 10 == 3;
-        if self.privilege < min_priv || (write && read_only) {
+        if self.state.privilege < min_priv || (write && read_only) {
             return Err(Trap::illegal(bits));
         }
-        if csr == num::SATP && self.privilege == PRIV_S && self.csr.mstatus & MSTATUS_TVM != 0 {
+        if csr == num::SATP
+            && self.state.privilege == PRIV_S
+            && self.state.csr.mstatus & MSTATUS_TVM != 0
+        {
             return Err(Trap::illegal(bits));
         }
         Ok(())
     }
 
     fn fs_enabled(&self) -> bool {
-        self.csr.mstatus & MSTATUS_FS != 0
+        self.state.csr.mstatus & MSTATUS_FS != 0
     }
 
     /// Reads a counter, honouring `mcounteren`/`scounteren` below M-mode.
     fn read_counter(&self, index: u16, bits: u32) -> Result<u64, Trap> {
         let bit = 1u64 << index;
-        let allowed = match self.privilege {
+        let allowed = match self.state.privilege {
             PRIV_M => true,
-            PRIV_S => self.csr.mcounteren & bit != 0,
-            _ => self.csr.mcounteren & bit != 0 && self.csr.scounteren & bit != 0,
+            PRIV_S => self.state.csr.mcounteren & bit != 0,
+            _ => self.state.csr.mcounteren & bit != 0 && self.state.csr.scounteren & bit != 0,
         };
         if !allowed {
             return Err(Trap::illegal(bits));
@@ -327,18 +330,18 @@ impl Hart {
     /// `mcycle`: it counts instructions, like `minstret`, unless `mcountinhibit.CY` stops it.
     pub fn mcycle(&self) -> u64 {
         counter(
-            self.icount,
-            self.csr.mcycle_offset,
-            self.csr.mcountinhibit & INHIBIT_CY != 0,
+            self.state.icount,
+            self.state.csr.mcycle_offset,
+            self.state.csr.mcountinhibit & INHIBIT_CY != 0,
         )
     }
 
     /// `minstret`, unless `mcountinhibit.IR` stops it.
     pub fn minstret(&self) -> u64 {
         counter(
-            self.icount,
-            self.csr.minstret_offset,
-            self.csr.mcountinhibit & INHIBIT_IR != 0,
+            self.state.icount,
+            self.state.csr.minstret_offset,
+            self.state.csr.mcountinhibit & INHIBIT_IR != 0,
         )
     }
 
@@ -347,19 +350,19 @@ impl Hart {
         *offset = if inhibited {
             value
         } else {
-            value.wrapping_sub(self.icount + 1)
+            value.wrapping_sub(self.state.icount + 1)
         };
     }
 
     /// `mcountinhibit` writes: a counter that stops keeps its value after this instruction
     /// (which counts); one that restarts gives that value to the next instruction.
     fn write_mcountinhibit(&mut self, value: u64) {
-        let old = self.csr.mcountinhibit;
+        let old = self.state.csr.mcountinhibit;
         let new = value & MCOUNTINHIBIT_WRITABLE;
-        let next = self.icount + 1;
+        let next = self.state.icount + 1;
         for (bit, offset) in [
-            (INHIBIT_CY, &mut self.csr.mcycle_offset),
-            (INHIBIT_IR, &mut self.csr.minstret_offset),
+            (INHIBIT_CY, &mut self.state.csr.mcycle_offset),
+            (INHIBIT_IR, &mut self.state.csr.minstret_offset),
         ] {
             match (old & bit != 0, new & bit != 0) {
                 (false, true) => *offset = next.wrapping_add(*offset),
@@ -367,16 +370,16 @@ impl Hart {
                 _ => {}
             }
         }
-        self.csr.mcountinhibit = new;
+        self.state.csr.mcountinhibit = new;
     }
 
     fn selected_trigger(&self) -> usize {
-        self.csr.tselect as usize % TRIGGERS
+        self.state.csr.tselect as usize % TRIGGERS
     }
 
     pub(crate) fn read_csr(&self, csr: u16, bits: u32) -> Result<u64, Trap> {
         use num::*;
-        let s = &self.csr;
+        let s = &self.state.csr;
         let illegal = Err(Trap::illegal(bits));
         Ok(match csr {
             FFLAGS | FRM | FCSR if !self.fs_enabled() => return illegal,
@@ -431,13 +434,13 @@ impl Hart {
             TINFO => trigger::TINFO,
             MCONTEXT => s.mcontext,
             MVENDORID | MARCHID | MIMPID | MCONFIGPTR => 0,
-            MHARTID => self.hart_id,
+            MHARTID => self.state.hart_id,
             _ => return illegal,
         })
     }
 
     pub fn read_mstatus(&self) -> u64 {
-        let m = self.csr.mstatus | MSTATUS_XLEN;
+        let m = self.state.csr.mstatus | MSTATUS_XLEN;
         if m & MSTATUS_FS == MSTATUS_FS {
             m | MSTATUS_SD
         } else {
@@ -451,62 +454,62 @@ impl Hart {
         match csr {
             FFLAGS | FRM | FCSR if !self.fs_enabled() => return illegal,
             FFLAGS => {
-                self.csr.fflags = (value & 0x1f) as u8;
+                self.state.csr.fflags = (value & 0x1f) as u8;
                 self.mark_fs_dirty();
             }
             FRM => {
-                self.csr.frm = (value & 7) as u8;
+                self.state.csr.frm = (value & 7) as u8;
                 self.mark_fs_dirty();
             }
             FCSR => {
-                self.csr.fflags = (value & 0x1f) as u8;
-                self.csr.frm = ((value >> 5) & 7) as u8;
+                self.state.csr.fflags = (value & 0x1f) as u8;
+                self.state.csr.frm = ((value >> 5) & 7) as u8;
                 self.mark_fs_dirty();
             }
             SSTATUS => {
                 let mask = SSTATUS_VISIBLE & MSTATUS_WRITABLE;
-                self.write_mstatus((self.csr.mstatus & !mask) | (value & mask));
+                self.write_mstatus((self.state.csr.mstatus & !mask) | (value & mask));
             }
             SIE => {
-                let mask = self.csr.mideleg;
-                self.csr.mie = (self.csr.mie & !mask) | (value & mask);
+                let mask = self.state.csr.mideleg;
+                self.state.csr.mie = (self.state.csr.mie & !mask) | (value & mask);
             }
-            STVEC => write_tvec(&mut self.csr.stvec, value),
-            SCOUNTEREN => self.csr.scounteren = value & 0xffff_ffff,
-            SENVCFG => self.csr.senvcfg = value & 1,
-            SSCRATCH => self.csr.sscratch = value,
-            SEPC => self.csr.sepc = value & !1,
-            SCAUSE => self.csr.scause = value,
-            STVAL => self.csr.stval = value,
-            STIMECMP => self.csr.stimecmp = value,
+            STVEC => write_tvec(&mut self.state.csr.stvec, value),
+            SCOUNTEREN => self.state.csr.scounteren = value & 0xffff_ffff,
+            SENVCFG => self.state.csr.senvcfg = value & 1,
+            SSCRATCH => self.state.csr.sscratch = value,
+            SEPC => self.state.csr.sepc = value & !1,
+            SCAUSE => self.state.csr.scause = value,
+            STVAL => self.state.csr.stval = value,
+            STIMECMP => self.state.csr.stimecmp = value,
             SIP => {
-                let mask = self.csr.mideleg & MIP_SSIP;
-                self.csr.mip = (self.csr.mip & !mask) | (value & mask);
+                let mask = self.state.csr.mideleg & MIP_SSIP;
+                self.state.csr.mip = (self.state.csr.mip & !mask) | (value & mask);
             }
             SATP => {
                 let mode = value >> 60;
                 if matches!(mode, SATP_MODE_BARE | SATP_MODE_SV39 | SATP_MODE_SV48) {
                     // As QEMU: all 16 ASID bits are writable; an unsupported mode ignores the write.
-                    self.csr.satp = value;
+                    self.state.csr.satp = value;
                     self.flush_translations();
                 }
             }
             MSTATUS => self.write_mstatus(value),
             num::MISA => {}
-            MEDELEG => self.csr.medeleg = value & DELEGABLE_EXCEPTIONS,
-            MIDELEG => self.csr.mideleg = value & S_INTERRUPTS,
-            MIE => self.csr.mie = value & ALL_INTERRUPTS,
-            MTVEC => write_tvec(&mut self.csr.mtvec, value),
-            MCOUNTEREN => self.csr.mcounteren = value & 0xffff_ffff,
-            MENVCFG => self.csr.menvcfg = value & (1 | MENVCFG_STCE),
+            MEDELEG => self.state.csr.medeleg = value & DELEGABLE_EXCEPTIONS,
+            MIDELEG => self.state.csr.mideleg = value & S_INTERRUPTS,
+            MIE => self.state.csr.mie = value & ALL_INTERRUPTS,
+            MTVEC => write_tvec(&mut self.state.csr.mtvec, value),
+            MCOUNTEREN => self.state.csr.mcounteren = value & 0xffff_ffff,
+            MENVCFG => self.state.csr.menvcfg = value & (1 | MENVCFG_STCE),
             MCOUNTINHIBIT => self.write_mcountinhibit(value),
-            MSCRATCH => self.csr.mscratch = value,
-            MEPC => self.csr.mepc = value & !1,
-            MCAUSE => self.csr.mcause = value,
-            MTVAL => self.csr.mtval = value,
+            MSCRATCH => self.state.csr.mscratch = value,
+            MEPC => self.state.csr.mepc = value & !1,
+            MCAUSE => self.state.csr.mcause = value,
+            MTVAL => self.state.csr.mtval = value,
             MIP => {
                 let mask = S_INTERRUPTS;
-                self.csr.mip = (self.csr.mip & !mask) | (value & mask);
+                self.state.csr.mip = (self.state.csr.mip & !mask) | (value & mask);
             }
             0x3a0..=0x3a3 => {
                 let index = (csr - PMPCFG0) as usize;
@@ -523,41 +526,41 @@ impl Hart {
                 self.pmp_changed();
             }
             MCYCLE => {
-                let mut offset = self.csr.mcycle_offset;
-                let inhibited = self.csr.mcountinhibit & INHIBIT_CY != 0;
+                let mut offset = self.state.csr.mcycle_offset;
+                let inhibited = self.state.csr.mcountinhibit & INHIBIT_CY != 0;
                 self.write_counter(&mut offset, inhibited, value);
-                self.csr.mcycle_offset = offset;
+                self.state.csr.mcycle_offset = offset;
             }
             MINSTRET => {
-                let mut offset = self.csr.minstret_offset;
-                let inhibited = self.csr.mcountinhibit & INHIBIT_IR != 0;
+                let mut offset = self.state.csr.minstret_offset;
+                let inhibited = self.state.csr.mcountinhibit & INHIBIT_IR != 0;
                 self.write_counter(&mut offset, inhibited, value);
-                self.csr.minstret_offset = offset;
+                self.state.csr.minstret_offset = offset;
             }
             0xb03..=0xb1f | 0x323..=0x33f => {}
             // As QEMU: values at or above the number of triggers leave tselect unchanged.
-            TSELECT if value < TRIGGERS as u64 => self.csr.tselect = value,
+            TSELECT if value < TRIGGERS as u64 => self.state.csr.tselect = value,
             TSELECT => {}
             TDATA1 => {
                 let i = self.selected_trigger();
                 if let Some(v) = trigger::legal_tdata1(value) {
-                    self.csr.tdata1[i] = v;
+                    self.state.csr.tdata1[i] = v;
                 }
                 self.triggers_changed();
             }
             TDATA2 => {
                 let i = self.selected_trigger();
-                self.csr.tdata2[i] = value;
+                self.state.csr.tdata2[i] = value;
                 self.triggers_changed();
             }
             TDATA3 => {
                 let i = self.selected_trigger();
-                self.csr.tdata3[i] = trigger::legal_tdata3(value);
+                self.state.csr.tdata3[i] = trigger::legal_tdata3(value);
                 self.triggers_changed();
             }
             TINFO => {}
             MCONTEXT => {
-                self.csr.mcontext = value & trigger::MCONTEXT_MASK;
+                self.state.csr.mcontext = value & trigger::MCONTEXT_MASK;
                 self.triggers_changed();
             }
             _ => return illegal,
@@ -566,13 +569,13 @@ impl Hart {
     }
 
     fn write_mstatus(&mut self, value: u64) {
-        let old = self.csr.mstatus;
+        let old = self.state.csr.mstatus;
         let mut new = (old & !MSTATUS_WRITABLE) | (value & MSTATUS_WRITABLE);
         // MPP = 2 is reserved: keep the previous mode (WARL).
         if new & MSTATUS_MPP == 2 << 11 {
             new = (new & !MSTATUS_MPP) | (old & MSTATUS_MPP);
         }
-        self.csr.mstatus = new;
+        self.state.csr.mstatus = new;
         // MPRV, MPP and SUM select the TLB set (by effective privilege and SUM, in
         // context_changed), so only MXR, which changes what every set may hold, flushes.
         if (old ^ new) & MSTATUS_MXR != 0 {
@@ -583,11 +586,11 @@ impl Hart {
     }
 
     pub(crate) fn mark_fs_dirty(&mut self) {
-        self.csr.mstatus |= MSTATUS_FS;
+        self.state.csr.mstatus |= MSTATUS_FS;
     }
 
     fn write_pmpcfg(&mut self, index: usize, value: u8) {
-        if self.csr.pmpcfg[index] & 0x80 != 0 {
+        if self.state.csr.pmpcfg[index] & 0x80 != 0 {
             return; // locked
         }
         // R = 0 with W = 1 is reserved: as QEMU, drop such writes' W bit.
@@ -595,12 +598,13 @@ impl Hart {
         if v & 3 == 2 {
             v &= !2;
         }
-        self.csr.pmpcfg[index] = v;
+        self.state.csr.pmpcfg[index] = v;
     }
 
     fn write_pmpaddr(&mut self, index: usize, value: u64) {
-        let locked = self.csr.pmpcfg[index] & 0x80 != 0;
+        let locked = self.state.csr.pmpcfg[index] & 0x80 != 0;
         let next_locks_tor = self
+            .state
             .csr
             .pmpcfg
             .get(index + 1)
@@ -608,12 +612,12 @@ impl Hart {
         if locked || next_locks_tor {
             return;
         }
-        self.csr.pmpaddr[index] = value & ((1 << 54) - 1);
+        self.state.csr.pmpaddr[index] = value & ((1 << 54) - 1);
     }
 
     /// Privilege mode name, for messages.
     pub fn privilege_name(&self) -> &'static str {
-        match self.privilege {
+        match self.state.privilege {
             PRIV_U => "U",
             PRIV_S => "S",
             _ => "M",
@@ -644,27 +648,27 @@ mod tests {
     #[test]
     fn inhibited_counters_stop_and_resume_where_they_stopped() {
         let mut hart = Hart::new(0, 0x8000_0000);
-        hart.icount = 100;
+        hart.state.icount = 100;
         let before = hart.minstret();
         // csrw mcountinhibit at icount 100: it counts, then minstret stops.
         hart.write_csr(num::MCOUNTINHIBIT, INHIBIT_IR, 0).unwrap();
-        hart.icount = 500;
+        hart.state.icount = 500;
         assert_eq!(hart.minstret(), before + 1);
         assert_eq!(hart.mcycle(), 500, "mcycle keeps counting without CY");
         hart.write_csr(num::MCOUNTINHIBIT, 0, 0).unwrap();
-        hart.icount = 501;
+        hart.state.icount = 501;
         assert_eq!(
             hart.minstret(),
             before + 1,
             "the restarting write does not count"
         );
-        hart.icount = 511;
+        hart.state.icount = 511;
         assert_eq!(hart.minstret(), before + 11);
         // A write while inhibited is what the counter holds until it restarts.
         hart.write_csr(num::MCOUNTINHIBIT, !0, 0).unwrap();
-        assert_eq!(hart.csr.mcountinhibit, 0x7fffd);
+        assert_eq!(hart.state.csr.mcountinhibit, 0x7fffd);
         hart.write_csr(num::MCYCLE, 42, 0).unwrap();
-        hart.icount = 900;
+        hart.state.icount = 900;
         assert_eq!(hart.mcycle(), 42);
         assert_eq!(hart.read_csr(num::CYCLE, 0), Ok(42));
     }
@@ -684,8 +688,9 @@ mod tests {
         assert_eq!(hart.read_csr(num::TDATA1, 0), Ok(2 << 60 | 1 << 6 | 4));
         hart.write_csr(num::TDATA1, 0, 0).unwrap();
         assert!(!hart.exec_triggers_armed);
-        assert_eq!(hart.csr.tdata1, [2 << 60; 2]);
+        assert_eq!(hart.state.csr.tdata1, [2 << 60; 2]);
         let names: Vec<String> = hart
+            .state
             .csr
             .named_values()
             .into_iter()

@@ -285,7 +285,7 @@ fn float_to_int(bits: u64, rm: u8, kind: IntKind) -> (u64, u8) {
 
 impl Hart {
     fn require_fp(&self, op: &Op) -> Result<(), Trap> {
-        if self.csr.mstatus & crate::csr::MSTATUS_FS == 0 {
+        if self.state.csr.mstatus & crate::csr::MSTATUS_FS == 0 {
             return Err(Trap::illegal(raw_bits(op)));
         }
         Ok(())
@@ -293,7 +293,11 @@ impl Hart {
 
     /// The effective rounding mode, or an illegal-instruction trap for a reserved one.
     fn rounding_mode(&self, op: &Op) -> Result<u8, Trap> {
-        let rm = if op.rm == 7 { self.csr.frm } else { op.rm };
+        let rm = if op.rm == 7 {
+            self.state.csr.frm
+        } else {
+            op.rm
+        };
         if rm > 4 {
             return Err(Trap::illegal(raw_bits(op)));
         }
@@ -301,11 +305,11 @@ impl Hart {
     }
 
     fn accrue(&mut self, flags: u8) {
-        self.csr.fflags |= flags;
+        self.state.csr.fflags |= flags;
     }
 
     fn read_f(&self, reg: u8, fmt: Format) -> u64 {
-        let v = self.f[(reg & 31) as usize];
+        let v = self.state.f[(reg & 31) as usize];
         if fmt.double {
             v
         } else {
@@ -314,7 +318,7 @@ impl Hart {
     }
 
     fn write_f(&mut self, reg: u8, fmt: Format, v: u64) {
-        self.f[(reg & 31) as usize] = if fmt.double {
+        self.state.f[(reg & 31) as usize] = if fmt.double {
             v
         } else {
             NAN_BOX | (v & 0xffff_ffff)
@@ -341,11 +345,11 @@ impl Hart {
                 self.write_f(op.rd, Format { double: true }, v);
             }
             Kind::Fsw => {
-                let v = self.f[(op.rs2 & 31) as usize];
+                let v = self.state.f[(op.rs2 & 31) as usize];
                 self.store::<4, M>(ram, mmio, addr, v)?;
             }
             _ => {
-                let v = self.f[(op.rs2 & 31) as usize];
+                let v = self.state.f[(op.rs2 & 31) as usize];
                 self.store::<8, M>(ram, mmio, addr, v)?;
             }
         }
@@ -364,7 +368,7 @@ impl Hart {
             Fadd | Fsub | Fmul | Fdiv | Fsqrt | Fmadd | Fmsub | Fnmsub | Fnmadd => {
                 let rm = self.rounding_mode(&op)?;
                 let c = self.read_f(op.rs3, fmt);
-                if rm == 0 && self.csr.fflags & FLAG_NX != 0 {
+                if rm == 0 && self.state.csr.fflags & FLAG_NX != 0 {
                     if let Some(v) = host_arith(op.kind, fmt, a, b, c) {
                         self.write_f(op.rd, fmt, v);
                         return Ok(next);
@@ -434,7 +438,7 @@ impl Hart {
             }
             Fclass => self.set_x(op.rd, fclass(fmt, a)),
             FmvToInt => {
-                let raw = self.f[(op.rs1 & 31) as usize];
+                let raw = self.state.f[(op.rs1 & 31) as usize];
                 let v = if fmt.double { raw } else { sext32(raw) };
                 self.set_x(op.rd, v);
             }
@@ -472,10 +476,10 @@ impl Hart {
             FcvtFmt => {
                 let rm = self.rounding_mode(&op)?;
                 let (v, flags) = if fmt.double {
-                    let src = unbox32(self.f[(op.rs1 & 31) as usize]);
+                    let src = unbox32(self.state.f[(op.rs1 & 31) as usize]);
                     with_rounding(rm, || F32::new(src).convert_format::<F64Desc>().0)
                 } else {
-                    let src = self.f[(op.rs1 & 31) as usize];
+                    let src = self.state.f[(op.rs1 & 31) as usize];
                     with_rounding(rm, || F64::new(src).convert_format::<F32Desc>().0 as u64)
                 };
                 self.accrue(flags);

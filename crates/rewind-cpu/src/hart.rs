@@ -5,6 +5,7 @@ use crate::csr::CsrState;
 use crate::decode::{self, Kind, Op};
 use crate::mmu::Tlb;
 use crate::ram::{Ram, PAGE_SHIFT};
+use crate::state::{HartState, Reservation};
 use crate::trap::{cause, irq, Access, Trap};
 
 /// Privilege levels, as encoded in `mstatus.MPP`.
@@ -109,31 +110,9 @@ pub(crate) fn ends_block(kind: Kind) -> bool {
     )
 }
 
-/// An LR reservation: the address and the value loaded. As on QEMU, SC succeeds when the
-/// reservation is held and memory still holds that value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Reservation {
-    pub addr: u64,
-    pub value: u64,
-}
-
-/// One hart. All guest-visible state is in public fields or [`CsrState`]; the rest is caches.
+/// One hart: its guest-visible state, which snapshots save whole, and caches.
 pub struct Hart {
-    pub x: [u64; 32],
-    /// Floating-point registers as raw bits (singles NaN-boxed).
-    pub f: [u64; 32],
-    pub pc: u64,
-    pub privilege: u8,
-    /// Instructions executed (including ones that trapped) plus idle time skipped in WFI,
-    /// in instruction units: the one clock of the machine.
-    pub icount: u64,
-    pub csr: CsrState,
-    pub hart_id: u64,
-    /// Virtual time as a function of `icount` (the machine keeps the bus's copy in step).
-    pub clock: Clock,
-    /// Interrupt lines driven by devices (MTIP, MSIP, MEIP, SEIP), ORed into `mip`.
-    pub irq_lines: u64,
-    pub(crate) reservation: Option<Reservation>,
+    pub state: HartState,
     /// Effective privilege of data accesses (MPRV applied).
     pub(crate) data_priv: u8,
     /// The TLB's data set for this privilege and `mstatus.SUM` (see `mmu::data_level`).
@@ -173,16 +152,18 @@ impl Hart {
     /// A hart at reset: M-mode, all registers zero, `pc` = `reset_pc`.
     pub fn new(hart_id: u64, reset_pc: u64) -> Hart {
         let mut hart = Hart {
-            x: [0; 32],
-            f: [0; 32],
-            pc: reset_pc,
-            privilege: PRIV_M,
-            icount: 0,
-            csr: CsrState::default(),
-            hart_id,
-            clock: Clock::default(),
-            irq_lines: 0,
-            reservation: None,
+            state: HartState {
+                x: [0; 32],
+                f: [0; 32],
+                pc: reset_pc,
+                privilege: PRIV_M,
+                icount: 0,
+                csr: CsrState::default(),
+                hart_id,
+                clock: Clock::default(),
+                irq_lines: 0,
+                reservation: None,
+            },
             data_priv: PRIV_M,
             data_level: crate::mmu::data_level(PRIV_M, false),
             tlb: Box::default(),
@@ -207,21 +188,21 @@ impl Hart {
     /// Feeds every guest-visible part of the hart's state to `sink`, in a fixed order: for
     /// state hashes that tell whether two runs computed the same thing.
     pub fn visit_state(&self, sink: &mut dyn FnMut(&[u8])) {
-        for v in self.x.iter().chain(&self.f) {
+        for v in self.state.x.iter().chain(&self.state.f) {
             sink(&v.to_le_bytes());
         }
-        sink(&self.pc.to_le_bytes());
-        sink(&[self.privilege]);
-        sink(&self.icount.to_le_bytes());
-        sink(&self.irq_lines.to_le_bytes());
-        sink(format!("{:?}", self.clock).as_bytes());
+        sink(&self.state.pc.to_le_bytes());
+        sink(&[self.state.privilege]);
+        sink(&self.state.icount.to_le_bytes());
+        sink(&self.state.irq_lines.to_le_bytes());
+        sink(format!("{:?}", self.state.clock).as_bytes());
         // CsrState and the reservation are plain data: their Debug form lists every field.
-        sink(format!("{:?}{:?}", self.csr, self.reservation).as_bytes());
+        sink(format!("{:?}{:?}", self.state.csr, self.state.reservation).as_bytes());
     }
 
     /// The LR reservation, as text (for state digests): plain data, not for interpretation.
     pub fn reservation_state(&self) -> String {
-        format!("{:?}", self.reservation)
+        format!("{:?}", self.state.reservation)
     }
 
     /// Forgets cached store translations, so that the next store to each page marks it dirty
@@ -232,15 +213,15 @@ impl Hart {
 
     /// The current value of `mtime`.
     pub fn mtime(&self) -> u64 {
-        self.clock.mtime_at(self.icount)
+        self.state.clock.mtime_at(self.state.icount)
     }
 
     /// Effective `mip`: software-writable bits plus device lines.
     pub fn mip(&self) -> u64 {
-        let mip = self.csr.mip | self.irq_lines;
-        if self.csr.menvcfg & crate::csr::MENVCFG_STCE != 0 {
+        let mip = self.state.csr.mip | self.state.irq_lines;
+        if self.state.csr.menvcfg & crate::csr::MENVCFG_STCE != 0 {
             // Sstc: STIP is the comparison, not the software-written bit.
-            let stip = (self.mtime() >= self.csr.stimecmp) as u64;
+            let stip = (self.mtime() >= self.state.csr.stimecmp) as u64;
             (mip & !(1 << irq::STI)) | stip << irq::STI
         } else {
             mip
@@ -249,35 +230,37 @@ impl Hart {
 
     /// The instruction count at which the Sstc timer next fires, if it is enabled and has not.
     pub fn stimecmp_deadline(&self) -> Option<u64> {
-        if self.csr.menvcfg & crate::csr::MENVCFG_STCE == 0 || self.mtime() >= self.csr.stimecmp {
+        if self.state.csr.menvcfg & crate::csr::MENVCFG_STCE == 0
+            || self.mtime() >= self.state.csr.stimecmp
+        {
             return None;
         }
-        Some(self.clock.icount_for_mtime(self.csr.stimecmp))
+        Some(self.state.clock.icount_for_mtime(self.state.csr.stimecmp))
     }
 
     /// Whether WFI should wake: some interrupt is pending and enabled in `mie`, whatever the
     /// global enables say.
     pub fn wakeup_pending(&self) -> bool {
-        self.mip() & self.csr.mie != 0
+        self.mip() & self.state.csr.mie != 0
     }
 
     /// The interrupt that would be taken now, if any (its number).
     pub fn pending_interrupt(&self) -> Option<u64> {
-        let pending = self.mip() & self.csr.mie;
+        let pending = self.mip() & self.state.csr.mie;
         if pending == 0 {
             return None;
         }
-        let mstatus = self.csr.mstatus;
-        let m_enabled = self.privilege < PRIV_M || mstatus & crate::csr::MSTATUS_MIE != 0;
-        let s_enabled = self.privilege < PRIV_S
-            || (self.privilege == PRIV_S && mstatus & crate::csr::MSTATUS_SIE != 0);
+        let mstatus = self.state.csr.mstatus;
+        let m_enabled = self.state.privilege < PRIV_M || mstatus & crate::csr::MSTATUS_MIE != 0;
+        let s_enabled = self.state.privilege < PRIV_S
+            || (self.state.privilege == PRIV_S && mstatus & crate::csr::MSTATUS_SIE != 0);
         let m_pending = if m_enabled {
-            pending & !self.csr.mideleg
+            pending & !self.state.csr.mideleg
         } else {
             0
         };
-        let s_pending = if s_enabled && self.privilege <= PRIV_S {
-            pending & self.csr.mideleg
+        let s_pending = if s_enabled && self.state.privilege <= PRIV_S {
+            pending & self.state.csr.mideleg
         } else {
             0
         };
@@ -305,20 +288,20 @@ impl Hart {
     pub(crate) fn enter_trap(&mut self, cause: u64, tval: u64, interrupt: bool) {
         use crate::csr::*;
         let deleg = if interrupt {
-            self.csr.mideleg
+            self.state.csr.mideleg
         } else {
-            self.csr.medeleg
+            self.state.csr.medeleg
         };
         let mcause = cause | (interrupt as u64) << 63;
-        let epc = self.pc;
-        let s = &mut self.csr;
-        let (tvec, new_priv) = if self.privilege <= PRIV_S && (deleg >> cause) & 1 == 1 {
+        let epc = self.state.pc;
+        let s = &mut self.state.csr;
+        let (tvec, new_priv) = if self.state.privilege <= PRIV_S && (deleg >> cause) & 1 == 1 {
             s.scause = mcause;
             s.sepc = epc;
             s.stval = tval;
             let sie = s.mstatus & MSTATUS_SIE != 0;
             s.mstatus &= !(MSTATUS_SPIE | MSTATUS_SIE | MSTATUS_SPP);
-            s.mstatus |= (sie as u64) << 5 | (self.privilege as u64 & 1) << 8;
+            s.mstatus |= (sie as u64) << 5 | (self.state.privilege as u64 & 1) << 8;
             (s.stvec, PRIV_S)
         } else {
             s.mcause = mcause;
@@ -326,15 +309,15 @@ impl Hart {
             s.mtval = tval;
             let mie = s.mstatus & MSTATUS_MIE != 0;
             s.mstatus &= !(MSTATUS_MPIE | MSTATUS_MIE | MSTATUS_MPP);
-            s.mstatus |= (mie as u64) << 7 | (self.privilege as u64) << 11;
+            s.mstatus |= (mie as u64) << 7 | (self.state.privilege as u64) << 11;
             (s.mtvec, PRIV_M)
         };
-        self.pc = if interrupt && tvec & 1 == 1 {
+        self.state.pc = if interrupt && tvec & 1 == 1 {
             (tvec & !3).wrapping_add(4 * cause)
         } else {
             tvec & !3
         };
-        self.privilege = new_priv;
+        self.state.privilege = new_priv;
         self.context_changed();
     }
 
@@ -343,11 +326,11 @@ impl Hart {
     pub(crate) fn context_changed(&mut self) {
         use crate::csr::*;
         self.fetch_vpn = u64::MAX;
-        let mstatus = self.csr.mstatus;
-        self.data_priv = if self.privilege == PRIV_M && mstatus & MSTATUS_MPRV != 0 {
+        let mstatus = self.state.csr.mstatus;
+        self.data_priv = if self.state.privilege == PRIV_M && mstatus & MSTATUS_MPRV != 0 {
             ((mstatus & MSTATUS_MPP) >> 11) as u8
         } else {
-            self.privilege
+            self.state.privilege
         };
         self.data_level = crate::mmu::data_level(self.data_priv, mstatus & MSTATUS_SUM != 0);
     }
@@ -374,14 +357,14 @@ impl Hart {
     /// Before a debugger resumes: a breakpoint at the current instruction is not reported
     /// again, and the last watchpoint hit is forgotten.
     pub fn resume_from_debug_stop(&mut self) {
-        self.resume_from_breakpoint = Some(self.icount);
+        self.resume_from_breakpoint = Some(self.state.icount);
         self.watch_hit = None;
     }
 
     /// Decodes the PMP CSRs again after a change to them, and drops the translations that
     /// relied on the old ones.
     pub(crate) fn pmp_changed(&mut self) {
-        self.pmp = crate::pmp::PmpMap::new(&self.csr);
+        self.pmp = crate::pmp::PmpMap::new(&self.state.csr);
         self.flush_translations();
     }
 
@@ -389,7 +372,7 @@ impl Hart {
     /// that pages under a load/store trigger lose their fast-path entries.
     pub(crate) fn triggers_changed(&mut self) {
         use crate::trigger::{armed_for, EXECUTE, LOAD, STORE};
-        let tdata1 = self.csr.tdata1;
+        let tdata1 = self.state.csr.tdata1;
         self.exec_triggers_armed = tdata1.iter().any(|&t| armed_for(t, EXECUTE));
         self.data_triggers_armed = tdata1.iter().any(|&t| armed_for(t, LOAD | STORE));
         self.flush_translations();
@@ -398,14 +381,14 @@ impl Hart {
     /// Whether an execute trigger fires on the instruction at `pc` (before it executes).
     #[cold]
     fn exec_trigger_hit(&self, pc: u64) -> bool {
-        let s = &self.csr;
+        let s = &self.state.csr;
         (0..crate::trigger::TRIGGERS).any(|i| {
             s.tdata2[i] == pc
                 && crate::trigger::fires(
                     s.tdata1[i],
                     s.tdata3[i],
                     crate::trigger::EXECUTE,
-                    self.privilege,
+                    self.state.privilege,
                     s.mcontext,
                 )
         })
@@ -414,9 +397,15 @@ impl Hart {
     /// The breakpoint exception of a load/store trigger that fires on `size` bytes at virtual
     /// address `vaddr` (`what` = LOAD and/or STORE), reporting the first watched byte accessed.
     pub(crate) fn data_trigger_check(&self, vaddr: u64, size: u64, what: u64) -> Result<(), Trap> {
-        let s = &self.csr;
+        let s = &self.state.csr;
         for i in 0..crate::trigger::TRIGGERS {
-            if !crate::trigger::fires(s.tdata1[i], s.tdata3[i], what, self.privilege, s.mcontext) {
+            if !crate::trigger::fires(
+                s.tdata1[i],
+                s.tdata3[i],
+                what,
+                self.state.privilege,
+                s.mcontext,
+            ) {
                 continue;
             }
             if let Some(tval) = crate::trigger::data_hit(s.tdata1[i], s.tdata2[i], vaddr, size) {
@@ -430,7 +419,7 @@ impl Hart {
     pub(crate) fn data_trigger_on_page(&self, vaddr: u64) -> bool {
         use crate::trigger::{armed_for, window_touches_page, LOAD, STORE};
         let page = vaddr & !0xfff;
-        let s = &self.csr;
+        let s = &self.state.csr;
         (0..crate::trigger::TRIGGERS).any(|i| {
             armed_for(s.tdata1[i], LOAD | STORE)
                 && window_touches_page(s.tdata1[i], s.tdata2[i], page)
@@ -449,18 +438,18 @@ impl Hart {
     #[inline(always)]
     pub(crate) fn set_x(&mut self, rd: u8, value: u64) {
         if rd != 0 {
-            self.x[(rd & 31) as usize] = value;
+            self.state.x[(rd & 31) as usize] = value;
         }
     }
 
     #[inline(always)]
     pub(crate) fn rs1(&self, op: &Op) -> u64 {
-        self.x[(op.rs1 & 31) as usize]
+        self.state.x[(op.rs1 & 31) as usize]
     }
 
     #[inline(always)]
     fn rs2(&self, op: &Op) -> u64 {
-        self.x[(op.rs2 & 31) as usize]
+        self.state.x[(op.rs2 & 31) as usize]
     }
 
     /// Runs at most `budget` instructions; see [`HartExit`] for why it may stop sooner.
@@ -468,7 +457,9 @@ impl Hart {
         if self.breakpoints.is_empty() && !self.exec_triggers_armed {
             self.run_checked::<false, M>(ram, mmio, budget)
         } else {
-            if self.at_breakpoint(self.pc) && self.resume_from_breakpoint != Some(self.icount) {
+            if self.at_breakpoint(self.state.pc)
+                && self.resume_from_breakpoint != Some(self.state.icount)
+            {
                 return HartExit::Breakpoint;
             }
             self.run_checked::<true, M>(ram, mmio, budget)
@@ -497,16 +488,16 @@ impl Hart {
         mmio: &mut M,
         budget: u64,
     ) -> HartExit {
-        let end = self.icount.saturating_add(budget);
+        let end = self.state.icount.saturating_add(budget);
         self.stop_requested = false;
         // pc and icount live in registers; memory gets them on every way out, and icount
         // before each instruction (a store only) for devices, counters and traps to read.
-        let mut pc = self.pc;
-        let mut icount = self.icount;
+        let mut pc = self.state.pc;
+        let mut icount = self.state.icount;
         'blocks: while icount < end {
             // An execute trigger outranks every exception of the instruction, fetch faults too.
             if BREAKPOINTS && self.exec_triggers_armed && self.exec_trigger_hit(pc) {
-                self.icount = icount;
+                self.state.icount = icount;
                 icount += 1;
                 pc = self.finish_insn(Err(Trap::new(cause::BREAKPOINT, pc)), pc);
                 if self.stops_at_breakpoint(pc) {
@@ -547,7 +538,7 @@ impl Hart {
                     (start, len)
                 }
                 Ok(Fetched::Single(op)) => {
-                    self.icount = icount;
+                    self.state.icount = icount;
                     let result = self.exec(op, pc, ram, mmio);
                     icount += 1;
                     pc = self.finish_insn(result, pc);
@@ -581,7 +572,7 @@ impl Hart {
                     continue 'blocks;
                 }
                 let op = ram.op(index);
-                self.icount = icount;
+                self.state.icount = icount;
                 let result = self.exec(op, pc, ram, mmio);
                 icount += 1;
                 match result {
@@ -603,8 +594,8 @@ impl Hart {
                 }
             }
         }
-        self.pc = pc;
-        self.icount = icount;
+        self.state.pc = pc;
+        self.state.icount = icount;
         if self.stop_requested {
             self.stop_reason
         } else {
@@ -654,7 +645,7 @@ impl Hart {
         };
         let (read_tlb, write_tlb) = self.tlb.data_sets(self.data_level);
         let mut ctx = JitCtx {
-            x: self.x.as_mut_ptr(),
+            x: self.state.x.as_mut_ptr(),
             ram: ram.bytes_mut_unchecked().as_mut_ptr(),
             read_tlb,
             write_tlb,
@@ -662,7 +653,7 @@ impl Hart {
             icount,
             end,
             compiled,
-            exec_tlb: self.tlb.exec_set(self.privilege),
+            exec_tlb: self.tlb.exec_set(self.state.privilege),
             page_of: ram.code_page_numbers(),
             status: 0,
             trap_cause: 0,
@@ -673,8 +664,8 @@ impl Hart {
             load_slow: jit::load_slow::<M> as *const () as usize,
             store_slow: jit::store_slow::<M> as *const () as usize,
             exec_one: jit::exec_one::<M> as *const () as usize,
-            f: self.f.as_mut_ptr(),
-            csr: &mut self.csr,
+            f: self.state.f.as_mut_ptr(),
+            csr: &mut self.state.csr,
             exec_fp: jit::exec_fp as *const () as usize,
         };
         // SAFETY: `block` is compiled code for these ops, entered through the trampoline made
@@ -707,9 +698,9 @@ impl Hart {
         match result {
             Ok(next) => next,
             Err(trap) => {
-                self.pc = pc;
+                self.state.pc = pc;
                 self.enter_trap(trap.cause, trap.tval, false);
-                self.pc
+                self.state.pc
             }
         }
     }
@@ -738,7 +729,7 @@ impl Hart {
 
     #[cold]
     fn refill_fetch(&mut self, ram: &mut Ram, pc: u64) -> Result<(), Trap> {
-        let off = match self.tlb.exec_hit(self.privilege, pc) {
+        let off = match self.tlb.exec_hit(self.state.privilege, pc) {
             Some(off) => off,
             None => {
                 let paddr = self.translate(ram, pc, Access::Exec, 2)?;
@@ -949,7 +940,7 @@ impl Hart {
                 next
             }
             Ecall => {
-                let cause = match self.privilege {
+                let cause = match self.state.privilege {
                     PRIV_U => cause::ECALL_FROM_U,
                     PRIV_S => cause::ECALL_FROM_S,
                     _ => cause::ECALL_FROM_M,
@@ -962,8 +953,9 @@ impl Hart {
             Sret => self.exec_sret(op)?,
             Wfi => self.exec_wfi(op, next)?,
             SfenceVma => {
-                if self.privilege == PRIV_U
-                    || (self.privilege == PRIV_S && self.csr.mstatus & crate::csr::MSTATUS_TVM != 0)
+                if self.state.privilege == PRIV_U
+                    || (self.state.privilege == PRIV_S
+                        && self.state.csr.mstatus & crate::csr::MSTATUS_TVM != 0)
                 {
                     return Err(Trap::illegal(raw_bits(&op)));
                 }
@@ -987,10 +979,10 @@ impl Hart {
 
     fn exec_mret(&mut self, op: Op) -> Result<u64, Trap> {
         use crate::csr::*;
-        if self.privilege != PRIV_M {
+        if self.state.privilege != PRIV_M {
             return Err(Trap::illegal(raw_bits(&op)));
         }
-        let s = &mut self.csr;
+        let s = &mut self.state.csr;
         let mpp = ((s.mstatus & MSTATUS_MPP) >> 11) as u8;
         let mpie = s.mstatus & MSTATUS_MPIE != 0;
         s.mstatus &= !(MSTATUS_MIE | MSTATUS_MPP);
@@ -998,7 +990,7 @@ impl Hart {
         if mpp != PRIV_M {
             s.mstatus &= !MSTATUS_MPRV;
         }
-        self.privilege = mpp;
+        self.state.privilege = mpp;
         let target = s.mepc;
         self.context_changed();
         self.yield_if_interrupt_enabled();
@@ -1007,18 +999,18 @@ impl Hart {
 
     fn exec_sret(&mut self, op: Op) -> Result<u64, Trap> {
         use crate::csr::*;
-        if self.privilege == PRIV_U
-            || (self.privilege == PRIV_S && self.csr.mstatus & MSTATUS_TSR != 0)
+        if self.state.privilege == PRIV_U
+            || (self.state.privilege == PRIV_S && self.state.csr.mstatus & MSTATUS_TSR != 0)
         {
             return Err(Trap::illegal(raw_bits(&op)));
         }
-        let s = &mut self.csr;
+        let s = &mut self.state.csr;
         let spp = ((s.mstatus & MSTATUS_SPP) >> 8) as u8;
         let spie = s.mstatus & MSTATUS_SPIE != 0;
         s.mstatus &= !(MSTATUS_SIE | MSTATUS_SPP);
         s.mstatus |= (spie as u64) << 1 | MSTATUS_SPIE;
         s.mstatus &= !MSTATUS_MPRV;
-        self.privilege = spp;
+        self.state.privilege = spp;
         let target = s.sepc;
         self.context_changed();
         self.yield_if_interrupt_enabled();
@@ -1038,8 +1030,8 @@ impl Hart {
     }
 
     fn exec_wfi(&mut self, op: Op, next: u64) -> Result<u64, Trap> {
-        let tw = self.csr.mstatus & crate::csr::MSTATUS_TW != 0;
-        if self.privilege == PRIV_U || (self.privilege == PRIV_S && tw) {
+        let tw = self.state.csr.mstatus & crate::csr::MSTATUS_TW != 0;
+        if self.state.privilege == PRIV_U || (self.state.privilege == PRIV_S && tw) {
             return Err(Trap::illegal(raw_bits(&op)));
         }
         self.request_stop(if self.wakeup_pending() {
@@ -1106,7 +1098,7 @@ impl Hart {
                 let v = self
                     .phys_read(ram, mmio, paddr, size)
                     .ok_or_else(|| Access::Load.access_fault(addr))?;
-                self.reservation = Some(Reservation {
+                self.state.reservation = Some(Reservation {
                     addr: paddr,
                     value: v,
                 });
@@ -1118,7 +1110,7 @@ impl Hart {
                     return Err(Trap::new(cause::STORE_MISALIGNED, addr));
                 }
                 let paddr = self.translate(ram, addr, Access::Store, size)?;
-                let held = self.reservation.take();
+                let held = self.state.reservation.take();
                 let current = self.phys_read(ram, mmio, paddr, size);
                 let ok = matches!(held, Some(r) if r.addr == paddr && Some(r.value) == current);
                 if ok && !self.phys_write(ram, mmio, paddr, size, src) {
@@ -1302,7 +1294,7 @@ impl Hart {
         if ram.contains(paddr, 1) {
             return None;
         }
-        mmio.read(paddr, size, self.icount)
+        mmio.read(paddr, size, self.state.icount)
     }
 
     /// Writes physical memory: RAM (dropping decoded instructions), or MMIO, which ends the run.
@@ -1329,7 +1321,7 @@ impl Hart {
             return false;
         }
         self.request_stop(HartExit::Yield);
-        mmio.write(paddr, size, value, self.icount)
+        mmio.write(paddr, size, value, self.state.icount)
     }
 }
 

@@ -14,7 +14,7 @@ const PPN_MASK: u64 = (1 << 44) - 1;
 impl Hart {
     /// The value a CSR read would give in M-mode, or `None` for a CSR that does not exist.
     pub fn debug_csr(&self, csr: u16) -> Option<u64> {
-        let s = &self.csr;
+        let s = &self.state.csr;
         Some(match csr {
             num::FFLAGS => s.fflags as u64,
             num::FRM => s.frm as u64,
@@ -29,8 +29,8 @@ impl Hart {
     /// The physical address a data access at `vaddr` would reach now (the current privilege
     /// and `satp`), or `None` if it would fault.
     pub fn debug_translate(&self, ram: &Ram, vaddr: u64) -> Option<u64> {
-        let mode = self.csr.satp >> 60;
-        if self.privilege == PRIV_M || mode == 0 {
+        let mode = self.state.csr.satp >> 60;
+        if self.state.privilege == PRIV_M || mode == 0 {
             return Some(vaddr);
         }
         let levels = match mode {
@@ -43,7 +43,7 @@ impl Hart {
         if top != 0 && top != -1 {
             return None;
         }
-        let mut table = (self.csr.satp & PPN_MASK) << PAGE_SHIFT;
+        let mut table = (self.state.csr.satp & PPN_MASK) << PAGE_SHIFT;
         for level in (0..levels).rev() {
             let vpn = (vaddr >> (12 + 9 * level)) & 0x1ff;
             let mut buf = [0u8; 8];

@@ -23,7 +23,7 @@ pub use clock::Clock;
 pub use engine::{Engine, EngineError};
 pub use hart::{Hart, HartExit, Mmio, WatchKind, Watchpoint, PRIV_M, PRIV_S, PRIV_U};
 pub use ram::Ram;
-pub use state::HartState;
+pub use state::{HartState, Reservation};
 pub use trap::{Access, Trap};
 
 #[cfg(target_arch = "x86_64")]

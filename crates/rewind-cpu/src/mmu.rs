@@ -231,11 +231,11 @@ impl Hart {
         size: u8,
     ) -> Result<u64, Trap> {
         let privilege = if access == Access::Exec {
-            self.privilege
+            self.state.privilege
         } else {
             self.data_priv
         };
-        let satp_mode = self.csr.satp >> 60;
+        let satp_mode = self.state.csr.satp >> 60;
         let (paddr, writable_now) = if privilege == PRIV_M || satp_mode == 0 {
             (vaddr, true)
         } else {
@@ -332,7 +332,7 @@ impl Hart {
         if top != 0 && top != -1 {
             return Err(access.page_fault(vaddr));
         }
-        let mut table = (self.csr.satp & PPN_MASK) << PAGE_SHIFT;
+        let mut table = (self.state.csr.satp & PPN_MASK) << PAGE_SHIFT;
         for level in (0..levels).rev() {
             let vpn = (vaddr >> (12 + 9 * level)) & 0x1ff;
             let pte_addr = table + vpn * 8;
@@ -358,7 +358,7 @@ impl Hart {
             }
             // A leaf: check permissions.
             let user_page = pte & PTE_U != 0;
-            let mstatus = self.csr.mstatus;
+            let mstatus = self.state.csr.mstatus;
             let mode_ok = match privilege {
                 PRIV_U => user_page,
                 _ if user_page => access != Access::Exec && mstatus & MSTATUS_SUM != 0,
@@ -400,6 +400,7 @@ impl Hart {
     /// decides, and must cover all of them.
     #[inline]
     fn pmp_check(&self, addr: u64, len: u64, access: Access, privilege: u8) -> PmpVerdict {
-        self.pmp.check(&self.csr, addr, len, access, privilege)
+        self.pmp
+            .check(&self.state.csr, addr, len, access, privilege)
     }
 }

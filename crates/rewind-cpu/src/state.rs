@@ -5,40 +5,41 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 use crate::csr::{self, CsrState};
-use crate::hart::{Hart, Reservation, PRIV_M, PRIV_S, PRIV_U};
+use crate::hart::{Hart, PRIV_M, PRIV_S, PRIV_U};
 use crate::trigger::{self, TRIGGERS};
 
 /// Everything about a hart that the guest can observe; caches (TLB, decoded blocks) excluded.
+/// The hart holds its state in this form, so saving is a copy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HartState {
     pub x: [u64; 32],
+    /// Floating-point registers as raw bits (singles NaN-boxed).
     pub f: [u64; 32],
     pub pc: u64,
     pub privilege: u8,
+    /// Instructions executed (including ones that trapped) plus idle time skipped in WFI,
+    /// in instruction units: the one clock of the machine.
     pub icount: u64,
     pub csr: CsrState,
     pub hart_id: u64,
-    /// The guest clock (its current segment).
+    /// Virtual time as a function of `icount` (the machine keeps the bus's copy in step).
     pub clock: Clock,
+    /// Interrupt lines driven by devices (MTIP, MSIP, MEIP, SEIP), ORed into `mip`.
     pub irq_lines: u64,
-    /// An LR reservation: address and the value loaded.
-    pub reservation: Option<(u64, u64)>,
+    pub reservation: Option<Reservation>,
+}
+
+/// An LR reservation: the address and the value loaded. As on QEMU, SC succeeds when the
+/// reservation is held and memory still holds that value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub addr: u64,
+    pub value: u64,
 }
 
 impl Hart {
     pub fn save(&self) -> HartState {
-        HartState {
-            x: self.x,
-            f: self.f,
-            pc: self.pc,
-            privilege: self.privilege,
-            icount: self.icount,
-            csr: self.csr.clone(),
-            hart_id: self.hart_id,
-            clock: self.clock,
-            irq_lines: self.irq_lines,
-            reservation: self.reservation.map(|r| (r.addr, r.value)),
-        }
+        self.state.clone()
     }
 
     /// A hart in exactly the saved state, with empty caches; an error says which invariant
@@ -46,16 +47,7 @@ impl Hart {
     pub fn restore(state: &HartState) -> Result<Hart, String> {
         check(state)?;
         let mut hart = Hart::new(state.hart_id, state.pc);
-        hart.x = state.x;
-        hart.f = state.f;
-        hart.privilege = state.privilege;
-        hart.icount = state.icount;
-        hart.csr = state.csr.clone();
-        hart.clock = state.clock;
-        hart.irq_lines = state.irq_lines;
-        hart.reservation = state
-            .reservation
-            .map(|(addr, value)| Reservation { addr, value });
+        hart.state = state.clone();
         hart.pmp_changed();
         hart.triggers_changed();
         Ok(hart)
@@ -123,12 +115,12 @@ mod tests {
     #[test]
     fn a_saved_state_restores_to_the_same_state_and_bad_ones_are_refused() {
         let mut hart = Hart::new(0, 0x8000_0000);
-        hart.x[5] = 7;
-        hart.csr.satp = 8 << 60 | 0x1234;
-        hart.privilege = PRIV_S;
-        hart.csr.tselect = 1;
-        hart.csr.tdata1[1] = 6 << 60 | 1 << 4 | 1;
-        hart.csr.tdata2[1] = 0x8000_1000;
+        hart.state.x[5] = 7;
+        hart.state.csr.satp = 8 << 60 | 0x1234;
+        hart.state.privilege = PRIV_S;
+        hart.state.csr.tselect = 1;
+        hart.state.csr.tdata1[1] = 6 << 60 | 1 << 4 | 1;
+        hart.state.csr.tdata2[1] = 0x8000_1000;
         let state = hart.save();
         let restored = Hart::restore(&state).unwrap();
         assert!(restored.data_triggers_armed && !restored.exec_triggers_armed);

@@ -287,17 +287,17 @@ impl<E: Engine> gdbstub::target::ext::target_description_xml_override::TargetDes
 impl<E: Engine> SingleThreadBase for DebugTarget<E> {
     fn read_registers(&mut self, regs: &mut Regs) -> TargetResult<(), Self> {
         let hart = &self.engine.machine().hart;
-        regs.x = hart.x;
-        regs.pc = hart.pc;
-        regs.f = hart.f;
-        regs.fflags = hart.csr.fflags as u32;
-        regs.frm = hart.csr.frm as u32;
-        regs.fcsr = (hart.csr.frm as u32) << 5 | hart.csr.fflags as u32;
+        regs.x = hart.state.x;
+        regs.pc = hart.state.pc;
+        regs.f = hart.state.f;
+        regs.fflags = hart.state.csr.fflags as u32;
+        regs.frm = hart.state.csr.frm as u32;
+        regs.fcsr = (hart.state.csr.frm as u32) << 5 | hart.state.csr.fflags as u32;
         regs.csrs = CSRS
             .iter()
             .map(|&(n, _)| hart.debug_csr(n).unwrap_or(0))
             .collect();
-        regs.privilege = hart.privilege as u64;
+        regs.privilege = hart.state.privilege as u64;
         Ok(())
     }
 
@@ -491,7 +491,7 @@ impl<E: Engine> MonitorCmd for DebugTarget<E> {
         let cmd = String::from_utf8_lossy(cmd);
         let words: Vec<&str> = cmd.split_whitespace().collect();
         if let ["icount"] = words.as_slice() {
-            outputln!(out, "{}", self.engine.machine().hart.icount);
+            outputln!(out, "{}", self.engine.machine().hart.state.icount);
             return Ok(());
         }
         let Some(timeline) = self.engine.timeline() else {
@@ -517,7 +517,7 @@ impl<E: Engine> MonitorCmd for DebugTarget<E> {
                         out,
                         "at instruction {} (pc {:#x})",
                         timeline.icount(),
-                        timeline.player.machine.hart.pc
+                        timeline.player.machine.hart.state.pc
                     );
                 }
                 Some(n) => outputln!(

@@ -65,7 +65,7 @@ impl<R: LiveRun> Engine for LiveEngine<R> {
 
     fn step(&mut self) -> Result<DebugStop, DebugError> {
         let hart = &self.machine().hart;
-        let next = hart.icount + 1;
+        let next = hart.state.icount + 1;
         let (breakpoints, watchpoints) = (hart.breakpoints.clone(), hart.watchpoints.clone());
         // The one instruction runs even if a breakpoint is on the next.
         self.set_stops(Vec::new(), watchpoints.clone());
@@ -75,7 +75,7 @@ impl<R: LiveRun> Engine for LiveEngine<R> {
     }
 
     fn resume(&mut self) -> Result<DebugStop, DebugError> {
-        let pause = self.machine().hart.icount.saturating_add(POLL_EVERY);
+        let pause = self.machine().hart.state.icount.saturating_add(POLL_EVERY);
         Ok(self.run_to(pause))
     }
 }

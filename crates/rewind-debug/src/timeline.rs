@@ -129,7 +129,7 @@ impl Timeline {
         self.arm(stops);
         let hart = &mut self.player.machine.hart;
         // The instruction at the current position runs even if it is at a breakpoint.
-        hart.resume_from_breakpoint = Some(hart.icount);
+        hart.resume_from_breakpoint = Some(hart.state.icount);
         let target = target.min(self.end());
         loop {
             let now = self.icount();
@@ -281,7 +281,7 @@ impl Timeline {
                 // The stop is just after the store: the store is the instruction before.
                 let after = self.icount();
                 self.seek(after - 1)?;
-                Some((after - 1, self.player.machine.hart.pc))
+                Some((after - 1, self.player.machine.hart.state.pc))
             }
             _ => None,
         };

@@ -342,23 +342,27 @@ mod hand_over_tests {
             },
         )
         .unwrap();
-        assert_eq!(machine.hart.pc, crate::memmap::ROM.base);
+        assert_eq!(machine.hart.state.pc, crate::memmap::ROM.base);
         // The six instructions of the reset vector.
         assert_eq!(machine.run(Some(6), u64::MAX), MachineStop::Limit);
         let hart = &machine.hart;
-        assert_eq!(hart.pc, 0x8000_0000);
-        assert_eq!(hart.x[10], 0, "a0 = hart id");
-        assert_eq!(hart.x[11], machine.dtb_addr(), "a1 = device tree");
-        assert_eq!(hart.x[12], super::FW_DYNAMIC_INFO, "a2 = fw_dynamic info");
+        assert_eq!(hart.state.pc, 0x8000_0000);
+        assert_eq!(hart.state.x[10], 0, "a0 = hart id");
+        assert_eq!(hart.state.x[11], machine.dtb_addr(), "a1 = device tree");
+        assert_eq!(
+            hart.state.x[12],
+            super::FW_DYNAMIC_INFO,
+            "a2 = fw_dynamic info"
+        );
         // The firmware stores zero over the first ROM word: ignored, as on QEMU.
-        machine.hart.x[5] = crate::memmap::ROM.base;
+        machine.hart.state.x[5] = crate::memmap::ROM.base;
         assert_eq!(machine.run(Some(7), u64::MAX), MachineStop::Limit);
-        assert_eq!(machine.hart.pc, 0x8000_0004);
+        assert_eq!(machine.hart.state.pc, 0x8000_0004);
         // Running the ROM's first instruction again (auipc t0, 0) shows it intact.
-        machine.hart.pc = crate::memmap::ROM.base;
-        machine.hart.x[5] = 0;
+        machine.hart.state.pc = crate::memmap::ROM.base;
+        machine.hart.state.x[5] = 0;
         assert_eq!(machine.run(Some(8), u64::MAX), MachineStop::Limit);
-        assert_eq!(machine.hart.pc, crate::memmap::ROM.base + 4);
-        assert_eq!(machine.hart.x[5], crate::memmap::ROM.base);
+        assert_eq!(machine.hart.state.pc, crate::memmap::ROM.base + 4);
+        assert_eq!(machine.hart.state.x[5], crate::memmap::ROM.base);
     }
 }

@@ -135,13 +135,16 @@ impl Machine {
                 }
             }
             InputEvent::IcountShift(shift) => {
-                let mut clock = self.hart.clock;
-                clock.set_shift(self.hart.icount, (*shift as u32).min(MAX_ICOUNT_SHIFT));
+                let mut clock = self.hart.state.clock;
+                clock.set_shift(
+                    self.hart.state.icount,
+                    (*shift as u32).min(MAX_ICOUNT_SHIFT),
+                );
                 self.set_clock(clock);
             }
             InputEvent::Entropy(bytes) => {
                 self.rng_seed = bytes.clone();
-                let before_start = self.hart.icount == 0 && self.dtb_addr != 0;
+                let before_start = self.hart.state.icount == 0 && self.dtb_addr != 0;
                 if before_start && !self.dtb_given {
                     self.replace_dtb();
                 }

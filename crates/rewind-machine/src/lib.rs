@@ -134,7 +134,7 @@ impl Machine {
             .ram
             .set_rom(crate::memmap::ROM.base, crate::memmap::ROM.size, &rom);
         machine.bus.rom = rom;
-        machine.hart.pc = crate::memmap::ROM.base;
+        machine.hart.state.pc = crate::memmap::ROM.base;
         Ok(machine)
     }
 
@@ -152,7 +152,7 @@ impl Machine {
                 size: config.ram_size,
             })?;
         let mut hart = Hart::new(0, config.ram_base);
-        hart.clock = Clock::fixed(config.icount_shift);
+        hart.state.clock = Clock::fixed(config.icount_shift);
         let dirty_words = ram.pages().div_ceil(64);
         let snapshot_base = RamPages::zeroed(ram.pages());
         let mut virtio: Vec<Option<Transport>> =
@@ -175,7 +175,7 @@ impl Machine {
             };
         }
         let bus = Bus {
-            clock: hart.clock,
+            clock: hart.state.clock,
             rtc: Rtc::new(0),
             virtio,
             nic_slots,
@@ -257,17 +257,17 @@ impl Machine {
     }
 
     fn virtual_ns(&self) -> u64 {
-        self.hart.clock.ns_at(self.hart.icount)
+        self.hart.state.clock.ns_at(self.hart.state.icount)
     }
 
     /// The guest clock.
     pub fn clock(&self) -> Clock {
-        self.hart.clock
+        self.hart.state.clock
     }
 
     /// Sets the guest clock, for the hart and the bus alike.
     fn set_clock(&mut self, clock: Clock) {
-        self.hart.clock = clock;
+        self.hart.state.clock = clock;
         self.bus.clock = clock;
     }
 
@@ -295,13 +295,13 @@ impl Machine {
         if bus.plic.context_pending(1) {
             lines |= 1 << 9;
         }
-        self.hart.irq_lines = lines;
+        self.hart.state.irq_lines = lines;
     }
 
     /// The next instruction count at which a timer or alarm fires, if any.
     fn next_deadline(&self) -> Option<u64> {
-        let now = self.hart.icount;
-        let clock = &self.hart.clock;
+        let now = self.hart.state.icount;
+        let clock = &self.hart.state.clock;
         let rtc = self
             .bus
             .rtc
@@ -320,7 +320,7 @@ impl Machine {
     /// Runs until the guest stops the machine, `limit` instructions have executed in total,
     /// `slice` more instructions have run, or the hart goes idle, whichever comes first.
     pub fn run(&mut self, limit: Option<u64>, slice: u64) -> MachineStop {
-        let slice_end = self.hart.icount.saturating_add(slice);
+        let slice_end = self.hart.state.icount.saturating_add(slice);
         loop {
             if let Some(finish) = self.bus.finisher.take() {
                 return match finish {
@@ -332,7 +332,7 @@ impl Machine {
             for t in self.bus.virtio.iter_mut().flatten() {
                 t.service(&mut self.ram);
             }
-            let now = self.hart.icount;
+            let now = self.hart.state.icount;
             if limit.is_some_and(|l| now >= l) {
                 return MachineStop::Limit;
             }
@@ -381,16 +381,16 @@ impl Machine {
     /// Moves virtual time forward to instruction count `until` while the hart sleeps
     /// (the hart executes nothing; only the clock advances).
     pub fn skip_idle(&mut self, until: u64) {
-        if self.sleeping && until > self.hart.icount {
-            self.idle_skipped += until - self.hart.icount;
-            self.hart.icount = until;
+        if self.sleeping && until > self.hart.state.icount {
+            self.idle_skipped += until - self.hart.state.icount;
+            self.hart.state.icount = until;
         }
     }
 
     /// Instructions executed (or trapped on) so far: the instruction count without the time
     /// skipped while the hart slept.
     pub fn executed(&self) -> u64 {
-        self.hart.icount - self.idle_skipped
+        self.hart.state.icount - self.idle_skipped
     }
 
     /// Whether the hart sleeps in WFI.
@@ -400,12 +400,12 @@ impl Machine {
 
     /// Virtual nanoseconds at instruction count `icount` (the present or later).
     pub fn ns_at(&self, icount: u64) -> u64 {
-        self.hart.clock.ns_at(icount)
+        self.hart.state.clock.ns_at(icount)
     }
 
     /// The first instruction count, from the present on, at which virtual time reaches `ns`.
     pub fn icount_at_ns(&self, ns: u64) -> u64 {
-        self.hart.clock.icount_at_ns(ns)
+        self.hart.state.clock.icount_at_ns(ns)
     }
 
     /// A summary of all guest-visible state: the hart, every device, RAM, and whether the
@@ -423,7 +423,7 @@ impl Machine {
             DigestVersion::DebugText => [
                 (
                     "hart-lines",
-                    debug_hash(&(hart.irq_lines, hart.reservation_state())),
+                    debug_hash(&(hart.state.irq_lines, hart.reservation_state())),
                 ),
                 ("sleep", debug_hash(&(self.sleeping, self.idle_skipped))),
                 ("uart", debug_hash(&bus.uart.state)),
@@ -440,7 +440,10 @@ impl Machine {
             DigestVersion::Postcard => {
                 let reservation = hart.save().reservation;
                 let mut devices: Vec<(String, u64)> = [
-                    ("hart-lines", state_hash(&(hart.irq_lines, reservation))),
+                    (
+                        "hart-lines",
+                        state_hash(&(hart.state.irq_lines, reservation)),
+                    ),
                     ("sleep", state_hash(&(self.sleeping, self.idle_skipped))),
                     ("uart", state_hash(&bus.uart.state)),
                     ("clint", state_hash(&bus.clint.state)),
@@ -462,20 +465,20 @@ impl Machine {
         // The clock of a fixed shift follows from the configuration; one that changed its
         // shift (`--icount-shift auto`) is state of its own. Hashed only then, so that the
         // digests of fixed-shift runs are what they always were.
-        if !hart.clock.is_fixed(self.config.icount_shift) {
+        if !hart.state.clock.is_fixed(self.config.icount_shift) {
             let hash = match self.digest_version {
-                DigestVersion::DebugText => debug_hash(&hart.clock),
-                DigestVersion::Postcard => state_hash(&hart.clock),
+                DigestVersion::DebugText => debug_hash(&hart.state.clock),
+                DigestVersion::Postcard => state_hash(&hart.state.clock),
             };
             devices.push(("clock".to_string(), hash));
         }
         StateDigest {
-            icount: hart.icount,
-            pc: hart.pc,
-            privilege: hart.privilege,
-            x: hart.x.to_vec(),
-            f: hart.f.to_vec(),
-            csrs: hart.csr.named_values(),
+            icount: hart.state.icount,
+            pc: hart.state.pc,
+            privilege: hart.state.privilege,
+            x: hart.state.x.to_vec(),
+            f: hart.state.f.to_vec(),
+            csrs: hart.state.csr.named_values(),
             devices,
             ram_base: self.ram.base(),
             ram_region_size,
@@ -517,8 +520,8 @@ impl Machine {
                 }
             }
         }
-        fresh.hart.icount = self.hart.icount;
-        fresh.set_clock(self.hart.clock);
+        fresh.hart.state.icount = self.hart.state.icount;
+        fresh.set_clock(self.hart.state.clock);
         fresh.idle_skipped = self.idle_skipped;
         fresh.bus.rtc.state.base_ns = self.bus.rtc.state.base_ns;
         fresh.bus.trace = self.bus.trace;
@@ -557,7 +560,6 @@ impl Machine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::clint;
     use rewind_cpu::Mmio;
 
     #[test]
@@ -570,7 +572,11 @@ mod tests {
         assert_eq!(machine.console_room(), uart::FIFO_SIZE);
         machine.inject(&InputEvent::Console(b"hi".to_vec()));
         assert_eq!(machine.console_room(), uart::FIFO_SIZE - 2);
-        assert_eq!(machine.hart.irq_lines & (1 << 9), 1 << 9, "SEIP raised");
+        assert_eq!(
+            machine.hart.state.irq_lines & (1 << 9),
+            1 << 9,
+            "SEIP raised"
+        );
         assert_eq!(machine.bus.uart.read(0), b'h');
         assert_eq!(machine.bus.uart.read(0), b'i');
     }
@@ -657,7 +663,7 @@ mod tests {
         assert_eq!(machine.ns_at(1000), 8000, "continuous");
         assert_eq!(machine.ns_at(1001), 8032);
         assert_eq!(
-            machine.bus.clock, machine.hart.clock,
+            machine.bus.clock, machine.hart.state.clock,
             "the bus reads the same clock"
         );
         // mtime through the CLINT and the CSR agree.
@@ -676,7 +682,7 @@ mod tests {
         assert_eq!(machine.bus.clock, Clock::fixed(3));
         machine.restore(&after).unwrap();
         assert_eq!(machine.clock().shift, 5);
-        assert_eq!(machine.bus.clock, machine.hart.clock);
+        assert_eq!(machine.bus.clock, machine.hart.state.clock);
         // A reset keeps virtual time going, at the shift of the moment.
         machine.run(Some(2000), u64::MAX);
         let clock = machine.clock();

@@ -302,7 +302,7 @@ impl Machine {
                 t.set_device_state(device);
             }
         }
-        self.set_clock(self.hart.clock);
+        self.set_clock(self.hart.state.clock);
         self.sleeping = s.sleeping;
         self.idle_skipped = s.idle_skipped;
         self.layout = s.layout;

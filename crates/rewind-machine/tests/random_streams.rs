@@ -159,7 +159,7 @@ fn run_program(
     machine.ram.set_hot_threshold(0);
     machine.ram.set_background_compilation(false);
     machine.ram.write(machine.ram.base(), &program).unwrap();
-    machine.hart.pc = machine.ram.base();
+    machine.hart.state.pc = machine.ram.base();
     // Point pointers somewhere interesting: RAM, MMIO, and nowhere.
     let bases = [
         0x8000_0000u64,
@@ -169,28 +169,28 @@ fn run_program(
         0,
         u64::MAX - 7,
     ];
-    for (i, x) in machine.hart.x.iter_mut().enumerate().skip(1) {
+    for (i, x) in machine.hart.state.x.iter_mut().enumerate().skip(1) {
         *x = bases[i % bases.len()].wrapping_add(i as u64 * 8);
     }
     // Floating-point state from the seed: FP registers, FS in each state, every `frm` (a
     // reserved one too), inexact accrued or not.
     let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
-    for (i, f) in machine.hart.f.iter_mut().enumerate() {
+    for (i, f) in machine.hart.state.f.iter_mut().enumerate() {
         *f = random_float(&mut rng, i % 2 == 0);
     }
     // FS off, initial, clean or dirty.
-    machine.hart.csr.mstatus |= (seed % 4) << 13;
-    machine.hart.csr.frm = [0, 0, 0, 1, 2, 3, 4, 5][seed as usize / 8 % 8];
-    machine.hart.csr.fflags = !seed.is_multiple_of(3) as u8;
+    machine.hart.state.csr.mstatus |= (seed % 4) << 13;
+    machine.hart.state.csr.frm = [0, 0, 0, 1, 2, 3, 4, 5][seed as usize / 8 % 8];
+    machine.hart.state.csr.fflags = !seed.is_multiple_of(3) as u8;
     // Traps land back in the stream, so it keeps going after faults.
-    machine.hart.csr.mtvec = machine.ram.base() + 0x100;
+    machine.hart.state.csr.mtvec = machine.ram.base() + 0x100;
     let stop = machine.run_unattended(Some(20_000));
     let hash = machine.state_hash();
     let compiled = machine.ram.jit_stats().map_or(0, |s| s.blocks_compiled);
     let state = (
-        machine.hart.icount,
-        machine.hart.pc,
-        machine.hart.x,
+        machine.hart.state.icount,
+        machine.hart.state.pc,
+        machine.hart.state.x,
         stop,
         hash,
     );

@@ -122,7 +122,7 @@ impl Player {
     }
 
     pub fn icount(&self) -> u64 {
-        self.machine.hart.icount
+        self.machine.hart.state.icount
     }
 
     /// Console output produced since the last call.
@@ -208,7 +208,7 @@ impl Player {
                     .reset(&self.images)
                     .map_err(|e| PlayError::Machine(e.to_string()))?,
                 MachineStop::PowerOff(_) => {
-                    let icount = self.machine.hart.icount;
+                    let icount = self.machine.hart.state.icount;
                     // A cut recording does not say how it ended: a power-off at its last known
                     // instruction may be how.
                     let recorded_off =

@@ -78,7 +78,7 @@ impl Session {
         sync_interval: u64,
     ) -> Result<(), RecordError> {
         debug_assert_eq!(
-            self.machine.hart.icount, 0,
+            self.machine.hart.state.icount, 0,
             "a recording starts with the run"
         );
         for event in &self.boot_inputs {
@@ -120,7 +120,7 @@ impl Session {
     pub fn inject(&mut self, event: InputEvent) -> Result<(), RecordError> {
         self.machine.inject(&event);
         if let Some(r) = &mut self.recording {
-            r.recorder.event(self.machine.hart.icount, &event)?;
+            r.recorder.event(self.machine.hart.state.icount, &event)?;
         }
         Ok(())
     }
@@ -206,7 +206,7 @@ impl Session {
     /// Writes a sync point if one is due at the current instruction count, unless the run
     /// ends there (`run_ends_at`: the end writes its own). Returns whether it wrote one.
     pub fn sync_if_due(&mut self, run_ends_at: Option<u64>) -> Result<bool, RecordError> {
-        let icount = self.machine.hart.icount;
+        let icount = self.machine.hart.state.icount;
         let Some(r) = &mut self.recording else {
             return Ok(false);
         };
@@ -222,7 +222,7 @@ impl Session {
     /// Writes regularly, so that a killed recorder leaves most of the run behind.
     pub fn flush_if_due(&mut self) -> Result<(), RecordError> {
         match &mut self.recording {
-            Some(r) => r.recorder.flush_if_due(self.machine.hart.icount),
+            Some(r) => r.recorder.flush_if_due(self.machine.hart.state.icount),
             None => Ok(()),
         }
     }
@@ -234,7 +234,7 @@ impl Session {
         };
         let digest = self.machine.digest();
         let end = End {
-            icount: self.machine.hart.icount,
+            icount: self.machine.hart.state.icount,
             executed: self.machine.executed(),
             reason,
             console_bytes: self.console_bytes,

@@ -301,7 +301,7 @@ pub(crate) unsafe extern "C" fn load_slow<M: Mmio>(
     next: u64,
 ) -> u64 {
     let (ctx, hart, ram, mmio) = parts::<M>(ctx);
-    hart.icount = icount;
+    hart.state.icount = icount;
     match hart.load_slow(ram, mmio, addr, size as u8) {
         Ok(value) => {
             ctx.status = if hart.stop_requested() {
@@ -329,7 +329,7 @@ pub(crate) unsafe extern "C" fn store_slow<M: Mmio>(
     next: u64,
 ) -> u64 {
     let (ctx, hart, ram, mmio) = parts::<M>(ctx);
-    hart.icount = icount;
+    hart.state.icount = icount;
     match hart.store_slow(ram, mmio, addr, size as u8, value) {
         Ok(()) if hart.stop_requested() => report_stop(ctx, next, icount),
         Ok(()) => status::OK,
@@ -348,7 +348,7 @@ pub(crate) unsafe extern "C" fn exec_one<M: Mmio>(
     pc: u64,
 ) -> u64 {
     let (ctx, hart, ram, mmio) = parts::<M>(ctx);
-    hart.icount = icount;
+    hart.state.icount = icount;
     match hart.exec(Op::from_words([lo, hi]), pc, ram, mmio) {
         Ok(next) if hart.stop_requested() => report_stop(ctx, next, icount),
         Ok(next) => {
