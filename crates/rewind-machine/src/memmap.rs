@@ -34,52 +34,24 @@ impl Window {
     }
 }
 
+const fn window(region: Region, base: u64, size: u64) -> Window {
+    Window { region, base, size }
+}
+
 /// Bytes of one virtio-mmio slot.
 pub const VIRTIO_SLOT_SIZE: u64 = 0x1000;
 /// How many virtio-mmio slots the board has.
 pub const VIRTIO_SLOTS: u64 = 8;
 
-pub const ROM: Window = Window {
-    region: Region::Rom,
-    base: 0x1000,
-    size: 0xf000,
-};
-pub const TEST: Window = Window {
-    region: Region::Test,
-    base: 0x10_0000,
-    size: 0x1000,
-};
-pub const RTC: Window = Window {
-    region: Region::Rtc,
-    base: 0x10_1000,
-    size: 0x1000,
-};
-pub const CLINT: Window = Window {
-    region: Region::Clint,
-    base: 0x200_0000,
-    size: 0x1_0000,
-};
-pub const PLIC: Window = Window {
-    region: Region::Plic,
-    base: 0xc00_0000,
-    size: 0x60_0000,
-};
-pub const UART: Window = Window {
-    region: Region::Uart,
-    base: 0x1000_0000,
-    size: 0x100,
-};
-pub const VIRTIO: Window = Window {
-    region: Region::Virtio,
-    base: 0x1000_1000,
-    size: VIRTIO_SLOTS * VIRTIO_SLOT_SIZE,
-};
+pub const ROM: Window = window(Region::Rom, 0x1000, 0xf000);
+pub const TEST: Window = window(Region::Test, 0x10_0000, 0x1000);
+pub const RTC: Window = window(Region::Rtc, 0x10_1000, 0x1000);
+pub const CLINT: Window = window(Region::Clint, 0x200_0000, 0x1_0000);
+pub const PLIC: Window = window(Region::Plic, 0xc00_0000, 0x60_0000);
+pub const UART: Window = window(Region::Uart, 0x1000_0000, 0x100);
+pub const VIRTIO: Window = window(Region::Virtio, 0x1000_1000, VIRTIO_SLOTS * VIRTIO_SLOT_SIZE);
 /// RAM's window: where it starts, and the most the board has room for.
-pub const DRAM: Window = Window {
-    region: Region::Dram,
-    base: 0x8000_0000,
-    size: 64 << 30,
-};
+pub const DRAM: Window = window(Region::Dram, 0x8000_0000, 64 << 30);
 
 /// Every window, by address.
 pub const MAP: [Window; 8] = [ROM, TEST, RTC, CLINT, PLIC, UART, VIRTIO, DRAM];
