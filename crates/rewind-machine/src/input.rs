@@ -50,22 +50,25 @@ impl Machine {
     /// network backends), from now on and across resets; otherwise they are dropped.
     pub fn attach_network(&mut self) {
         self.network_attached = true;
-        for nic in 0..self.bus.nic_slots.len() {
-            if let Some(n) = self.bus.nic(nic).and_then(Transport::device_mut::<Net>) {
-                n.host_attached = true;
-            }
-        }
     }
 
     /// Frames the guest sent since the last call, with the NIC each left by.
     pub fn take_net_output(&mut self) -> Vec<(usize, Vec<u8>)> {
-        let mut out = Vec::new();
-        for nic in 0..self.bus.nic_slots.len() {
-            if let Some(n) = self.bus.nic(nic).and_then(Transport::device_mut::<Net>) {
-                out.extend(std::mem::take(&mut n.sent).into_iter().map(|f| (nic, f)));
+        std::mem::take(&mut self.net_sent)
+    }
+
+    /// Takes what the virtio devices sent out of the machine: a NIC's frames are kept for
+    /// [`Machine::take_net_output`] if a host backend takes them, dropped otherwise.
+    pub(crate) fn collect_sent(&mut self) {
+        for (nic, &slot) in self.bus.nic_slots.iter().enumerate() {
+            let Some(t) = self.bus.virtio[slot].as_mut() else {
+                continue;
+            };
+            let frames = t.take_sent();
+            if self.network_attached {
+                self.net_sent.extend(frames.into_iter().map(|f| (nic, f)));
             }
         }
-        out
     }
 
     /// Frames NIC `nic` holds for its driver (the host should wait while it holds many).
@@ -150,6 +153,7 @@ impl Machine {
                 }
             }
         }
+        self.collect_sent();
         // The input may raise an interrupt that wakes a sleeping hart.
         self.update_interrupt_lines();
     }

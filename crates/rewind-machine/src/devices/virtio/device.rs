@@ -17,6 +17,9 @@ pub struct DeviceContext<'a> {
     pub driver_features: u64,
     /// The device is in DEVICE_NEEDS_RESET: it must not touch its queues until a reset.
     pub needs_reset: bool,
+    /// What the device sends out of the machine (a NIC's frames): the machine hands it to
+    /// the host's backend, or drops it when there is none (a replay).
+    pub to_host: &'a mut Vec<Vec<u8>>,
 }
 
 /// The device side of a virtio device; the transport owns the queues and the registers.

@@ -35,6 +35,9 @@ pub struct TransportState {
 pub struct Transport {
     pub state: TransportState,
     device: Box<dyn VirtioDevice>,
+    /// What the device sent out of the machine since the machine last took it (host side,
+    /// not guest state: see [`Transport::take_sent`]).
+    sent: Vec<Vec<u8>>,
 }
 
 impl Transport {
@@ -46,7 +49,13 @@ impl Transport {
                 ..TransportState::default()
             },
             device: Box::new(device),
+            sent: Vec::new(),
         }
+    }
+
+    /// What the device sent out of the machine (a NIC's frames) since the last call.
+    pub fn take_sent(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.sent)
     }
 
     /// The device, if it is a `D`.
@@ -267,6 +276,7 @@ impl Transport {
             mem,
             driver_features: self.state.driver_features,
             needs_reset: false,
+            to_host: &mut self.sent,
         };
         let result = self.device.notify(notified, ctx);
         self.signal(result);
@@ -288,6 +298,7 @@ impl Transport {
             mem,
             driver_features: self.state.driver_features,
             needs_reset,
+            to_host: &mut self.sent,
         };
         if let Some(result) = work(device, ctx) {
             self.signal(result);

@@ -27,11 +27,6 @@ pub fn default_mac(nic: usize) -> [u8; 6] {
 pub struct Net {
     pub mac: [u8; 6],
     pub state: NetState,
-    /// Frames the guest sent since the host last took them (host side, not guest state).
-    pub sent: Vec<Vec<u8>>,
-    /// Whether a host backend takes the frames the guest sends (a replay has none: they are
-    /// dropped).
-    pub host_attached: bool,
 }
 
 impl Net {
@@ -39,8 +34,6 @@ impl Net {
         Net {
             mac,
             state: NetState::default(),
-            sent: Vec::new(),
-            host_attached: false,
         }
     }
 
@@ -110,12 +103,13 @@ impl Net {
         Ok(interrupt)
     }
 
-    /// Takes the frames the driver queued for sending; returns whether the driver wants an
+    /// Sends the frames the driver queued to `to_host`; returns whether the driver wants an
     /// interrupt for the buffers given back.
     fn transmit(
         &mut self,
         queue: &mut Queue,
         mem: &mut dyn GuestMemory,
+        to_host: &mut Vec<Vec<u8>>,
     ) -> Result<bool, QueueError> {
         let mut interrupt = false;
         while let Some(chain) = queue.pop(mem)? {
@@ -130,9 +124,7 @@ impl Net {
                     let offset = u16::from_le_bytes([header[8], header[9]]) as usize;
                     complete_checksum(&mut frame, start, offset);
                 }
-                if self.host_attached {
-                    self.sent.push(frame);
-                }
+                to_host.push(frame);
             }
             interrupt |= queue.push(mem, chain.head, 0)?;
         }
@@ -168,7 +160,6 @@ impl VirtioDevice for Net {
 
     fn reset(&mut self) {
         self.state = NetState::default();
-        self.sent.clear();
     }
 
     fn notify(&mut self, notified: u32, ctx: DeviceContext<'_>) -> Result<bool, QueueError> {
@@ -176,7 +167,7 @@ impl VirtioDevice for Net {
             return Ok(false);
         };
         let sent = if notified & 2 != 0 {
-            self.transmit(tx, ctx.mem)
+            self.transmit(tx, ctx.mem, ctx.to_host)
         } else {
             Ok(false)
         };
