@@ -242,6 +242,13 @@ impl Jit {
                 }
             );
         }
+        if let Some(dir) = std::env::var_os("REWIND_JIT_DUMP") {
+            let name = format!(
+                "{addr:x}-{:x}+{:x}.bin",
+                placement.page_first_index, blocks[0].page_offset
+            );
+            let _ = std::fs::write(std::path::Path::new(&dir).join(name), code.code_buffer());
+        }
         self.stats.blocks_compiled += 1;
         self.stats.loops_compiled += looped as u64;
         self.stats.code_bytes = self.arena.used() as u64;
