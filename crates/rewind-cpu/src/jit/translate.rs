@@ -136,16 +136,7 @@ pub(super) fn build(
             .iter()
             .any(|target| starts.iter().any(|(start, ..)| start == target))
     });
-    let region_regs = if looped {
-        let (mut used, mut written) = (0u32, 0u32);
-        for op in blocks.iter().flat_map(|block| &block.ops) {
-            used |= 1 << (op.rs1 & 31) | 1 << (op.rs2 & 31) | 1 << (op.rd & 31);
-            written |= 1 << (op.rd & 31);
-        }
-        Some((used & !1, written & !1))
-    } else {
-        None
-    };
+    let region_regs = looped.then(|| pinned_registers(blocks));
     let mut t = Translator {
         b,
         ctx,
@@ -178,6 +169,31 @@ pub(super) fn build(
     t.b.seal_all_blocks();
     t.b.finalize(isa.frontend_config());
     looped
+}
+
+/// At most this many guest registers stay in variables across a looping region's blocks.
+/// Host registers are fewer than guest ones: a variable the allocator cannot keep in one is
+/// spilled, and then costs a copy at every entry and exit on top of the memory access.
+const PINNED_REGISTERS: usize = 8;
+
+/// The registers a looping region keeps in variables (the most used ones, up to
+/// [`PINNED_REGISTERS`]), and those of them it writes, as bit masks.
+fn pinned_registers(blocks: &[RegionBlock]) -> (u32, u32) {
+    let mut uses = [0u32; 32];
+    let mut written = 0u32;
+    for op in blocks.iter().flat_map(|block| &block.ops) {
+        for r in [op.rs1, op.rs2, op.rd] {
+            uses[(r & 31) as usize] += 1;
+        }
+        written |= 1 << (op.rd & 31);
+    }
+    let mut by_use: Vec<usize> = (1..32).filter(|&r| uses[r] > 0).collect();
+    by_use.sort_by_key(|&r| std::cmp::Reverse(uses[r]));
+    let pinned = by_use
+        .iter()
+        .take(PINNED_REGISTERS)
+        .fold(0u32, |mask, &r| mask | 1 << r);
+    (pinned, written & pinned)
 }
 
 /// Where a block goes next.
@@ -213,8 +229,9 @@ struct Translator<'a> {
     /// region go to, and its body.
     starts: Vec<(u64, Block, Block)>,
     chain_sig: SigRef,
-    /// For a region with jumps inside it: the registers it touches (all in variables at every
-    /// block's start) and those it writes (stored wherever it is left).
+    /// For a region with jumps inside it: the registers it keeps in variables across its
+    /// blocks (see [`pinned_registers`]), and those of them it writes (stored wherever it is
+    /// left). Other registers live in `Hart::x` between blocks, as in a region without loops.
     region_regs: Option<(u32, u32)>,
     load_sig: SigRef,
     store_sig: SigRef,
@@ -299,10 +316,14 @@ impl Translator<'_> {
     /// Stores the written registers to `Hart::x` (in the current block of code; the values
     /// stay in their variables, so this also serves side exits).
     fn store_dirty(&mut self) {
-        let mut dirty = self.dirty;
-        while dirty != 0 {
-            let r = dirty.trailing_zeros() as usize;
-            dirty &= dirty - 1;
+        self.store_registers(self.dirty);
+    }
+
+    /// Stores the registers of `mask` from their variables to `Hart::x`.
+    fn store_registers(&mut self, mut mask: u32) {
+        while mask != 0 {
+            let r = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
             let v = self.b.use_var(self.vars[r]);
             self.b.ins().store(Self::flags(), v, self.x, 8 * r as i32);
         }
@@ -380,6 +401,9 @@ impl Translator<'_> {
         if let (Target::Offset(offset), Some(_)) = (&target, self.region_regs) {
             let in_page = self.block_offset.wrapping_add(*offset);
             if let Some(&(_, check, _)) = self.starts.iter().find(|(at, ..)| *at == in_page) {
+                // The next block finds in memory what is not pinned.
+                let pinned = self.region_regs.map_or(0, |(pinned, _)| pinned);
+                self.store_registers(self.dirty & !pinned);
                 let icount = self.icount_at(retired);
                 self.b.def_var(self.icount_var, icount);
                 self.b.ins().jump(check, &[]);
