@@ -398,11 +398,10 @@ impl Translator<'_> {
     /// its compiled code when it is compiled and, in another page, that page's translation is
     /// in the fetch TLB (the block checks the budget itself); else back to the run loop.
     fn exit(&mut self, target: Target, retired: u64) {
-        if let (Target::Offset(offset), Some(_)) = (&target, self.region_regs) {
+        if let (Target::Offset(offset), Some((pinned, _))) = (&target, self.region_regs) {
             let in_page = self.block_offset.wrapping_add(*offset);
             if let Some(&(_, check, _)) = self.starts.iter().find(|(at, ..)| *at == in_page) {
                 // The next block finds in memory what is not pinned.
-                let pinned = self.region_regs.map_or(0, |(pinned, _)| pinned);
                 self.store_registers(self.dirty & !pinned);
                 let icount = self.icount_at(retired);
                 self.b.def_var(self.icount_var, icount);
