@@ -651,6 +651,7 @@ impl Hart {
             write_tlb,
             pc,
             icount,
+            region_pc: 0,
             end,
             compiled,
             exec_tlb: self.tlb.exec_set(self.state.privilege),
@@ -678,7 +679,9 @@ impl Hart {
                 icount: ctx.icount,
                 trap: Trap::new(ctx.trap_cause, ctx.trap_tval),
             },
-            // The first block always fits, so something ran.
+            // A region asks for more than its first block (see `jit::region::budget_checks`):
+            // when that does not fit, nothing ran, and the interpreter runs the block.
+            status::BUDGET if ctx.icount == icount => Compiled::No,
             _ => Compiled::Ran {
                 next: ctx.pc,
                 icount: ctx.icount,

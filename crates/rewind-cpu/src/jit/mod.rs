@@ -10,7 +10,9 @@
 //! at a time through helpers.
 //!
 //! A block runs only when the whole of it fits the remaining budget, so runs stop at exactly
-//! the instruction count asked for; a block that does not fit runs in the interpreter.
+//! the instruction count asked for; a block that does not fit runs in the interpreter. Inside
+//! a region with loops, a loop's head checks for the longest way to the next head, and the
+//! blocks on the way check nothing (see `region::budget_checks`).
 //!
 //! Compiled code does not depend on the virtual address it runs at (the pc comes in through
 //! [`JitCtx`]), because one physical page of code may be mapped at several addresses.
@@ -38,6 +40,40 @@ use std::time::{Duration, Instant};
 /// Bytes of host code kept before the whole cache is dropped and rebuilt on demand.
 pub(crate) const DEFAULT_CODE_CACHE: usize = 64 << 20;
 
+/// Words where the loads and stores of looping regions keep their page hints (see
+/// `translate::Translator::tlb_lookup`): handed out front to back, and afresh when the code
+/// cache is emptied. A hint is only ever a guess that compiled code checks against the TLB,
+/// so any value in any word is safe.
+pub(crate) struct Hints {
+    words: Box<[u64]>,
+    used: usize,
+}
+
+/// Hints kept: a region with a loop has at most a few dozen accesses, and a long boot
+/// compiles a few thousand such regions between flushes of the code cache.
+const HINT_WORDS: usize = 1 << 16;
+
+impl Hints {
+    fn new() -> Hints {
+        Hints {
+            words: vec![0; HINT_WORDS].into_boxed_slice(),
+            used: 0,
+        }
+    }
+
+    /// The address of a fresh word, or `None` when all are taken (the access then goes
+    /// without a hint).
+    pub(crate) fn take(&mut self) -> Option<u64> {
+        let word = self.words.get_mut(self.used)?;
+        self.used += 1;
+        Some(word as *mut u64 as u64)
+    }
+
+    fn clear(&mut self) {
+        self.used = 0;
+    }
+}
+
 /// What compiled code and its helpers share. Compiled code finds fields by their offsets.
 #[repr(C)]
 pub(crate) struct JitCtx {
@@ -54,6 +90,8 @@ pub(crate) struct JitCtx {
     /// In: the instruction count before the block. Out: after it (a trapping instruction
     /// not counted). Blocks that chain update it for the next one.
     pub icount: u64,
+    /// The pc of the first block of the looping region running, which keeps it here.
+    pub region_pc: u64,
     /// The run's budget ends at this count: a block that does not fit returns `BUDGET`.
     pub end: u64,
     /// The code cache's per-slot table (see `engine::Compiler`), where blocks find the
@@ -130,6 +168,7 @@ pub(crate) struct Jit {
     arena: Arena,
     /// The trampoline, in its own small arena that is never cleared.
     _enter_arena: Arena,
+    hints: Hints,
     pub enter: EnterFn,
     pub stats: JitStats,
     /// `perf`'s map of JIT code (`/tmp/perf-PID.map`), written when `REWIND_PERF_MAP` is set,
@@ -148,6 +187,8 @@ impl Jit {
         flags.set("opt_level", "speed").ok()?;
         // Cranelift's tail calls, which blocks use to jump into each other, need them.
         flags.enable("preserve_frame_pointers").ok()?;
+        // The context lives in it (see `translate::block_signature`).
+        flags.enable("enable_pinned_reg").ok()?;
         // Checking the IR of every block costs compile time: debug builds only.
         let verify = if cfg!(debug_assertions) {
             "true"
@@ -177,6 +218,7 @@ impl Jit {
             builder,
             arena: Arena::new(code_bytes)?,
             _enter_arena: enter_arena,
+            hints: Hints::new(),
             enter,
             stats: JitStats::default(),
             perf_map: std::env::var_os("REWIND_PERF_MAP").and_then(|_| {
@@ -203,6 +245,7 @@ impl Jit {
                 &*self.isa,
                 blocks,
                 placement,
+                &mut self.hints,
             );
             self.ctx
                 .compile(&*self.isa, &mut ControlPlane::default())
@@ -259,6 +302,7 @@ impl Jit {
     /// Drops all compiled code; the caller drops every pointer to it first.
     pub(crate) fn clear(&mut self) {
         self.arena.clear();
+        self.hints.clear();
         self.stats.cache_flushes += 1;
         self.stats.code_bytes = 0;
     }

@@ -95,6 +95,52 @@ pub(crate) fn form(entry: u64, mut block: impl FnMut(u64) -> Option<Vec<Op>>) ->
         .collect()
 }
 
+/// Where a region's blocks check the budget, and for how many instructions: `Some(n)` for
+/// the entry and every block a jump goes back to (a loop's head), where `n` is the most
+/// instructions the region can retire from that block's start before it reaches another
+/// such block or leaves. Other blocks need no check of their own, since every path to them
+/// passed a head that counted them. Blocks are in the order [`form`] found them, so an edge
+/// to an earlier block (or to itself) is the only kind that can close a loop.
+pub(crate) fn budget_checks(blocks: &[RegionBlock]) -> Vec<Option<u64>> {
+    let index_of = |offset: u64| blocks.iter().position(|b| b.page_offset == offset);
+    let edges: Vec<Vec<usize>> = blocks
+        .iter()
+        .map(|b| {
+            successors(b.page_offset, &b.ops)
+                .into_iter()
+                .filter_map(index_of)
+                .collect()
+        })
+        .collect();
+    let mut head = vec![false; blocks.len()];
+    if let Some(entry) = head.first_mut() {
+        *entry = true;
+    }
+    for (from, to) in edges.iter().enumerate() {
+        for &t in to {
+            if t <= from {
+                head[t] = true;
+            }
+        }
+    }
+    // Longest run from each block's start to a head or an exit, last block first: every
+    // edge into a block that is not a head comes from an earlier block.
+    let mut reach = vec![0u64; blocks.len()];
+    for i in (0..blocks.len()).rev() {
+        let onward = edges[i]
+            .iter()
+            .filter(|&&t| !head[t])
+            .map(|&t| reach[t])
+            .max()
+            .unwrap_or(0);
+        reach[i] = blocks[i].ops.len() as u64 + onward;
+    }
+    head.iter()
+        .zip(reach)
+        .map(|(&is_head, n)| is_head.then_some(n))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +170,26 @@ mod tests {
         });
         let offsets: Vec<u64> = region.iter().map(|b| b.page_offset).collect();
         assert_eq!(offsets, [0x100, 0x10c]);
+    }
+
+    #[test]
+    fn only_loop_heads_check_the_budget_for_the_longest_way_to_the_next() {
+        // 0x100: lbu a5,0(a0); bne a5,a1,+12 (to 0x110)    the head, 2 instructions
+        // 0x108: addi a0,a0,1; j -12 (to 0x100)            2
+        // 0x110: addi a2,a2,-1; addi a0,a0,2; bnez a2,-24 (to 0x100, else on to 0x11c)   3
+        let blocks = [
+            (0x100, ops(&[0x00054783, 0x00b79663])),
+            (0x108, ops(&[0x00150513, 0xff5ff06f])),
+            (0x110, ops(&[0xfff60613, 0x00250513, 0xfe0614e3])),
+        ];
+        let region = form(0x100, |at| {
+            blocks
+                .iter()
+                .find(|(offset, _)| *offset == at)
+                .map(|(_, ops)| ops.clone())
+        });
+        assert_eq!(region.len(), 3);
+        // From the head: 2, then the longer of the two ways back (3), before the head again.
+        assert_eq!(budget_checks(&region), [Some(5), None, None]);
     }
 }

@@ -6,7 +6,7 @@
 //! call a helper on a miss; every other instruction is interpreted through a helper.
 
 use super::region::{self, RegionBlock};
-use super::{status, JitCtx};
+use super::{status, Hints, JitCtx};
 use crate::csr::{CsrState, MSTATUS_FS};
 use crate::decode::{Kind, Op};
 use crate::fpu::{FLAG_NX, NAN_BOX};
@@ -26,17 +26,19 @@ fn ctx_offset(offset: usize) -> i32 {
     offset as i32
 }
 
-/// The signature of every compiled block: `(ctx) -> status`, in the `tail` convention so
-/// that one block can jump straight into the next.
+/// The signature of every compiled block: `() -> status`, in the `tail` convention so that
+/// one block can jump straight into the next. The context is in Cranelift's pinned register
+/// (`r15` on x86-64) the whole time compiled code runs: no block spends an allocatable
+/// register on it, or reloads it from the stack.
 pub(super) fn block_signature() -> Signature {
     let mut sig = Signature::new(CallConv::Tail);
-    sig.params.push(AbiParam::new(I64));
     sig.returns.push(AbiParam::new(I64));
     sig
 }
 
 /// The trampoline from Rust (the host's C convention) into a block (the `tail` convention):
-/// `enter(ctx, block) -> status`.
+/// `enter(ctx, block) -> status`. It puts the context in the pinned register, and gives the
+/// register back as it found it: for Rust, it is one the callee preserves.
 pub(super) fn build_enter(
     func: &mut Function,
     builder: &mut FunctionBuilderContext,
@@ -53,8 +55,11 @@ pub(super) fn build_enter(
     b.append_block_params_for_function_params(entry);
     b.switch_to_block(entry);
     let (ctx, block) = (b.block_params(entry)[0], b.block_params(entry)[1]);
-    let call = b.ins().call_indirect(block_sig, block, &[ctx]);
+    let caller_value = b.ins().get_pinned_reg(I64);
+    b.ins().set_pinned_reg(ctx);
+    let call = b.ins().call_indirect(block_sig, block, &[]);
     let status = b.inst_results(call)[0];
+    b.ins().set_pinned_reg(caller_value);
     b.ins().return_(&[status]);
     b.seal_all_blocks();
     b.finalize(isa.frontend_config());
@@ -75,6 +80,7 @@ pub(super) fn build(
     isa: &dyn TargetIsa,
     blocks: &[RegionBlock],
     placement: Placement,
+    hints: &mut Hints,
 ) -> bool {
     let call_conv = isa.default_call_conv();
     func.signature = block_signature();
@@ -95,21 +101,21 @@ pub(super) fn build(
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
     b.switch_to_block(entry);
-    let ctx = b.block_params(entry)[0];
+    let ctx = b.ins().get_pinned_reg(I64);
     let flags = MemFlagsData::trusted();
-    // The whole first block must fit the budget, or the interpreter runs it.
+    // What the first block checks must fit the budget, or the interpreter runs the block.
     let entry_icount = b
         .ins()
         .load(I64, flags, ctx, ctx_offset(offset_of!(JitCtx, icount)));
     let end = b
         .ins()
         .load(I64, flags, ctx, ctx_offset(offset_of!(JitCtx, end)));
+    let checks = region::budget_checks(blocks);
+    let first_needs = checks[0].unwrap_or(blocks[0].ops.len() as u64);
     let left = b.ins().isub(end, entry_icount);
-    let fits = b.ins().icmp_imm_u(
-        IntCC::UnsignedGreaterThanOrEqual,
-        left,
-        blocks[0].ops.len() as i64,
-    );
+    let fits = b
+        .ins()
+        .icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, left, first_needs as i64);
     let prologue = b.create_block();
     let too_long = b.create_block();
     b.set_cold_block(too_long);
@@ -145,11 +151,11 @@ pub(super) fn build(
         entry_offset: blocks[0].page_offset,
         block_offset: blocks[0].page_offset,
         block_icount: entry_icount,
-        end,
         icount_var,
         vars,
         placement,
         starts,
+        checks,
         chain_sig,
         avail: 0,
         dirty: 0,
@@ -159,7 +165,12 @@ pub(super) fn build(
         exec_sig,
         native_fma: isa.has_native_fma(),
         fp: FpKnown::default(),
+        hints: looped.then_some(hints),
     };
+    if looped {
+        // Helpers change `JitCtx::pc`.
+        t.store_ctx(entry_pc, offset_of!(JitCtx, region_pc));
+    }
     t.reload_region_regs();
     let first_body = t.starts[0].2;
     t.b.ins().jump(first_body, &[]);
@@ -209,14 +220,13 @@ struct Translator<'a> {
     ctx: Value,
     /// Address of `Hart::x`.
     x: Value,
-    /// The pc of the region's first block, and that block's offset in the page.
+    /// The pc of the region's first block (see [`Translator::entry_pc`]), and that block's
+    /// offset in the page.
     entry_pc: Value,
     entry_offset: u64,
     /// The page offset of the block being translated, and the count before it.
     block_offset: u64,
     block_icount: Value,
-    /// The run's budget ends at this count.
-    end: Value,
     /// The count before the block being run, across jumps inside the region.
     icount_var: Variable,
     /// Each register's value, in `vars[r]` once `avail` has its bit.
@@ -228,6 +238,9 @@ struct Translator<'a> {
     /// Per block of the region: its page offset, the budget check that jumps inside the
     /// region go to, and its body.
     starts: Vec<(u64, Block, Block)>,
+    /// Per block of the region: how many instructions its budget check asks for, if it has
+    /// one (see [`region::budget_checks`]).
+    checks: Vec<Option<u64>>,
     chain_sig: SigRef,
     /// For a region with jumps inside it: the registers it keeps in variables across its
     /// blocks (see [`pinned_registers`]), and those of them it writes (stored wherever it is
@@ -240,6 +253,9 @@ struct Translator<'a> {
     /// otherwise call a library, which compiled code cannot).
     native_fma: bool,
     fp: FpKnown,
+    /// In a looping region, where its loads and stores keep their page hints (see
+    /// [`Translator::tlb_lookup`]).
+    hints: Option<&'a mut Hints>,
 }
 
 /// What the block has established about floating point so far. It holds to the block's end:
@@ -334,26 +350,39 @@ impl Translator<'_> {
         let (offset, check, body) = self.starts[i];
         self.block_offset = offset;
         if let Some((used, written)) = self.region_regs {
-            // Jumps inside the region come here: the block must fit what is left of the
-            // budget, or the run loop takes over before it.
+            // Jumps inside the region come here. A loop's head checks that what it counts
+            // fits what is left of the budget, or the run loop takes over before it; other
+            // blocks were counted by the head before them.
             self.b.switch_to_block(check);
-            let icount = self.b.use_var(self.icount_var);
-            let left = self.b.ins().isub(self.end, icount);
-            let fits =
-                self.b
-                    .ins()
-                    .icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, left, ops.len() as i64);
-            let over = self.b.create_block();
-            self.b.set_cold_block(over);
-            self.b.ins().brif(fits, body, &[], over, &[]);
-            self.b.switch_to_block(over);
-            (self.avail, self.dirty) = (used, written);
-            self.store_dirty();
-            let pc = self.pc_at(0);
-            self.store_ctx(pc, offset_of!(JitCtx, pc));
-            self.store_ctx(icount, offset_of!(JitCtx, icount));
-            let ok = self.iconst(status::OK);
-            self.b.ins().return_(&[ok]);
+            if let Some(needs) = self.checks[i] {
+                let icount = self.b.use_var(self.icount_var);
+                // Loaded where it is needed: kept in a register, it would take one a guest
+                // register could have.
+                let end = self.b.ins().load(
+                    I64,
+                    Self::flags(),
+                    self.ctx,
+                    ctx_offset(offset_of!(JitCtx, end)),
+                );
+                let left = self.b.ins().isub(end, icount);
+                let fits =
+                    self.b
+                        .ins()
+                        .icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, left, needs as i64);
+                let over = self.b.create_block();
+                self.b.set_cold_block(over);
+                self.b.ins().brif(fits, body, &[], over, &[]);
+                self.b.switch_to_block(over);
+                (self.avail, self.dirty) = (used, written);
+                self.store_dirty();
+                let pc = self.pc_at(0);
+                self.store_ctx(pc, offset_of!(JitCtx, pc));
+                self.store_ctx(icount, offset_of!(JitCtx, icount));
+                let ok = self.iconst(status::OK);
+                self.b.ins().return_(&[ok]);
+            } else {
+                self.b.ins().jump(body, &[]);
+            }
             (self.avail, self.dirty) = (used, written);
         }
         self.b.switch_to_block(body);
@@ -368,13 +397,28 @@ impl Translator<'_> {
         }
     }
 
+    /// The pc of the region's first block. A looping region reads it from the context where
+    /// it is needed (its exits and slow paths), leaving the host register to guest ones.
+    fn entry_pc(&mut self) -> Value {
+        if self.region_regs.is_none() {
+            return self.entry_pc;
+        }
+        self.b.ins().load(
+            I64,
+            Self::flags(),
+            self.ctx,
+            ctx_offset(offset_of!(JitCtx, region_pc)),
+        )
+    }
+
     /// The pc of the instruction at `offset` bytes into the block.
     fn pc_at(&mut self, offset: u64) -> Value {
         let from_entry = self
             .block_offset
             .wrapping_sub(self.entry_offset)
             .wrapping_add(offset);
-        self.b.ins().iadd_imm_s(self.entry_pc, from_entry as i64)
+        let entry_pc = self.entry_pc();
+        self.b.ins().iadd_imm_s(entry_pc, from_entry as i64)
     }
 
     /// The count before the `k`-th instruction of the block.
@@ -388,10 +432,11 @@ impl Translator<'_> {
             .store(Self::flags(), v, self.ctx, ctx_offset(offset));
     }
 
+    /// A field of the context that stays the same while compiled code runs (every one but
+    /// `pc`, `icount`, `status` and the trap's): Cranelift may load it once for many uses.
     fn load_ctx(&mut self, offset: usize) -> Value {
-        self.b
-            .ins()
-            .load(I64, Self::flags(), self.ctx, ctx_offset(offset))
+        let fixed = Self::flags().with_readonly().with_can_move();
+        self.b.ins().load(I64, fixed, self.ctx, ctx_offset(offset))
     }
 
     /// Leaves the block after `retired` instructions for the one at `target`: straight into
@@ -434,7 +479,8 @@ impl Translator<'_> {
             Target::Dynamic(pc) => {
                 let same = self.b.create_block();
                 let other = self.b.create_block();
-                let other_bits = self.b.ins().bxor(pc, self.entry_pc);
+                let entry_pc = self.entry_pc();
+                let other_bits = self.b.ins().bxor(pc, entry_pc);
                 let other_page = self.b.ins().ushr_imm_u(other_bits, 12);
                 self.b.ins().brif(other_page, other, &[], same, &[]);
                 self.b.switch_to_block(same);
@@ -464,7 +510,7 @@ impl Translator<'_> {
         self.b.switch_to_block(chain);
         self.b
             .ins()
-            .return_call_indirect(self.chain_sig, entry, &[self.ctx]);
+            .return_call_indirect(self.chain_sig, entry, &[]);
         self.b.switch_to_block(back);
         let ok = self.iconst(status::OK);
         self.b.ins().return_(&[ok]);
@@ -735,6 +781,12 @@ impl Translator<'_> {
 
     /// The host address of a `size`-byte access at `addr` if the TLB set at `tlb_offset` (a
     /// `JitCtx` field) has the page, branching to `hit` with it, or to `miss`.
+    ///
+    /// In a looping region, each access also keeps a hint: the TLB delta it used last time.
+    /// The host address is computed from the hint, which does not depend on `addr`, while the
+    /// TLB entry only confirms it (hit, and the same delta) on a predicted branch. A loop that
+    /// chases pointers then waits for one memory load per access instead of two. A wrong
+    /// hint costs a refresh; the access never uses a delta the TLB does not hold.
     fn tlb_lookup(&mut self, addr: Value, size: u64, tlb_offset: usize, hit: Block, miss: Block) {
         let set = self.load_ctx(tlb_offset);
         let vpn = self.b.ins().ushr_imm_u(addr, 12);
@@ -753,9 +805,30 @@ impl Translator<'_> {
         };
         let hit_cond = self.b.ins().icmp(IntCC::Equal, entry_vpn, last_vpn);
         let ram = self.load_ctx(offset_of!(JitCtx, ram));
-        let host = self.b.ins().iadd(ram, addr);
-        let host = self.b.ins().iadd(host, delta);
-        self.b.ins().brif(hit_cond, hit, &[host.into()], miss, &[]);
+        let ram_addr = self.b.ins().iadd(ram, addr);
+        let Some(hint) = self.hints.as_mut().and_then(|hints| hints.take()) else {
+            let host = self.b.ins().iadd(ram_addr, delta);
+            self.b.ins().brif(hit_cond, hit, &[host.into()], miss, &[]);
+            return;
+        };
+        let hint_addr = self.iconst(hint);
+        let guess = self.b.ins().load(I64, Self::flags(), hint_addr, 0);
+        let same = self.b.ins().icmp(IntCC::Equal, delta, guess);
+        let confirmed = self.b.ins().band(hit_cond, same);
+        let guessed_host = self.b.ins().iadd(ram_addr, guess);
+        let check_hit = self.b.create_block();
+        let refresh = self.b.create_block();
+        self.b.set_cold_block(check_hit);
+        self.b.set_cold_block(refresh);
+        self.b
+            .ins()
+            .brif(confirmed, hit, &[guessed_host.into()], check_hit, &[]);
+        self.b.switch_to_block(check_hit);
+        self.b.ins().brif(hit_cond, refresh, &[], miss, &[]);
+        self.b.switch_to_block(refresh);
+        self.b.ins().store(Self::flags(), delta, hint_addr, 0);
+        let host = self.b.ins().iadd(ram_addr, delta);
+        self.b.ins().jump(hit, &[host.into()]);
     }
 
     fn load(&mut self, op: &Op, k: u64, offset: u64, next: u64) {
@@ -808,7 +881,12 @@ impl Translator<'_> {
         );
         let raw = self.b.inst_results(call)[0];
         let loaded = self.extend_loaded(op.kind, raw);
-        let st = self.load_ctx(offset_of!(JitCtx, status));
+        let st = self.b.ins().load(
+            I64,
+            Self::flags(),
+            self.ctx,
+            ctx_offset(offset_of!(JitCtx, status)),
+        );
         self.b.ins().brif(st, not_ok, &[], join, &[loaded.into()]);
 
         self.b.switch_to_block(not_ok);
