@@ -174,6 +174,8 @@ pub(crate) struct Jit {
     /// `perf`'s map of JIT code (`/tmp/perf-PID.map`), written when `REWIND_PERF_MAP` is set,
     /// so that a profile names compiled blocks.
     perf_map: Option<std::fs::File>,
+    /// Where each region's host code is written, when `REWIND_JIT_DUMP` names a directory.
+    dump_dir: Option<std::path::PathBuf>,
 }
 
 impl Jit {
@@ -225,6 +227,7 @@ impl Jit {
                 let path = format!("/tmp/perf-{}.map", std::process::id());
                 std::fs::File::create(path).ok()
             }),
+            dump_dir: std::env::var_os("REWIND_JIT_DUMP").map(std::path::PathBuf::from),
         })
     }
 
@@ -285,12 +288,12 @@ impl Jit {
                 }
             );
         }
-        if let Some(dir) = std::env::var_os("REWIND_JIT_DUMP") {
+        if let Some(dir) = &self.dump_dir {
             let name = format!(
                 "{addr:x}-{:x}+{:x}.bin",
                 placement.page_first_index, blocks[0].page_offset
             );
-            let _ = std::fs::write(std::path::Path::new(&dir).join(name), code.code_buffer());
+            let _ = std::fs::write(dir.join(name), code.code_buffer());
         }
         self.stats.blocks_compiled += 1;
         self.stats.loops_compiled += looped as u64;

@@ -358,12 +358,7 @@ impl Translator<'_> {
                 let icount = self.b.use_var(self.icount_var);
                 // Loaded where it is needed: kept in a register, it would take one a guest
                 // register could have.
-                let end = self.b.ins().load(
-                    I64,
-                    Self::flags(),
-                    self.ctx,
-                    ctx_offset(offset_of!(JitCtx, end)),
-                );
+                let end = self.load_ctx_changing(offset_of!(JitCtx, end));
                 let left = self.b.ins().isub(end, icount);
                 let fits =
                     self.b
@@ -403,12 +398,7 @@ impl Translator<'_> {
         if self.region_regs.is_none() {
             return self.entry_pc;
         }
-        self.b.ins().load(
-            I64,
-            Self::flags(),
-            self.ctx,
-            ctx_offset(offset_of!(JitCtx, region_pc)),
-        )
+        self.load_ctx_changing(offset_of!(JitCtx, region_pc))
     }
 
     /// The pc of the instruction at `offset` bytes into the block.
@@ -433,10 +423,20 @@ impl Translator<'_> {
     }
 
     /// A field of the context that stays the same while compiled code runs (every one but
-    /// `pc`, `icount`, `status` and the trap's): Cranelift may load it once for many uses.
+    /// those [`Translator::load_ctx_changing`] reads): Cranelift may load it once for many
+    /// uses.
     fn load_ctx(&mut self, offset: usize) -> Value {
         let fixed = Self::flags().with_readonly().with_can_move();
         self.b.ins().load(I64, fixed, self.ctx, ctx_offset(offset))
+    }
+
+    /// A field of the context that compiled code or its helpers write (`pc`, `icount`,
+    /// `region_pc`, `status`, the trap's), or one read here rather than kept in a register
+    /// (`end`): loaded where it stands.
+    fn load_ctx_changing(&mut self, offset: usize) -> Value {
+        self.b
+            .ins()
+            .load(I64, Self::flags(), self.ctx, ctx_offset(offset))
     }
 
     /// Leaves the block after `retired` instructions for the one at `target`: straight into
@@ -881,12 +881,7 @@ impl Translator<'_> {
         );
         let raw = self.b.inst_results(call)[0];
         let loaded = self.extend_loaded(op.kind, raw);
-        let st = self.b.ins().load(
-            I64,
-            Self::flags(),
-            self.ctx,
-            ctx_offset(offset_of!(JitCtx, status)),
-        );
+        let st = self.load_ctx_changing(offset_of!(JitCtx, status));
         self.b.ins().brif(st, not_ok, &[], join, &[loaded.into()]);
 
         self.b.switch_to_block(not_ok);
