@@ -229,3 +229,65 @@ fn checkpoints_share_disk_blocks_and_count_the_ones_they_copy() {
         common::assert_seek_lands_as_straight_play(&mut tight, &recording, &drives, target, "");
     }
 }
+
+/// The TLB is guest-visible: `stale_tlb` reads a page whose page-table entry changed without
+/// `sfence.vma`, in one address space and then across `satp` switches between two, and what
+/// it reads depends on the translations the hart holds. A seek that restores a checkpoint
+/// taken in the middle, and a replay with a watchpoint on that page (whose accesses then
+/// take the slow path), must each land in the state of playing straight there.
+#[test]
+fn cached_translations_survive_restores_and_watchpoints() {
+    use rewind_cpu::{WatchKind, Watchpoint};
+    use rewind_debug::timeline::{DebugStop, Timeline};
+    use rewind_replay::{Player, Recording};
+    let elf = common::guest_program("stale_tlb");
+    let dir = common::scratch("stale-tlb");
+    let path = dir.join("stale.rwd");
+    let out = common::rewind(&[
+        "record",
+        "-o",
+        path.to_str().unwrap(),
+        "--bios",
+        "none",
+        "--kernel",
+        elf.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    // Both phases read through translations their page-table change left behind: the
+    // situations below are the ones where a TLB lost on restore would show.
+    let console = String::from_utf8_lossy(&out.stdout).into_owned();
+    for phase in ["phase 1: ", "phase 2: "] {
+        let stale: u64 = console
+            .lines()
+            .find_map(|l| l.strip_prefix(phase)?.split(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {phase} line in:\n{console}"));
+        assert!(stale > 0, "{console}");
+    }
+
+    let recording = Recording::open(&path).unwrap();
+    let mut timeline = Timeline::new(Player::new(&recording, &[]).unwrap(), 1 << 30);
+    timeline.set_spacing(50_000);
+    let end = timeline.end();
+    timeline.seek(end).unwrap();
+    for target in [end / 4, end / 2, end * 3 / 4, end - 1] {
+        common::assert_seek_lands_as_straight_play(&mut timeline, &recording, &[], target, "");
+    }
+
+    // A watchpoint on the read page, where nothing is read: it never stops the run, but every
+    // access to the page checks it.
+    const VA: u64 = 0x4000_0000;
+    let mut watched = Timeline::new(Player::new(&recording, &[]).unwrap(), 1 << 30);
+    watched.set_watchpoints(vec![Watchpoint {
+        addr: VA + 64,
+        len: 8,
+        kind: WatchKind::Access,
+    }]);
+    assert_eq!(watched.resume(end).unwrap(), DebugStop::End);
+    let mut straight = Player::new(&recording, &[]).unwrap();
+    straight.play_to(end).unwrap();
+    assert_eq!(
+        watched.player.machine.digest(),
+        straight.machine.digest(),
+        "a watchpoint on the page changed what the guest read"
+    );
+}

@@ -490,8 +490,10 @@ impl Hart {
                 let mode = value >> 60;
                 if matches!(mode, SATP_MODE_BARE | SATP_MODE_SV39 | SATP_MODE_SV48) {
                     // As QEMU: all 16 ASID bits are writable; an unsupported mode ignores the write.
+                    // The write itself fences nothing: the address space keeps what it held.
                     self.state.csr.satp = value;
-                    self.flush_translations();
+                    self.tlb.switch(value);
+                    self.context_changed();
                 }
             }
             MSTATUS => self.write_mstatus(value),

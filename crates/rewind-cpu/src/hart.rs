@@ -205,10 +205,10 @@ impl Hart {
         format!("{:?}", self.state.reservation)
     }
 
-    /// Forgets cached store translations, so that the next store to each page marks it dirty
-    /// again (see [`Ram::take_dirty_pages`]).
+    /// Takes cached store translations off the fast path, so that the next store to each page
+    /// marks it dirty again (see [`Ram::take_dirty_pages`]).
     pub fn forget_store_translations(&mut self) {
-        self.tlb.flush_writes();
+        self.tlb.slow_writes();
     }
 
     /// The current value of `mtime`.
@@ -335,8 +335,8 @@ impl Hart {
         self.data_level = crate::mmu::data_level(self.data_priv, mstatus & MSTATUS_SUM != 0);
     }
 
-    /// Drops all cached translations (`sfence.vma`, `satp`, permission-relevant `mstatus` bits,
-    /// PMP changes, or RAM replaced under the hart).
+    /// Drops all cached translations of every address space (`sfence.vma`, `mstatus.MXR`, PMP
+    /// changes).
     pub fn flush_translations(&mut self) {
         self.tlb.flush();
         self.context_changed();
@@ -350,7 +350,8 @@ impl Hart {
         self.breakpoints = breakpoints;
         if self.watchpoints != watchpoints {
             self.watchpoints = watchpoints;
-            self.flush_translations();
+            self.tlb.slow_all();
+            self.context_changed();
         }
     }
 
@@ -368,14 +369,15 @@ impl Hart {
         self.flush_translations();
     }
 
-    /// Recomputes what the trigger CSRs arm, after any change to them: flushes the TLB so
-    /// that pages under a load/store trigger lose their fast-path entries.
+    /// Recomputes what the trigger CSRs arm, after any change to them: takes the TLB off the
+    /// fast path, so that pages under a load/store trigger go through the checks.
     pub(crate) fn triggers_changed(&mut self) {
         use crate::trigger::{armed_for, EXECUTE, LOAD, STORE};
         let tdata1 = self.state.csr.tdata1;
         self.exec_triggers_armed = tdata1.iter().any(|&t| armed_for(t, EXECUTE));
         self.data_triggers_armed = tdata1.iter().any(|&t| armed_for(t, LOAD | STORE));
-        self.flush_translations();
+        self.tlb.slow_all();
+        self.context_changed();
     }
 
     /// Whether an execute trigger fires on the instruction at `pc` (before it executes).
@@ -744,7 +746,7 @@ impl Hart {
         let (page, created) = ram.code_page(page_off);
         if created {
             // Stores to this page must now take the slow path, which drops its blocks.
-            self.tlb.forget_writable(page_off);
+            self.tlb.slow_writes_to(page_off);
         }
         self.fetch_vpn = pc >> PAGE_SHIFT;
         self.fetch_page = page;
@@ -962,14 +964,15 @@ impl Hart {
                 {
                     return Err(Trap::illegal(raw_bits(&op)));
                 }
-                // With an address, only that page's translations go; superpage entries are
-                // cached per 4 KiB page, so this is exact.
-                if op.rs1 == 0 {
-                    self.flush_translations();
-                } else {
-                    self.tlb.flush_page(a);
-                    self.context_changed();
+                // With an address, only that page's translations go (in every address space);
+                // superpage entries are cached per 4 KiB page, so this is exact. With only an
+                // ASID, that address space's.
+                match (op.rs1, op.rs2) {
+                    (0, 0) => self.tlb.flush(),
+                    (0, _) => self.tlb.flush_asid(b & 0xffff),
+                    _ => self.tlb.flush_page(a),
                 }
+                self.context_changed();
                 next
             }
             Csrrw | Csrrs | Csrrc | Csrrwi | Csrrsi | Csrrci => self.exec_csr(op, next)?,

@@ -22,6 +22,7 @@ pub mod trigger;
 pub use clock::Clock;
 pub use engine::{Engine, EngineError};
 pub use hart::{Hart, HartExit, Mmio, WatchKind, Watchpoint, PRIV_M, PRIV_S, PRIV_U};
+pub use mmu::TlbState;
 pub use ram::Ram;
 pub use state::{HartState, Reservation};
 pub use trap::{Access, Trap};

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Clock;
 use crate::csr::{self, CsrState};
 use crate::hart::{Hart, PRIV_M, PRIV_S, PRIV_U};
+use crate::mmu::TlbState;
 use crate::trigger::{self, TRIGGERS};
 
 /// Everything about a hart that the guest can observe; caches (TLB, decoded blocks) excluded.
@@ -42,12 +43,25 @@ impl Hart {
         self.state.clone()
     }
 
+    /// The TLB's contents. They are guest-visible (a page-table change without a fence may
+    /// still use them), but not hashed in state digests, which predate them.
+    pub fn save_translations(&self) -> TlbState {
+        self.tlb.save()
+    }
+
+    /// Puts back the TLB contents saved with the state this hart was restored from.
+    pub fn restore_translations(&mut self, saved: &TlbState) {
+        self.tlb.restore(saved, self.state.csr.satp);
+        self.context_changed();
+    }
+
     /// A hart in exactly the saved state, with empty caches; an error says which invariant
     /// the state breaks.
     pub fn restore(state: &HartState) -> Result<Hart, String> {
         check(state)?;
         let mut hart = Hart::new(state.hart_id, state.pc);
         hart.state = state.clone();
+        hart.tlb.restore(&TlbState::default(), state.csr.satp);
         hart.pmp_changed();
         hart.triggers_changed();
         Ok(hart)

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use rewind_cpu::ram::PAGE_SIZE;
-use rewind_cpu::{Hart, HartState};
+use rewind_cpu::{Hart, HartState, TlbState};
 use serde::{Deserialize, Serialize};
 
 use crate::boot::BootLayout;
@@ -122,6 +122,8 @@ pub struct MachineState {
 #[derive(Clone)]
 pub struct Snapshot {
     pub state: MachineState,
+    /// The hart's cached translations (see `rewind_cpu::TlbState`).
+    pub tlb: TlbState,
     pub ram: RamPages,
     /// Pages this snapshot copied (the ones written since the snapshot before it): what it
     /// costs in memory beyond what it shares.
@@ -219,6 +221,7 @@ impl Machine {
         self.snapshot_disks = disks;
         Snapshot {
             state,
+            tlb: self.hart.save_translations(),
             ram: self.snapshot_base.clone(),
             new_pages,
             new_disk_bytes,
@@ -291,6 +294,7 @@ impl Machine {
         self.config = s.config.clone();
         self.rng_seed = s.rng_seed.clone();
         self.hart = hart;
+        self.hart.restore_translations(&snapshot.tlb);
         self.bus.uart.state = s.uart.clone();
         self.bus.clint.state = s.clint.clone();
         self.bus.plic.state = s.plic.clone();
