@@ -45,6 +45,14 @@ const EMPTY: TlbEntry = TlbEntry {
 };
 
 impl TlbEntry {
+    /// An entry that holds the translation of `vpn` for the slow path only.
+    fn slow(vpn: u64) -> TlbEntry {
+        TlbEntry {
+            vpn: vpn | SLOW_ONLY,
+            delta: 0,
+        }
+    }
+
     /// Whether the entry holds the translation of virtual page `vpn`.
     #[inline(always)]
     fn holds(&self, vpn: u64) -> bool {
@@ -367,10 +375,7 @@ impl Tlb {
                 vpn,
                 delta: ((off as u64) & !(PAGE_SIZE - 1)).wrapping_sub(page),
             },
-            None => TlbEntry {
-                vpn: vpn | SLOW_ONLY,
-                delta: 0,
-            },
+            None => TlbEntry::slow(vpn),
         };
         let phys = (paddr & !(PAGE_SIZE - 1)).wrapping_sub(page);
         self.current.put(set_of(access, level), vpn, entry, phys);
@@ -412,11 +417,7 @@ impl Tlb {
             for &(slot, vpn, phys) in entries {
                 let (set, index) = (slot as usize / TLB_ENTRIES, slot as usize % TLB_ENTRIES);
                 if set < SETS && vpn as usize & (TLB_ENTRIES - 1) == index && vpn >> 52 == 0 {
-                    let entry = TlbEntry {
-                        vpn: vpn | SLOW_ONLY,
-                        delta: 0,
-                    };
-                    sets.put(set, vpn, entry, phys);
+                    sets.put(set, vpn, TlbEntry::slow(vpn), phys);
                 }
             }
             spaces.push((*space_satp, sets));
