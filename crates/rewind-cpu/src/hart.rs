@@ -1067,10 +1067,18 @@ impl Hart {
             0
         };
         if let Some(v) = write {
+            // Setting or clearing bits of `mip` starts from its software-writable bits, not
+            // the value read: a device line read there (an external SEIP, say) must not
+            // latch into them (privileged spec, "Machine Interrupt Registers").
+            let base = if csr == crate::csr::num::MIP {
+                self.state.csr.mip
+            } else {
+                old
+            };
             let new = match op.kind {
                 Csrrw | Csrrwi => v,
-                Csrrs | Csrrsi => old | v,
-                _ => old & !v,
+                Csrrs | Csrrsi => base | v,
+                _ => base & !v,
             };
             self.write_csr(csr, new, bits)?;
             if crate::csr::moves_timer_deadline(csr) || crate::csr::affects_triggers(csr) {

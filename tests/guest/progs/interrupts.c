@@ -10,6 +10,7 @@
 #define MIP_STIP (1UL << IRQ_S_TIMER)
 #define MIP_MTIP (1UL << IRQ_M_TIMER)
 #define MIP_SEIP (1UL << IRQ_S_EXT)
+#define PLIC 0xc000000UL
 
 static void msip(u32 v) { mmio_w32(CLINT_MSIP, v); }
 static void timer_off(void) { mmio_w64(CLINT_MTIMECMP, ~0UL); }
@@ -286,5 +287,25 @@ int main(void) {
   check("  taken by M", trap_log[0].to, 'M');
   CSR_CLEAR(mip, MIP_STIP);
   CSR_WRITE(mie, 0);
+
+  puts_("[mip read-modify-write]\n");
+  /* The UART's THR-empty interrupt raises SEIP through the PLIC's context 1 (hart 0, S).
+   * Setting another bit of mip reads SEIP as 1, but only the software-writable SEIP bit
+   * takes part in the write: once the line drops, SEIP must drop too. (OpenSBI sets SSIP
+   * this way when it passes an IPI on to Linux.) */
+  mmio_w32(PLIC + 4 * 10, 1);      /* source 10 (the UART): priority 1 */
+  mmio_w32(PLIC + 0x2080, 1 << 10); /* enabled for context 1 */
+  mmio_w32(PLIC + 0x201000, 0);     /* context 1 threshold 0 */
+  *(volatile u8 *)(UART0 + 1) = 2;  /* IER: THR empty */
+  check("  mip.SEIP from the UART line", CSR_READ(mip) & MIP_SEIP, MIP_SEIP);
+  CSR_SET(mip, MIP_SSIP);
+  *(volatile u8 *)(UART0 + 1) = 0;
+  /* Claim and complete whatever the PLIC still holds pending. */
+  u32 claimed = mmio_r32(PLIC + 0x201004);
+  if (claimed)
+    mmio_w32(PLIC + 0x201004, claimed);
+  check("  mip.SEIP after csrs mip, the line dropping and a claim", CSR_READ(mip) & MIP_SEIP, 0);
+  CSR_CLEAR(mip, MIP_SSIP);
+  mmio_w32(PLIC + 0x2080, 0);
   finish();
 }
