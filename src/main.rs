@@ -177,6 +177,14 @@ struct RunArgs {
     /// Frames entering the guest are recorded; a replay opens no backend.
     #[arg(long = "netdev", value_name = "user|stream,…|dgram,…", value_parser = host::net::parse_netdev)]
     netdevs: Vec<host::net::NetdevSpec>,
+    /// Harts on the board, numbered from 0 (as `-smp` of QEMU). One host thread runs them in
+    /// turn, so a run stays a pure function of its inputs.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    smp: u32,
+    /// With several harts: instructions each hart runs in its turn, unless it waits (WFI)
+    /// first.
+    #[arg(long, value_name = "N", default_value_t = rewind_machine::DEFAULT_QUANTUM)]
+    quantum: u64,
     /// Guest RAM size, in bytes or with a K, M or G suffix (as `-m` of QEMU).
     #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = parse_size)]
     memory: u64,

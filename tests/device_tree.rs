@@ -548,6 +548,12 @@ fn rewind_dtb_file(append: Option<&str>) -> Tree {
     } else {
         "rewind"
     };
+    let args: Vec<&str> = append.map(|a| vec!["--append", a]).unwrap_or_default();
+    rewind_dtb_with(name, &args)
+}
+
+/// Rewind's device tree for a `run` with `args`; `name` keeps its files apart.
+fn rewind_dtb_with(name: &str, args: &[&str]) -> Tree {
     let kernel = scratch(&format!("{name}.elf"));
     fs::write(&kernel, tiny_kernel())
         .unwrap_or_else(|e| panic!("cannot write {}: {e}", kernel.display()));
@@ -557,10 +563,8 @@ fn rewind_dtb_file(append: Option<&str>) -> Tree {
         .arg("--dump-dtb")
         .arg(&out)
         .args(["--memory", "512M", "--bios", "none", "--kernel"])
-        .arg(&kernel);
-    if let Some(args) = append {
-        cmd.args(["--append", args]);
-    }
+        .arg(&kernel)
+        .args(args);
     let output = cmd
         .stdin(Stdio::null())
         .output()
@@ -917,6 +921,7 @@ const COMPARED: &[&str] = &[
     "offset",
     "regmap",
     "clock-frequency",
+    "cpu",
 ];
 
 /// Nodes that must be in both trees, so the comparison cannot pass vacuously.
@@ -937,7 +942,7 @@ const REQUIRED_IN_BOTH: &[&str] = &[
 fn normalised(tree: &Tree, path: &str, name: &str) -> Result<String, String> {
     let raw = tree.prop(path, name);
     match name {
-        "interrupt-parent" | "regmap" => {
+        "interrupt-parent" | "regmap" | "cpu" => {
             let cells = to_cells(raw)?;
             let paths: Result<Vec<&str>, String> =
                 cells.iter().map(|&p| tree.phandle_path(p)).collect();
@@ -950,9 +955,43 @@ fn normalised(tree: &Tree, path: &str, name: &str) -> Result<String, String> {
 
 #[test]
 fn agrees_with_qemu() {
-    let ours = rewind();
-    let theirs = qemu();
-    let missing: Vec<&str> = REQUIRED_IN_BOTH
+    assert_agree(rewind(), &qemu(), REQUIRED_IN_BOTH, 40);
+}
+
+/// With several harts: every hart's cpu node and interrupt controller, the cpu-map, and the
+/// PLIC's and CLINT's per-hart contexts, against QEMU 10's `-smp N`.
+#[test]
+fn every_hart_is_described_as_qemu_describes_it() {
+    for harts in [1u32, 2, 4, 8] {
+        let n = harts.to_string();
+        let ours = rewind_dtb_with(&format!("smp{n}"), &["--smp", &n]);
+        let theirs = qemu_with(&["-m", "512M", "-smp", &n]);
+        let mut required = vec![PLIC.to_string(), CLINT.to_string()];
+        for hart in 0..harts {
+            required.push(format!("/cpus/cpu@{hart}"));
+            required.push(format!("/cpus/cpu@{hart}/interrupt-controller"));
+            required.push(format!("/cpus/cpu-map/cluster0/core{hart}"));
+        }
+        let cpus = |t: &Tree| -> Vec<String> {
+            let nodes = t.nodes.keys().filter(|p| p.starts_with("/cpus/cpu@"));
+            nodes
+                .filter(|p| !p.ends_with("interrupt-controller"))
+                .cloned()
+                .collect()
+        };
+        assert_eq!(cpus(&ours), cpus(&theirs), "--smp {n}: the cpu nodes");
+        let required: Vec<&str> = required.iter().map(String::as_str).collect();
+        // Per hart: compatible, reg, device_type, #interrupt-cells and interrupts-extended of
+        // the controllers; cpu of each core.
+        let properties = 5 * harts as usize + 2;
+        assert_agree(&ours, &theirs, &required, properties);
+    }
+}
+
+/// The nodes `required` are in both trees, and every property of [`COMPARED`] agrees on every
+/// node both have; at least `at_least` were compared.
+fn assert_agree(ours: &Tree, theirs: &Tree, required: &[&str], at_least: usize) {
+    let missing: Vec<&str> = required
         .iter()
         .copied()
         .filter(|p| !ours.nodes.contains_key(*p) || !theirs.nodes.contains_key(*p))
@@ -985,7 +1024,7 @@ fn agrees_with_qemu() {
             let show = |r: Result<String, String>| r.unwrap_or_else(|e| format!("<invalid: {e}>"));
             let (x, y) = (
                 show(normalised(ours, path, name)),
-                show(normalised(&theirs, path, name)),
+                show(normalised(theirs, path, name)),
             );
             if x == y {
                 continue;
@@ -993,7 +1032,10 @@ fn agrees_with_qemu() {
             differences.push(format!("{path} `{name}`: Rewind {x}, QEMU {y}"));
         }
     }
-    assert!(compared >= 40, "only {compared} properties were compared");
+    assert!(
+        compared >= at_least,
+        "only {compared} properties were compared"
+    );
     assert!(
         differences.is_empty(),
         "Rewind's device tree differs from QEMU 10's:\n  {}",

@@ -8,9 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use common::POWEROFF_APPEND;
 use common::{require_default_guest, rewind, scratch, state_hash, stderr, Console, PROMPT};
-
-const POWEROFF_APPEND: &str = "console=ttyS0 rdinit=/init quiet cryptomgr.notests rewind.poweroff";
 
 /// The default guest's images, copied into `dir` so that a test can delete them.
 fn copy_default_guest(dir: &Path) -> [PathBuf; 3] {

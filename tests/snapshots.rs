@@ -4,47 +4,8 @@
 
 mod common;
 
-use rewind_machine::{BootImages, InputEvent, Machine, MachineConfig, MachineStop, Snapshot};
-
-const APPEND: &str = "console=ttyS0 rdinit=/init quiet cryptomgr.notests rewind.poweroff";
-
-fn debian_machine() -> Machine {
-    let dir = common::default_guest_dir();
-    let read = |name: &str| std::fs::read(dir.join(name)).expect("the default guest's images");
-    let images = BootImages {
-        bios: Some(read("fw_dynamic.bin")),
-        kernel: Some(read("Image")),
-        initrd: Some(read("initramfs.cpio.gz")),
-        dtb: None,
-        disks: Vec::new(),
-    };
-    let config = MachineConfig {
-        ram_size: 512 << 20,
-        bootargs: Some(APPEND.into()),
-        ..MachineConfig::default()
-    };
-    let mut machine = Machine::new(config, &images).unwrap();
-    machine.inject(&InputEvent::RtcBase(1_795_894_200_000_000_000));
-    machine.inject(&InputEvent::Entropy(vec![7; 32]));
-    machine
-}
-
-/// Runs to instruction count `target` with nobody at the console; returns the console output.
-fn run_to(machine: &mut Machine, target: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let stop = machine.run(Some(target), u64::MAX);
-        out.extend(machine.take_console_output());
-        match stop {
-            MachineStop::Limit => return out,
-            MachineStop::Idle { until } => {
-                machine.skip_idle(until.map_or(target, |u| u.min(target)))
-            }
-            MachineStop::Slice => {}
-            other => panic!("the guest stopped early: {other:?}"),
-        }
-    }
-}
+use common::{debian_machine, run_to};
+use rewind_machine::Snapshot;
 
 #[test]
 fn save_restore_continue_is_indistinguishable_from_never_stopping() {
@@ -53,12 +14,12 @@ fn save_restore_continue_is_indistinguishable_from_never_stopping() {
     const END: u64 = 450_000_000;
 
     // The reference: one run straight through.
-    let mut reference = debian_machine();
+    let mut reference = debian_machine(1);
     let reference_out = run_to(&mut reference, END);
     let reference_digest = reference.digest();
 
     // Stop at A and B to take snapshots, go on to the end.
-    let mut machine = debian_machine();
+    let mut machine = debian_machine(1);
     let mut out = run_to(&mut machine, A);
     let at_a: Snapshot = machine.snapshot();
     out.extend(run_to(&mut machine, B));
@@ -89,7 +50,7 @@ fn save_restore_continue_is_indistinguishable_from_never_stopping() {
         );
     }
     // A fresh machine restored from a snapshot continues the same way.
-    let mut fresh = debian_machine();
+    let mut fresh = debian_machine(1);
     fresh.restore(&at_b).unwrap();
     run_to(&mut fresh, END);
     assert_eq!(fresh.digest(), reference_digest);
@@ -97,7 +58,7 @@ fn save_restore_continue_is_indistinguishable_from_never_stopping() {
 
 #[test]
 fn snapshots_that_break_invariants_are_refused_and_leave_the_machine_alone() {
-    let mut machine = debian_machine();
+    let mut machine = debian_machine(1);
     run_to(&mut machine, 20_000_000);
     let good = machine.snapshot();
     let before = machine.digest();

@@ -299,8 +299,17 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, Stri
         icount_shift,
         icount_auto,
         devices,
+        harts: args.smp,
+        quantum: args.quantum,
         ..MachineConfig::default()
     };
+    if args.smp > 1 && args.gdb.is_some() {
+        return Err(
+            "gdb cannot drive several harts yet (they are not gdb threads): \
+                    run with --smp 1, or record and replay without gdb"
+                .into(),
+        );
+    }
     let mut machine = Machine::new(config, &images).map_err(|e| e.to_string())?;
     machine.bus.trace = args.trace_mmio;
     machine.attach_network();

@@ -288,3 +288,50 @@ pub fn guest_program(name: &str) -> std::path::PathBuf {
     assert!(status.success(), "make {target} failed");
     root.join("tests/guest").join(target)
 }
+
+/// The default guest's kernel command line for runs whose init powers off at once.
+pub const POWEROFF_APPEND: &str =
+    "console=ttyS0 rdinit=/init quiet cryptomgr.notests rewind.poweroff";
+
+/// The default guest on a board of `harts` harts, its init powering off at once, with the
+/// host's inputs pinned.
+pub fn debian_machine(harts: u32) -> rewind_machine::Machine {
+    use rewind_machine::{BootImages, InputEvent, Machine, MachineConfig};
+    let dir = default_guest_dir();
+    let read = |name: &str| std::fs::read(dir.join(name)).expect("the default guest's images");
+    let images = BootImages {
+        bios: Some(read("fw_dynamic.bin")),
+        kernel: Some(read("Image")),
+        initrd: Some(read("initramfs.cpio.gz")),
+        dtb: None,
+        disks: Vec::new(),
+    };
+    let config = MachineConfig {
+        ram_size: 512 << 20,
+        bootargs: Some(POWEROFF_APPEND.into()),
+        harts,
+        ..MachineConfig::default()
+    };
+    let mut machine = Machine::new(config, &images).unwrap();
+    machine.inject(&InputEvent::RtcBase(1_795_894_200_000_000_000));
+    machine.inject(&InputEvent::Entropy(vec![7; 32]));
+    machine
+}
+
+/// Runs to position `target` with nobody at the console; returns the console output.
+pub fn run_to(machine: &mut rewind_machine::Machine, target: u64) -> Vec<u8> {
+    use rewind_machine::MachineStop;
+    let mut out = Vec::new();
+    loop {
+        let stop = machine.run(Some(target), u64::MAX);
+        out.extend(machine.take_console_output());
+        match stop {
+            MachineStop::Limit => return out,
+            MachineStop::Idle { until } => {
+                machine.skip_idle(until.map_or(target, |u| u.min(target)))
+            }
+            MachineStop::Slice => {}
+            other => panic!("the guest stopped early: {other:?}"),
+        }
+    }
+}

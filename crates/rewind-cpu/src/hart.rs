@@ -211,6 +211,18 @@ impl Hart {
         self.tlb.slow_writes();
     }
 
+    /// Moves a hart that sat out while other harts ran to instruction count `position`, where
+    /// it runs next: its clock and timers follow the machine's position, while `minstret`
+    /// keeps counting only the instructions this hart retired.
+    pub fn resume_at(&mut self, position: u64) {
+        let skipped = position.saturating_sub(self.state.icount);
+        let csr = &mut self.state.csr;
+        if csr.mcountinhibit & crate::csr::INHIBIT_IR == 0 {
+            csr.minstret_offset = csr.minstret_offset.wrapping_sub(skipped);
+        }
+        self.state.icount += skipped;
+    }
+
     /// The current value of `mtime`.
     pub fn mtime(&self) -> u64 {
         self.state.clock.mtime_at(self.state.icount)
@@ -218,14 +230,26 @@ impl Hart {
 
     /// Effective `mip`: software-writable bits plus device lines.
     pub fn mip(&self) -> u64 {
-        let mip = self.state.csr.mip | self.state.irq_lines;
+        self.mip_with(self.state.irq_lines, self.mtime())
+    }
+
+    /// `mip` with device lines `lines` when `mtime` reads `mtime`.
+    fn mip_with(&self, lines: u64, mtime: u64) -> u64 {
+        let mip = self.state.csr.mip | lines;
         if self.state.csr.menvcfg & crate::csr::MENVCFG_STCE != 0 {
             // Sstc: STIP is the comparison, not the software-written bit.
-            let stip = (self.mtime() >= self.state.csr.stimecmp) as u64;
+            let stip = (mtime >= self.state.csr.stimecmp) as u64;
             (mip & !(1 << irq::STI)) | stip << irq::STI
         } else {
             mip
         }
+    }
+
+    /// Whether a hart sleeping in WFI would wake with device lines `lines` at instruction
+    /// count `position`: [`Hart::wakeup_pending`] asked ahead, changing nothing.
+    pub fn would_wake(&self, lines: u64, position: u64) -> bool {
+        let mtime = self.state.clock.mtime_at(position);
+        self.mip_with(lines, mtime) & self.state.csr.mie != 0
     }
 
     /// The instruction count at which the Sstc timer next fires, if it is enabled and has not.

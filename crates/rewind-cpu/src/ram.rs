@@ -32,6 +32,9 @@ pub(crate) struct CodeCache {
     /// misses them leaves the page's blocks alone, so data beside code costs no decoding.
     chunks: Vec<u64>,
     epoch: u64,
+    /// How many times a page became code: a hart whose store translations predate a change
+    /// here may write to code without noticing (see [`Ram::code_pages_made`]).
+    made: u64,
     /// The compiling tier, when it is on (see [`crate::Engine`]).
     pub(crate) engine: crate::engine::Compiler,
 }
@@ -250,6 +253,13 @@ impl Ram {
         self.code.epoch
     }
 
+    /// Counts pages becoming code. The hart that decodes a page takes its own stores to it
+    /// off the fast path; with several harts, one that sat out must do the same for pages
+    /// made while it waited (see [`crate::Hart::forget_store_translations`]).
+    pub fn code_pages_made(&self) -> u64 {
+        self.code.made
+    }
+
     /// Whether the page at `off` holds decoded instructions.
     #[inline]
     /// Code page numbers plus one (0: none) by RAM page, for compiled code; the table never
@@ -274,6 +284,7 @@ impl Ram {
             c.chunks.push(0);
             c.engine.add_page();
             c.page_of[page] = (c.entries.len() / SLOTS_PER_PAGE) as u32;
+            c.made += 1;
             return (c.page_of[page] - 1, true);
         }
         (c.page_of[page] - 1, false)

@@ -239,6 +239,23 @@ pub(crate) mod legacy {
         overlay: BTreeMap<u64, Vec<u8>>,
     }
 
+    /// The CLINT as a one-hart board laid it out: these digests predate boards of several
+    /// harts.
+    #[derive(Debug)]
+    #[allow(dead_code)] // Read through Debug only.
+    struct ClintState {
+        msip: bool,
+        mtimecmp: u64,
+    }
+
+    pub(crate) fn clint_hash(state: &crate::devices::clint::ClintState) -> u64 {
+        let hart0 = state.harts.first().cloned().unwrap_or_default();
+        super::debug_hash(&ClintState {
+            msip: hart0.msip,
+            mtimecmp: hart0.mtimecmp,
+        })
+    }
+
     pub(crate) fn virtio_hash(slots: &[Option<Transport>]) -> u64 {
         let slots: Vec<Option<(&TransportState, DeviceState)>> = slots
             .iter()

@@ -12,10 +12,15 @@ pub const TIMEBASE_HZ: u32 = (1_000_000_000 / rewind_cpu::clock::NS_PER_MTIME_TI
 /// What the hart implements, in the form Linux and OpenSBI parse.
 pub const RISCV_ISA: &str = "rv64imafdc_zicsr_zifencei_zihintpause_sstc";
 
-const PHANDLE_CPU0: u32 = 1;
-const PHANDLE_CPU0_INTC: u32 = 2;
-const PHANDLE_TEST: u32 = 3;
-const PHANDLE_PLIC: u32 = 4;
+/// Phandles: each hart's cpu node and its interrupt controller, then the test device and
+/// the PLIC.
+fn phandle_cpu(hart: u32) -> u32 {
+    2 * hart + 1
+}
+
+fn phandle_intc(hart: u32) -> u32 {
+    2 * hart + 2
+}
 
 /// Builds the flattened device tree for `config` with images placed as in `layout`, and
 /// `rng_seed` (the host's entropy) as `/chosen/rng-seed` unless it is empty.
@@ -24,6 +29,9 @@ pub fn build(
     layout: &BootLayout,
     rng_seed: &[u8],
 ) -> Result<Vec<u8>, vm_fdt::Error> {
+    let harts = config.harts;
+    let phandle_test = phandle_cpu(harts);
+    let phandle_plic = phandle_test + 1;
     let mut fdt = FdtWriter::new()?;
     let root = fdt.begin_node("")?;
     fdt.property_u32("#address-cells", 2)?;
@@ -52,7 +60,7 @@ pub fn build(
         let node = fdt.begin_node(name)?;
         fdt.property_u32("value", value)?;
         fdt.property_u32("offset", 0)?;
-        fdt.property_u32("regmap", PHANDLE_TEST)?;
+        fdt.property_u32("regmap", phandle_test)?;
         fdt.property_string("compatible", &format!("syscon-{name}"))?;
         fdt.end_node(node)?;
     }
@@ -66,26 +74,30 @@ pub fn build(
     fdt.property_u32("#address-cells", 1)?;
     fdt.property_u32("#size-cells", 0)?;
     fdt.property_u32("timebase-frequency", TIMEBASE_HZ)?;
-    let cpu = fdt.begin_node("cpu@0")?;
-    fdt.property_phandle(PHANDLE_CPU0)?;
-    fdt.property_string("device_type", "cpu")?;
-    fdt.property_u32("reg", 0)?;
-    fdt.property_string("status", "okay")?;
-    fdt.property_string("compatible", "riscv")?;
-    fdt.property_string("riscv,isa", RISCV_ISA)?;
-    fdt.property_string("mmu-type", "riscv,sv48")?;
-    let intc = fdt.begin_node("interrupt-controller")?;
-    fdt.property_u32("#interrupt-cells", 1)?;
-    fdt.property_null("interrupt-controller")?;
-    fdt.property_string("compatible", "riscv,cpu-intc")?;
-    fdt.property_phandle(PHANDLE_CPU0_INTC)?;
-    fdt.end_node(intc)?;
-    fdt.end_node(cpu)?;
+    for hart in 0..harts {
+        let cpu = fdt.begin_node(&format!("cpu@{hart}"))?;
+        fdt.property_phandle(phandle_cpu(hart))?;
+        fdt.property_string("device_type", "cpu")?;
+        fdt.property_u32("reg", hart)?;
+        fdt.property_string("status", "okay")?;
+        fdt.property_string("compatible", "riscv")?;
+        fdt.property_string("riscv,isa", RISCV_ISA)?;
+        fdt.property_string("mmu-type", "riscv,sv48")?;
+        let intc = fdt.begin_node("interrupt-controller")?;
+        fdt.property_u32("#interrupt-cells", 1)?;
+        fdt.property_null("interrupt-controller")?;
+        fdt.property_string("compatible", "riscv,cpu-intc")?;
+        fdt.property_phandle(phandle_intc(hart))?;
+        fdt.end_node(intc)?;
+        fdt.end_node(cpu)?;
+    }
     let map = fdt.begin_node("cpu-map")?;
     let cluster = fdt.begin_node("cluster0")?;
-    let core = fdt.begin_node("core0")?;
-    fdt.property_u32("cpu", PHANDLE_CPU0)?;
-    fdt.end_node(core)?;
+    for hart in 0..harts {
+        let core = fdt.begin_node(&format!("core{hart}"))?;
+        fdt.property_u32("cpu", phandle_cpu(hart))?;
+        fdt.end_node(core)?;
+    }
     fdt.end_node(cluster)?;
     fdt.end_node(map)?;
     fdt.end_node(cpus)?;
@@ -98,21 +110,21 @@ pub fn build(
 
     let node = fdt.begin_node(&format!("rtc@{:x}", memmap::RTC.base))?;
     fdt.property_u32("interrupts", rtc::IRQ as u32)?;
-    fdt.property_u32("interrupt-parent", PHANDLE_PLIC)?;
+    fdt.property_u32("interrupt-parent", phandle_plic)?;
     fdt.property_array_u64("reg", &[memmap::RTC.base, memmap::RTC.size])?;
     fdt.property_string("compatible", "google,goldfish-rtc")?;
     fdt.end_node(node)?;
 
     let node = fdt.begin_node(&format!("serial@{:x}", memmap::UART.base))?;
     fdt.property_u32("interrupts", uart::IRQ as u32)?;
-    fdt.property_u32("interrupt-parent", PHANDLE_PLIC)?;
+    fdt.property_u32("interrupt-parent", phandle_plic)?;
     fdt.property_u32("clock-frequency", 0x38_4000)?;
     fdt.property_array_u64("reg", &[memmap::UART.base, memmap::UART.size])?;
     fdt.property_string("compatible", "ns16550a")?;
     fdt.end_node(node)?;
 
     let node = fdt.begin_node(&format!("test@{:x}", memmap::TEST.base))?;
-    fdt.property_phandle(PHANDLE_TEST)?;
+    fdt.property_phandle(phandle_test)?;
     fdt.property_array_u64("reg", &[memmap::TEST.base, memmap::TEST.size])?;
     fdt.property_string_list(
         "compatible",
@@ -129,21 +141,21 @@ pub fn build(
         let base = memmap::VIRTIO.base + slot * memmap::VIRTIO_SLOT_SIZE;
         let node = fdt.begin_node(&format!("virtio_mmio@{base:x}"))?;
         fdt.property_u32("interrupts", (virtio_mmio::FIRST_IRQ as u64 + slot) as u32)?;
-        fdt.property_u32("interrupt-parent", PHANDLE_PLIC)?;
+        fdt.property_u32("interrupt-parent", phandle_plic)?;
         fdt.property_array_u64("reg", &[base, memmap::VIRTIO_SLOT_SIZE])?;
         fdt.property_string("compatible", "virtio,mmio")?;
         fdt.end_node(node)?;
     }
 
     let node = fdt.begin_node(&format!("plic@{:x}", memmap::PLIC.base))?;
-    fdt.property_phandle(PHANDLE_PLIC)?;
+    fdt.property_phandle(phandle_plic)?;
     fdt.property_u32("riscv,ndev", plic::NUM_SOURCES as u32 - 1)?;
     fdt.property_array_u64("reg", &[memmap::PLIC.base, memmap::PLIC.size])?;
-    // Context 0: M-mode external (11); context 1: S-mode external (9).
-    fdt.property_array_u32(
-        "interrupts-extended",
-        &[PHANDLE_CPU0_INTC, 11, PHANDLE_CPU0_INTC, 9],
-    )?;
+    // Per hart, two contexts: M-mode external (11), then S-mode external (9).
+    let contexts: Vec<u32> = (0..harts)
+        .flat_map(|h| [phandle_intc(h), 11, phandle_intc(h), 9])
+        .collect();
+    fdt.property_array_u32("interrupts-extended", &contexts)?;
     fdt.property_null("interrupt-controller")?;
     fdt.property_string_list(
         "compatible",
@@ -154,11 +166,11 @@ pub fn build(
     fdt.end_node(node)?;
 
     let node = fdt.begin_node(&format!("clint@{:x}", memmap::CLINT.base))?;
-    // Machine software (3) and machine timer (7) interrupts of hart 0.
-    fdt.property_array_u32(
-        "interrupts-extended",
-        &[PHANDLE_CPU0_INTC, 3, PHANDLE_CPU0_INTC, 7],
-    )?;
+    // Machine software (3) and machine timer (7) interrupts of each hart.
+    let lines: Vec<u32> = (0..harts)
+        .flat_map(|h| [phandle_intc(h), 3, phandle_intc(h), 7])
+        .collect();
+    fdt.property_array_u32("interrupts-extended", &lines)?;
     fdt.property_array_u64("reg", &[memmap::CLINT.base, memmap::CLINT.size])?;
     fdt.property_string_list(
         "compatible",

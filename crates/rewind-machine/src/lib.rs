@@ -1,6 +1,12 @@
-//! The `machine` layer of Rewind: QEMU's `virt` board around one hart. It owns RAM and the
+//! The `machine` layer of Rewind: QEMU's `virt` board around its harts. It owns RAM and the
 //! devices, routes MMIO, derives interrupts and deadlines from the instruction count, and runs
-//! the hart in slices that end exactly at the next event.
+//! the harts in turn, in slices that end exactly at the next event.
+//!
+//! With several harts, one host thread runs them in turn: each runs a quantum of
+//! instructions (or until it waits in WFI), then the next hart with work takes over. The
+//! machine's position is the number of instructions all harts have retired plus the time
+//! skipped while all of them waited: guest time, timer deadlines and input events follow
+//! it, and a hart that takes its turn moves its own count up to it.
 
 pub mod block;
 pub mod boot;
@@ -21,7 +27,9 @@ pub use rewind_cpu::{WatchKind, Watchpoint};
 
 pub use boot::{BootImages, BootLayout};
 pub use bus::Bus;
-pub use config::{DeviceKind, MachineConfig, MachineError, MAX_RAM, MIN_RAM, RAM_BASE};
+pub use config::{
+    DeviceKind, MachineConfig, MachineError, DEFAULT_QUANTUM, MAX_HARTS, MAX_RAM, MIN_RAM, RAM_BASE,
+};
 use devices::finisher::Finish;
 use devices::rtc::{self, Rtc};
 use devices::uart;
@@ -48,7 +56,7 @@ pub enum MachineStop {
     Reset,
     /// The instruction limit was reached.
     Limit,
-    /// The hart sleeps in WFI; nothing happens before instruction count `until` (a timer
+    /// Every hart sleeps in WFI; nothing happens before instruction count `until` (a timer
     /// deadline), or ever, if `None`, unless input arrives. [`Machine::skip_idle`] moves on.
     Idle { until: Option<u64> },
     /// The slice asked for ended; the machine can go on.
@@ -62,7 +70,13 @@ pub enum MachineStop {
 /// The whole machine.
 pub struct Machine {
     pub config: MachineConfig,
+    /// The hart whose turn it is (or was last): its instruction count is the machine's
+    /// position. On a one-hart board, the hart.
     pub hart: Hart,
+    /// The other harts, by hart id, while they wait for their turn.
+    parked: Vec<Parked>,
+    /// With several harts: the position at which the running hart's turn ends.
+    turn_end: u64,
     pub ram: Ram,
     pub bus: Bus,
     pub layout: BootLayout,
@@ -86,7 +100,7 @@ pub struct Machine {
     net_sent: Vec<(usize, Vec<u8>)>,
     /// How [`Machine::digest`] hashes device states (that of the recording being replayed).
     digest_version: DigestVersion,
-    /// The hart executed WFI and sleeps until an interrupt is pending.
+    /// The running hart executed WFI and sleeps until an interrupt is pending.
     sleeping: bool,
     /// Instruction counts skipped while the hart slept (virtual time without instructions).
     idle_skipped: u64,
@@ -97,6 +111,16 @@ pub struct Machine {
 
 /// Longest stretch the hart runs without the machine looking at the host.
 const MAX_SLICE: u64 = 1 << 22;
+
+/// A hart waiting for its turn.
+pub(crate) struct Parked {
+    hart: Hart,
+    /// It executed WFI and sleeps until an interrupt is pending.
+    sleeping: bool,
+    /// [`Ram::code_pages_made`] when it stopped: pages that became code since may still
+    /// have fast store translations in its TLB.
+    code_pages_seen: u64,
+}
 
 impl Machine {
     /// A machine started from `images` as QEMU's `virt` would start it: in M-mode at the reset
@@ -136,7 +160,9 @@ impl Machine {
             .ram
             .set_rom(crate::memmap::ROM.base, crate::memmap::ROM.size, &rom);
         machine.bus.rom = rom;
-        machine.hart.state.pc = crate::memmap::ROM.base;
+        for hart in machine.harts_mut() {
+            hart.state.pc = crate::memmap::ROM.base;
+        }
         Ok(machine)
     }
 
@@ -149,12 +175,33 @@ impl Machine {
                 size: config.ram_size,
             });
         }
+        if !(1..=MAX_HARTS).contains(&config.harts) {
+            return Err(MachineError::BadHartCount {
+                harts: config.harts,
+            });
+        }
+        if config.quantum == 0 {
+            return Err(MachineError::BadQuantum);
+        }
         let ram =
             Ram::try_new(config.ram_base, config.ram_size).ok_or(MachineError::OutOfMemory {
                 size: config.ram_size,
             })?;
-        let mut hart = Hart::new(0, config.ram_base);
-        hart.state.clock = Clock::fixed(config.icount_shift);
+        let clock = Clock::fixed(config.icount_shift);
+        let new_hart = |id: u32| {
+            let mut hart = Hart::new(id as u64, config.ram_base);
+            hart.state.clock = clock;
+            hart
+        };
+        let hart = new_hart(0);
+        let parked = (1..config.harts)
+            .map(|id| Parked {
+                hart: new_hart(id),
+                sleeping: false,
+                code_pages_seen: 0,
+            })
+            .collect();
+        let harts = config.harts as usize;
         let dirty_words = ram.pages().div_ceil(64);
         let snapshot_base = RamPages::zeroed(ram.pages());
         let mut virtio: Vec<Option<Transport>> =
@@ -177,15 +224,24 @@ impl Machine {
             };
         }
         let bus = Bus {
-            clock: hart.state.clock,
+            clock,
             rtc: Rtc::new(0),
+            clint: devices::clint::Clint {
+                state: devices::clint::ClintState::new(harts),
+            },
+            plic: devices::plic::Plic {
+                state: devices::plic::PlicState::new(harts),
+            },
             virtio,
             nic_slots,
             ..Bus::default()
         };
+        let turn_end = config.quantum;
         Ok(Machine {
             config,
             hart,
+            parked,
+            turn_end,
             ram,
             bus,
             layout: BootLayout::default(),
@@ -268,10 +324,47 @@ impl Machine {
         self.hart.state.clock
     }
 
-    /// Sets the guest clock, for the hart and the bus alike.
+    /// Sets the guest clock, for the harts and the bus alike.
     fn set_clock(&mut self, clock: Clock) {
-        self.hart.state.clock = clock;
+        for hart in self.harts_mut() {
+            hart.state.clock = clock;
+        }
         self.bus.clock = clock;
+    }
+
+    /// Every hart, the running one first.
+    fn harts_mut(&mut self) -> impl Iterator<Item = &mut Hart> {
+        std::iter::once(&mut self.hart).chain(self.parked.iter_mut().map(|p| &mut p.hart))
+    }
+
+    /// Every hart with whether it sleeps in WFI, the running one first.
+    fn harts(&self) -> impl Iterator<Item = (&Hart, bool)> {
+        std::iter::once((&self.hart, self.sleeping))
+            .chain(self.parked.iter().map(|p| (&p.hart, p.sleeping)))
+    }
+
+    /// The hart with id `id`, if the board has it.
+    pub fn hart_by_id(&self, id: u64) -> Option<&Hart> {
+        self.harts().map(|(h, _)| h).find(|h| h.state.hart_id == id)
+    }
+
+    /// The interrupt lines of hart `id` from the CLINT and PLIC, at `mtime`.
+    fn lines_of(&self, id: usize, mtime: u64) -> u64 {
+        let bus = &self.bus;
+        let mut lines = 0;
+        if bus.clint.software_pending(id) {
+            lines |= 1 << 3;
+        }
+        if bus.clint.timer_pending(id, mtime) {
+            lines |= 1 << 7;
+        }
+        if bus.plic.context_pending(2 * id) {
+            lines |= 1 << 11;
+        }
+        if bus.plic.context_pending(2 * id + 1) {
+            lines |= 1 << 9;
+        }
+        lines
     }
 
     /// Drives interrupt lines from device state at the current time.
@@ -285,39 +378,85 @@ impl Machine {
             let level = t.as_ref().is_some_and(Transport::irq_level);
             bus.plic.set_level(virtio_mmio::FIRST_IRQ + slot, level);
         }
-        let mut lines = 0;
-        if bus.clint.state.msip {
-            lines |= 1 << 3;
-        }
-        if bus.clint.timer_pending(self.hart.mtime()) {
-            lines |= 1 << 7;
-        }
-        if bus.plic.context_pending(0) {
-            lines |= 1 << 11;
-        }
-        if bus.plic.context_pending(1) {
-            lines |= 1 << 9;
-        }
-        self.hart.state.irq_lines = lines;
+        let id = self.hart.state.hart_id as usize;
+        self.hart.state.irq_lines = self.lines_of(id, self.hart.mtime());
     }
 
-    /// The next instruction count at which a timer or alarm fires, if any.
-    fn next_deadline(&self) -> Option<u64> {
+    /// The next instruction count at which the RTC's alarm or one of `harts`' timers fires,
+    /// if any.
+    fn next_deadline_of<'a>(&self, harts: impl Iterator<Item = &'a Hart>) -> Option<u64> {
         let now = self.hart.state.icount;
         let clock = &self.hart.state.clock;
         let rtc = self
             .bus
             .rtc
             .next_deadline_ns()
-            .map(|ns| clock.icount_at_ns(ns));
-        [
-            self.bus.clint.next_deadline(now, clock),
-            self.hart.stimecmp_deadline(),
-            rtc.filter(|&d| d > now),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+            .map(|ns| clock.icount_at_ns(ns))
+            .filter(|&d| d > now);
+        let timers = harts.flat_map(|hart| {
+            let id = hart.state.hart_id as usize;
+            [
+                self.bus.clint.next_deadline(id, now, clock),
+                hart.stimecmp_deadline(),
+            ]
+        });
+        timers.chain([rtc]).flatten().min()
+    }
+
+    /// The next instruction count at which a timer of the running hart or the RTC's alarm
+    /// fires, if any. The other harts' timers are looked at when their turn comes.
+    fn next_deadline(&self) -> Option<u64> {
+        self.next_deadline_of(std::iter::once(&self.hart))
+    }
+
+    /// Ends the running hart's turn: the next hart by id that has work (it does not sleep, or
+    /// an interrupt wakes it) takes over for a quantum, the running hart last of all. Returns
+    /// false, changing nothing, when every hart sleeps.
+    fn next_turn(&mut self) -> bool {
+        let now = self.hart.state.icount;
+        let count = self.parked.len() + 1;
+        let current = self.hart.state.hart_id as usize;
+        for step in 1..=count {
+            let id = (current + step) % count;
+            if id == current {
+                if self.sleeping && !self.hart.wakeup_pending() {
+                    return false;
+                }
+                break;
+            }
+            // Only the hart that takes over changes: how often the others were looked at
+            // must not show in their state.
+            let at = self.parked_slot(id);
+            let lines = self.lines_of(id, self.hart.mtime());
+            let waiting = &self.parked[at];
+            if waiting.sleeping && !waiting.hart.would_wake(lines, now) {
+                continue;
+            }
+            let made = self.ram.code_pages_made();
+            let mut next = self.parked.remove(at);
+            next.hart.resume_at(now);
+            next.hart.state.irq_lines = lines;
+            if next.code_pages_seen != made {
+                next.hart.forget_store_translations();
+            }
+            let previous = Parked {
+                hart: std::mem::replace(&mut self.hart, next.hart),
+                sleeping: std::mem::replace(&mut self.sleeping, false),
+                code_pages_seen: made,
+            };
+            let back = self.parked_slot(previous.hart.state.hart_id as usize);
+            self.parked.insert(back, previous);
+            break;
+        }
+        self.sleeping = false;
+        self.turn_end = now.saturating_add(self.config.quantum);
+        true
+    }
+
+    /// Where hart `id` is, or goes, among the parked harts (which are sorted by id).
+    fn parked_slot(&self, id: usize) -> usize {
+        self.parked
+            .partition_point(|p| (p.hart.state.hart_id as usize) < id)
     }
 
     /// Runs until the guest stops the machine, `limit` instructions have executed in total,
@@ -344,6 +483,13 @@ impl Machine {
                 return MachineStop::Slice;
             }
             self.update_interrupt_lines();
+            let turn_over = now >= self.turn_end || (self.sleeping && !self.hart.wakeup_pending());
+            if !self.parked.is_empty() && turn_over && !self.next_turn() {
+                let harts = self.harts().map(|(h, _)| h);
+                return MachineStop::Idle {
+                    until: self.next_deadline_of(harts),
+                };
+            }
             let deadline = self.next_deadline();
             if self.sleeping {
                 if !self.hart.wakeup_pending() {
@@ -352,6 +498,9 @@ impl Machine {
                 self.sleeping = false;
             }
             let mut end = slice_end.min(now + MAX_SLICE);
+            if !self.parked.is_empty() {
+                end = end.min(self.turn_end);
+            }
             if let Some(l) = limit {
                 end = end.min(l);
             }
@@ -382,10 +531,10 @@ impl Machine {
         }
     }
 
-    /// Moves virtual time forward to instruction count `until` while the hart sleeps
-    /// (the hart executes nothing; only the clock advances).
+    /// Moves virtual time forward to instruction count `until` while every hart sleeps
+    /// (no hart executes anything; only the clock advances).
     pub fn skip_idle(&mut self, until: u64) {
-        if self.sleeping && until > self.hart.state.icount {
+        if self.is_idle() && until > self.hart.state.icount {
             self.idle_skipped += until - self.hart.state.icount;
             self.hart.state.icount = until;
         }
@@ -397,9 +546,14 @@ impl Machine {
         self.hart.state.icount - self.idle_skipped
     }
 
-    /// Whether the hart sleeps in WFI.
+    /// Whether every hart sleeps in WFI.
     pub fn is_idle(&self) -> bool {
-        self.sleeping
+        self.harts().all(|(_, sleeping)| sleeping)
+    }
+
+    /// The harts on the board.
+    pub fn hart_count(&self) -> usize {
+        self.parked.len() + 1
     }
 
     /// Virtual nanoseconds at instruction count `icount` (the present or later).
@@ -421,7 +575,12 @@ impl Machine {
             vec![0; self.ram.pages().div_ceil(64)],
         );
         let (ram_region_size, ram_regions) = self.ram_hashes.update(&self.ram, &dirty);
-        let hart = &self.hart;
+        // The digest's registers are hart 0's; with several harts, the others are entries of
+        // their own.
+        let (hart, hart0_sleeping) = self
+            .harts()
+            .find(|(h, _)| h.state.hart_id == 0)
+            .expect("every board has hart 0");
         let bus = &self.bus;
         let mut devices: Vec<(String, u64)> = match self.digest_version {
             DigestVersion::DebugText => [
@@ -429,9 +588,9 @@ impl Machine {
                     "hart-lines",
                     debug_hash(&(hart.state.irq_lines, hart.reservation_state())),
                 ),
-                ("sleep", debug_hash(&(self.sleeping, self.idle_skipped))),
+                ("sleep", debug_hash(&(hart0_sleeping, self.idle_skipped))),
                 ("uart", debug_hash(&bus.uart.state)),
-                ("clint", debug_hash(&bus.clint.state)),
+                ("clint", digest::legacy::clint_hash(&bus.clint.state)),
                 ("plic", debug_hash(&bus.plic.state)),
                 ("rtc", debug_hash(&bus.rtc.state)),
                 ("finisher", debug_hash(&bus.finisher)),
@@ -448,10 +607,23 @@ impl Machine {
                         "hart-lines",
                         state_hash(&(hart.state.irq_lines, reservation)),
                     ),
-                    ("sleep", state_hash(&(self.sleeping, self.idle_skipped))),
+                    ("sleep", state_hash(&(hart0_sleeping, self.idle_skipped))),
                     ("uart", state_hash(&bus.uart.state)),
-                    ("clint", state_hash(&bus.clint.state)),
-                    ("plic", state_hash(&bus.plic.state)),
+                    // One hart's CLINT and PLIC hash as they did before boards had more.
+                    (
+                        "clint",
+                        match bus.clint.state.harts.as_slice() {
+                            [one] => state_hash(one),
+                            harts => state_hash(harts),
+                        },
+                    ),
+                    (
+                        "plic",
+                        match bus.plic.state.one_hart() {
+                            Some(one) => state_hash(&one),
+                            None => state_hash(&bus.plic.state),
+                        },
+                    ),
                     ("rtc", state_hash(&bus.rtc.state)),
                     ("finisher", state_hash(&bus.finisher.pending())),
                 ]
@@ -461,6 +633,15 @@ impl Machine {
                 for (slot, t) in bus.virtio.iter().enumerate() {
                     if let Some(t) = t {
                         devices.push((format!("virtio{slot} ({})", t.name()), t.digest()));
+                    }
+                }
+                if !self.parked.is_empty() {
+                    // Hart 0's own count: the digest's is the machine's position.
+                    let turn = (self.hart.state.hart_id, self.turn_end, hart.state.icount);
+                    devices.push(("turn".into(), state_hash(&turn)));
+                    for (other, sleeping) in self.harts().filter(|(h, _)| h.state.hart_id != 0) {
+                        let name = format!("hart {}", other.state.hart_id);
+                        devices.push((name, state_hash(&(&other.state, sleeping))));
                     }
                 }
                 devices
@@ -477,7 +658,7 @@ impl Machine {
             devices.push(("clock".to_string(), hash));
         }
         StateDigest {
-            icount: hart.state.icount,
+            icount: self.hart.state.icount,
             pc: hart.state.pc,
             privilege: hart.state.privilege,
             x: hart.state.x.to_vec(),
@@ -499,7 +680,9 @@ impl Machine {
     /// Moves the RAM's dirty pages into the machine's two dirty sets.
     fn collect_dirty(&mut self) {
         // Stores through cached translations would not mark their pages again.
-        self.hart.forget_store_translations();
+        for hart in self.harts_mut() {
+            hart.forget_store_translations();
+        }
         for page in self.ram.take_dirty_pages() {
             self.dirty_for_digest[page / 64] |= 1 << (page % 64);
             self.dirty_for_snapshot[page / 64] |= 1 << (page % 64);
@@ -524,7 +707,11 @@ impl Machine {
                 }
             }
         }
-        fresh.hart.state.icount = self.hart.state.icount;
+        let position = self.hart.state.icount;
+        for hart in fresh.harts_mut() {
+            hart.state.icount = position;
+        }
+        fresh.turn_end = position.saturating_add(fresh.config.quantum);
         fresh.set_clock(self.hart.state.clock);
         fresh.idle_skipped = self.idle_skipped;
         fresh.bus.rtc.state.base_ns = self.bus.rtc.state.base_ns;

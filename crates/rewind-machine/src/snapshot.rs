@@ -25,6 +25,7 @@ use crate::devices::uart::{UartState, FIFO_SIZE};
 use crate::devices::virtio::blk::BlkState;
 use crate::devices::virtio::DeviceState;
 use crate::devices::virtio_mmio::transport::TransportState;
+use crate::Parked;
 use crate::{Machine, MachineConfig, MachineError};
 
 /// Pages per shared chunk of a [`RamPages`].
@@ -110,6 +111,10 @@ pub struct MachineState {
     /// Each virtio-mmio slot: its transport's and device's state, or `None` when empty.
     pub virtio: Vec<Option<(TransportState, DeviceState)>>,
     pub sleeping: bool,
+    /// With several harts: the others, by id, each with whether it sleeps; and where the
+    /// running hart's turn ends.
+    pub parked: Vec<(HartState, bool)>,
+    pub turn_end: u64,
     pub idle_skipped: u64,
     pub layout: BootLayout,
     pub dtb: Vec<u8>,
@@ -122,8 +127,10 @@ pub struct MachineState {
 #[derive(Clone)]
 pub struct Snapshot {
     pub state: MachineState,
-    /// The hart's cached translations (see `rewind_cpu::TlbState`).
+    /// The harts' cached translations (see `rewind_cpu::TlbState`): the running hart's, then
+    /// the parked ones'.
     pub tlb: TlbState,
+    pub parked_tlbs: Vec<TlbState>,
     pub ram: RamPages,
     /// Pages this snapshot copied (the ones written since the snapshot before it): what it
     /// costs in memory beyond what it shares.
@@ -184,6 +191,12 @@ impl Machine {
                 .map(|t| t.as_ref().map(|t| (t.state.clone(), t.device_state())))
                 .collect(),
             sleeping: self.sleeping,
+            parked: self
+                .parked
+                .iter()
+                .map(|p| (p.hart.save(), p.sleeping))
+                .collect(),
+            turn_end: self.turn_end,
             idle_skipped: self.idle_skipped,
             layout: self.layout,
             dtb: self.dtb.clone(),
@@ -222,6 +235,11 @@ impl Machine {
         Snapshot {
             state,
             tlb: self.hart.save_translations(),
+            parked_tlbs: self
+                .parked
+                .iter()
+                .map(|p| p.hart.save_translations())
+                .collect(),
             ram: self.snapshot_base.clone(),
             new_pages,
             new_disk_bytes,
@@ -241,6 +259,28 @@ impl Machine {
             return Err(invalid("it is of a machine with other RAM".into()));
         }
         let hart = Hart::restore(&s.hart).map_err(invalid)?;
+        let mut parked = Vec::with_capacity(s.parked.len());
+        for (state, sleeping) in &s.parked {
+            let hart = Hart::restore(state)
+                .map_err(|e| invalid(format!("hart {}: {e}", state.hart_id)))?;
+            parked.push((hart, *sleeping));
+        }
+        let mut ids: Vec<u64> = std::iter::once(&hart)
+            .chain(parked.iter().map(|(h, _)| h))
+            .map(|h| h.state.hart_id)
+            .collect();
+        ids.sort_unstable();
+        let sorted = s.parked.is_sorted_by_key(|(h, _)| h.hart_id);
+        let harts = self.hart_count();
+        if !sorted
+            || ids != (0..harts as u64).collect::<Vec<_>>()
+            || s.config.harts as usize != harts
+        {
+            return Err(invalid(format!("it is not of a board with {harts} harts")));
+        }
+        if s.clint.harts.len() != harts {
+            return Err(invalid("its CLINT is not of this board".into()));
+        }
         if s.uart.rx_fifo.len() > FIFO_SIZE {
             return Err(invalid("the UART holds more bytes than its FIFO".into()));
         }
@@ -255,7 +295,7 @@ impl Machine {
             };
             checked.map_err(|e| invalid(format!("virtio slot {slot}: {e}")))?;
         }
-        if !s.plic.is_valid() {
+        if !s.plic.is_valid(harts) {
             return Err(invalid("the PLIC state is out of range".into()));
         }
         if s.rom.len() as u64 > rewind_cpu::ram::MAX_ROM_LEN
@@ -295,6 +335,27 @@ impl Machine {
         self.rng_seed = s.rng_seed.clone();
         self.hart = hart;
         self.hart.restore_translations(&snapshot.tlb);
+        let made = self.ram.code_pages_made();
+        let tlbs = snapshot
+            .parked_tlbs
+            .iter()
+            .map(Some)
+            .chain(std::iter::repeat(None));
+        self.parked = parked
+            .into_iter()
+            .zip(tlbs)
+            .map(|((mut hart, sleeping), tlb)| {
+                if let Some(tlb) = tlb {
+                    hart.restore_translations(tlb);
+                }
+                Parked {
+                    hart,
+                    sleeping,
+                    code_pages_seen: made,
+                }
+            })
+            .collect();
+        self.turn_end = s.turn_end;
         self.bus.uart.state = s.uart.clone();
         self.bus.clint.state = s.clint.clone();
         self.bus.plic.state = s.plic.clone();

@@ -29,8 +29,16 @@ _start:
   csrwi fcsr, 0
   call main
   call rt_exit
-9:wfi
-  j 9b
+  /* Other harts (QEMU -bios none starts every hart here) go to the program's
+   * secondary_entry if it has one, with a0 = hart id and a1 = device tree, or park. */
+9:ld t0, 8f
+  beqz t0, 7f
+  jr t0
+7:wfi
+  j 7b
+  .balign 8
+8:.dword secondary_entry
+  .weak secondary_entry
 
 /* One trap entry per mode: save every register, call the C handler with the frame,
  * restore. x is the CSR prefix (m or s). */

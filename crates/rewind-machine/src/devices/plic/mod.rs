@@ -3,7 +3,8 @@
 
 /// Source numbers 1..=NUM_SOURCES - 1 exist; 0 means "none".
 pub const NUM_SOURCES: usize = 96;
-pub const NUM_CONTEXTS: usize = 2;
+/// Contexts per hart: M-mode external interrupts, then S-mode.
+pub const CONTEXTS_PER_HART: usize = 2;
 pub const MAX_PRIORITY: u32 = 7;
 
 const PENDING_BASE: u64 = 0x1000;
@@ -24,35 +25,71 @@ pub struct PlicState {
     pub pending: [u32; WORDS],
     /// Claimed and not yet completed.
     pub in_service: [u32; WORDS],
-    pub enable: [[u32; WORDS]; NUM_CONTEXTS],
-    pub threshold: [u32; NUM_CONTEXTS],
+    /// Per context (hart `c / 2`, M-mode if `c` is even): enabled sources and threshold.
+    pub enable: Vec<[u32; WORDS]>,
+    pub threshold: Vec<u32>,
+}
+
+/// [`PlicState`] of a one-hart board, laid out as it was before boards had several harts:
+/// its encoding is what the state digests of one-hart recordings hash.
+#[derive(serde::Serialize)]
+pub struct OneHartPlic {
+    #[serde(with = "serde_big_array::BigArray")]
+    priority: [u32; NUM_SOURCES],
+    level: [u32; WORDS],
+    pending: [u32; WORDS],
+    in_service: [u32; WORDS],
+    enable: [[u32; WORDS]; CONTEXTS_PER_HART],
+    threshold: [u32; CONTEXTS_PER_HART],
 }
 
 impl PlicState {
-    /// Whether every priority and threshold is in range and only existing sources are set:
-    /// a restored state must be one the PLIC could have reached.
-    pub fn is_valid(&self) -> bool {
+    /// The state at reset of a PLIC serving `harts` harts.
+    pub fn new(harts: usize) -> PlicState {
+        let contexts = harts * CONTEXTS_PER_HART;
+        PlicState {
+            priority: [0; NUM_SOURCES],
+            level: [0; WORDS],
+            pending: [0; WORDS],
+            in_service: [0; WORDS],
+            enable: vec![[0; WORDS]; contexts],
+            threshold: vec![0; contexts],
+        }
+    }
+
+    /// Whether every priority and threshold is in range, only existing sources are set, and
+    /// the contexts are those of `harts` harts: a restored state must be one the PLIC could
+    /// have reached.
+    pub fn is_valid(&self, harts: usize) -> bool {
         let in_range = |p: &u32| *p <= MAX_PRIORITY;
         let no_source_zero = |words: &[u32; WORDS]| words[0] & 1 == 0;
-        self.priority.iter().all(in_range)
+        let contexts = harts * CONTEXTS_PER_HART;
+        self.enable.len() == contexts
+            && self.threshold.len() == contexts
+            && self.priority.iter().all(in_range)
             && self.threshold.iter().all(in_range)
             && [&self.level, &self.pending, &self.in_service]
                 .into_iter()
                 .chain(self.enable.iter())
                 .all(no_source_zero)
     }
+
+    /// The one-hart layout, if this PLIC serves one hart.
+    pub fn one_hart(&self) -> Option<OneHartPlic> {
+        Some(OneHartPlic {
+            priority: self.priority,
+            level: self.level,
+            pending: self.pending,
+            in_service: self.in_service,
+            enable: self.enable.as_slice().try_into().ok()?,
+            threshold: self.threshold.as_slice().try_into().ok()?,
+        })
+    }
 }
 
 impl Default for PlicState {
     fn default() -> Self {
-        PlicState {
-            priority: [0; NUM_SOURCES],
-            level: [0; WORDS],
-            pending: [0; WORDS],
-            in_service: [0; WORDS],
-            enable: [[0; WORDS]; NUM_CONTEXTS],
-            threshold: [0; NUM_CONTEXTS],
-        }
+        PlicState::new(1)
     }
 }
 
@@ -83,7 +120,9 @@ impl Plic {
     /// The best pending, enabled source for `context` above its threshold, if any.
     fn best(&self, context: usize) -> Option<usize> {
         let s = &self.state;
-        if (0..WORDS).all(|w| s.pending[w] & s.enable[context][w] == 0) {
+        if context >= s.threshold.len()
+            || (0..WORDS).all(|w| s.pending[w] & s.enable[context][w] == 0)
+        {
             return None;
         }
         let mut best = None;
@@ -100,7 +139,8 @@ impl Plic {
         best
     }
 
-    /// Whether `context` (0 = hart 0 M-mode, 1 = hart 0 S-mode) has an interrupt to take.
+    /// Whether `context` (hart `context / 2`, M-mode if even, S-mode if odd) has an interrupt
+    /// to take.
     pub fn context_pending(&self, context: usize) -> bool {
         self.best(context).is_some()
     }
@@ -125,7 +165,7 @@ impl Plic {
             }
             o => {
                 let context = ((o - CONTEXT_BASE) / CONTEXT_STRIDE) as usize;
-                if context >= NUM_CONTEXTS {
+                if context >= s.threshold.len() {
                     return 0;
                 }
                 match (o - CONTEXT_BASE) % CONTEXT_STRIDE {
@@ -168,7 +208,7 @@ impl Plic {
             }
             o => {
                 let context = ((o - CONTEXT_BASE) / CONTEXT_STRIDE) as usize;
-                if context >= NUM_CONTEXTS {
+                if context >= s.threshold.len() {
                     return;
                 }
                 match (o - CONTEXT_BASE) % CONTEXT_STRIDE {
