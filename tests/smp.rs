@@ -144,25 +144,9 @@ fn debian_on_four_harts_records_and_replays_byte_for_byte() {
     let recorded = console.bytes.clone();
     drop(console);
 
-    let replays: Vec<_> = ["interp", "jit"]
+    let replays: Vec<String> = ["interp", "jit"]
         .iter()
-        .map(|engine| {
-            let out = rewind(&[
-                "replay",
-                "--engine",
-                engine,
-                "--state-hash",
-                recording.to_str().unwrap(),
-            ]);
-            assert_eq!(out.status.code(), Some(0), "{engine}: {}", stderr(&out));
-            assert!(
-                out.stdout == recorded,
-                "the {engine} replay printed other bytes than the recorded run:\n--- recorded\n{}\n--- replayed\n{}",
-                String::from_utf8_lossy(&recorded),
-                String::from_utf8_lossy(&out.stdout)
-            );
-            state_hash(&out)
-        })
+        .map(|engine| common::replay_prints(&recording, engine, &recorded))
         .collect();
     assert_eq!(
         replays[0], replays[1],

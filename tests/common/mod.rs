@@ -55,6 +55,28 @@ pub fn state_hash(out: &std::process::Output) -> String {
         .to_string()
 }
 
+/// Replays `recording` with `engine` (`interp` or `jit`), which must end the replay without
+/// divergence and print exactly `recorded`, the console bytes of the recorded run; returns the
+/// state hash it ended with.
+pub fn replay_prints(recording: &std::path::Path, engine: &str, recorded: &[u8]) -> String {
+    let out = rewind(&[
+        "replay",
+        "--engine",
+        engine,
+        "--state-hash",
+        recording.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{engine}: {}", stderr(&out));
+    assert!(
+        out.stdout == recorded,
+        "the {engine} replay printed other bytes than the recorded run:\n--- recorded\n{}\n--- replayed\n{}",
+        String::from_utf8_lossy(recorded),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(stderr(&out).contains("replay complete"), "{}", stderr(&out));
+    state_hash(&out)
+}
+
 /// Seeks `timeline` to `target` and checks that it lands in the state of playing the
 /// recording (with `drives`) straight there; `context` goes into the failure message. Returns
 /// the straight player, for further comparisons.

@@ -246,7 +246,8 @@ impl Hart {
     }
 
     /// Whether a hart sleeping in WFI would wake with device lines `lines` at instruction
-    /// count `position`: [`Hart::wakeup_pending`] asked ahead, changing nothing.
+    /// count `position`: [`Hart::wakeup_pending`] asked ahead of a hart's turn, changing
+    /// nothing.
     pub fn would_wake(&self, lines: u64, position: u64) -> bool {
         let mtime = self.state.clock.mtime_at(position);
         self.mip_with(lines, mtime) & self.state.csr.mie != 0
@@ -265,7 +266,7 @@ impl Hart {
     /// Whether WFI should wake: some interrupt is pending and enabled in `mie`, whatever the
     /// global enables say.
     pub fn wakeup_pending(&self) -> bool {
-        self.mip() & self.state.csr.mie != 0
+        self.would_wake(self.state.irq_lines, self.state.icount)
     }
 
     /// The interrupt that would be taken now, if any (its number).

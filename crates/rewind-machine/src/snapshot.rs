@@ -275,6 +275,7 @@ impl Machine {
         if !sorted
             || ids != (0..harts as u64).collect::<Vec<_>>()
             || s.config.harts as usize != harts
+            || snapshot.parked_tlbs.len() != parked.len()
         {
             return Err(invalid(format!("it is not of a board with {harts} harts")));
         }
@@ -336,18 +337,11 @@ impl Machine {
         self.hart = hart;
         self.hart.restore_translations(&snapshot.tlb);
         let made = self.ram.code_pages_made();
-        let tlbs = snapshot
-            .parked_tlbs
-            .iter()
-            .map(Some)
-            .chain(std::iter::repeat(None));
         self.parked = parked
             .into_iter()
-            .zip(tlbs)
+            .zip(&snapshot.parked_tlbs)
             .map(|((mut hart, sleeping), tlb)| {
-                if let Some(tlb) = tlb {
-                    hart.restore_translations(tlb);
-                }
+                hart.restore_translations(tlb);
                 Parked {
                     hart,
                     sleeping,
