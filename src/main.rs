@@ -130,6 +130,9 @@ struct ReplayArgs {
     /// register N, `pc` moves the pc by 4 bytes, `ram:ADDR` flips bit 0 of the byte at ADDR).
     #[arg(long, value_name = "ICOUNT:WHAT", hide = true)]
     perturb: Option<String>,
+    /// Refused with a message: the recording has the schedule (and its chaos seed).
+    #[arg(long, hide = true, num_args = 0..=1, require_equals = true)]
+    chaos: Option<Option<String>>,
 }
 
 #[derive(Args)]
@@ -185,6 +188,12 @@ struct RunArgs {
     /// first.
     #[arg(long, value_name = "N", default_value_t = rewind_machine::DEFAULT_QUANTUM)]
     quantum: u64,
+    /// Chaos mode, with several harts: draw from SEED which hart runs next, how long its turn
+    /// lasts (many short turns, some very long) and how long it does not yet see IPIs and
+    /// external interrupts, to expose races (as rr's chaos mode). Without SEED, a random one,
+    /// printed. A recording keeps the seed: its replay has the same interleaving.
+    #[arg(long, value_name = "SEED", num_args = 0..=1, require_equals = true)]
+    chaos: Option<Option<u64>>,
     /// Guest RAM size, in bytes or with a K, M or G suffix (as `-m` of QEMU).
     #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = parse_size)]
     memory: u64,

@@ -8,7 +8,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{debian_machine, guest_program, require_default_guest, run_to};
+use common::{debian_machine_with, guest_program, require_default_guest, run_to};
 use common::{rewind, scratch, state_hash, stderr, Console, PROMPT};
 use rewind_machine::{Machine, MachineConfig};
 
@@ -66,22 +66,37 @@ fn bare_metal_harts_print_what_qemu_prints() {
 #[test]
 fn a_multi_hart_run_is_the_same_twice_and_under_both_engines() {
     let program = guest_program("smp");
-    for quantum in ["10000", "37"] {
+    let fixed = run_bare(&program, &["--smp", "4"]);
+    let schedules = [
+        &["--quantum", "10000"][..],
+        &["--quantum", "37"],
+        &["--chaos=1"],
+        &["--chaos=2", "--quantum", "500"],
+    ];
+    let mut ends = Vec::new();
+    for schedule in schedules {
         let runs: Vec<_> = ["jit", "jit", "interp"]
             .iter()
             .map(|engine| {
-                let args = ["--smp", "4", "--quantum", quantum, "--engine", engine];
+                let args = [&["--smp", "4", "--engine", engine][..], schedule].concat();
                 let out = run_bare(&program, &args);
                 assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
                 (out.stdout.clone(), state_hash(&out))
             })
             .collect();
-        assert_eq!(runs[0], runs[1], "quantum {quantum}: two runs differ");
+        assert_eq!(runs[0], runs[1], "{schedule:?}: two runs differ");
         assert_eq!(
             runs[0], runs[2],
-            "quantum {quantum}: the interpreter and the compiling engine differ"
+            "{schedule:?}: the interpreter and the compiling engine differ"
         );
+        // The program prints nothing that depends on the interleaving.
+        assert_eq!(runs[0].0, fixed.stdout, "{schedule:?}: other output");
+        ends.push(runs[0].1.clone());
     }
+    // Each schedule interleaves the harts its own way: the states differ.
+    ends.sort();
+    ends.dedup();
+    assert_eq!(ends.len(), schedules.len(), "two schedules ran alike");
 }
 
 #[test]
@@ -93,6 +108,10 @@ fn bad_hart_counts_and_quanta_are_refused_before_the_guest_starts() {
         (
             &["--smp", "2", "--quantum", "0"][..],
             "give --quantum 1 or more",
+        ),
+        (
+            &["--chaos=3"][..],
+            "one hart has none: give --smp 2 or more",
         ),
     ] {
         let out = run_bare(&program, args);
@@ -163,25 +182,31 @@ fn debian_on_four_harts_records_and_replays_byte_for_byte() {
 }
 
 /// Snapshots taken while Linux brings up its harts, restored in any order, continue exactly
-/// as the run that never stopped.
+/// as the run that never stopped: under the fixed schedule and in chaos mode.
 #[test]
 fn restored_snapshots_of_four_harts_continue_as_straight_play() {
     require_default_guest();
+    for chaos in [None, Some(5)] {
+        snapshots_continue_as_straight_play(chaos);
+    }
+}
+
+fn snapshots_continue_as_straight_play(chaos: Option<u64>) {
     const A: u64 = 120_000_000;
     const B: u64 = 260_000_000;
     const END: u64 = 400_000_000;
-    let mut reference = debian_machine(4);
+    let mut reference = debian_machine_with(4, chaos);
     let reference_out = run_to(&mut reference, END);
     let reference_digest = reference.digest();
     for id in 1..4 {
         let pc = reference.hart_by_id(id).unwrap().state.pc;
         assert!(
             pc >= 0xffff_ffff_8000_0000,
-            "Linux has not started hart {id} by {END}: it is at {pc:#x}"
+            "chaos {chaos:?}: Linux has not started hart {id} by {END}: it is at {pc:#x}"
         );
     }
 
-    let mut machine = debian_machine(4);
+    let mut machine = debian_machine_with(4, chaos);
     let mut out = run_to(&mut machine, A);
     let at_a = machine.snapshot();
     let out_a = out.clone();
@@ -189,8 +214,8 @@ fn restored_snapshots_of_four_harts_continue_as_straight_play() {
     let at_b = machine.snapshot();
     let out_b = out.clone();
     out.extend(run_to(&mut machine, END));
-    assert_eq!(out, reference_out);
-    assert_eq!(machine.digest(), reference_digest);
+    assert_eq!(out, reference_out, "chaos {chaos:?}");
+    assert_eq!(machine.digest(), reference_digest, "chaos {chaos:?}");
 
     for (name, snapshot, before) in [("B", &at_b, out_b), ("A", &at_a, out_a)] {
         machine.restore(snapshot).unwrap();
@@ -198,12 +223,12 @@ fn restored_snapshots_of_four_harts_continue_as_straight_play() {
         out.extend(run_to(&mut machine, END));
         assert_eq!(
             out, reference_out,
-            "restored at {name}: other console output"
+            "chaos {chaos:?}, restored at {name}: other console output"
         );
         assert_eq!(
             machine.digest(),
             reference_digest,
-            "restored at {name}: another state at the end"
+            "chaos {chaos:?}, restored at {name}: another state at the end"
         );
     }
     // A snapshot of four harts does not fit a board of one.
@@ -214,4 +239,254 @@ fn restored_snapshots_of_four_harts_continue_as_straight_play() {
     .unwrap();
     let refused = one.restore(&at_a).unwrap_err().to_string();
     assert!(refused.contains("not of a board with 1 harts"), "{refused}");
+}
+
+/// The init of the test initramfs: runs its arguments (the kernel command line after `--`),
+/// says how they ended, and powers off.
+const TEST_INIT: &str = "#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+\"$@\"
+echo \"exit status $?\"
+poweroff -f
+";
+
+/// Boots the test initramfs to run `command`, then powers off.
+fn run_append(command: &str) -> String {
+    format!("console=ttyS0 rdinit=/test-init quiet cryptomgr.notests -- {command}")
+}
+
+/// The default guest's initramfs with the Linux test programs (`tests/guest/linux`, built with
+/// gcc-riscv64-linux-gnu) and `/test-init` added: a second cpio archive after the first, as
+/// the kernel reads them (the later one at a 4-byte boundary).
+fn test_initramfs() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let status = Command::new("make")
+        .args(["-s", "-C", "tests/guest", "linux"])
+        .current_dir(root)
+        .status()
+        .expect("make (gcc-riscv64-linux-gnu: scripts/install-deps)");
+    assert!(status.success(), "make -C tests/guest linux failed");
+    let programs = root.join("tests/guest/build/linux");
+    let mut files = vec![("test-init", TEST_INIT.as_bytes().to_vec())];
+    for name in ["threads", "racy"] {
+        files.push((name, std::fs::read(programs.join(name)).unwrap()));
+    }
+    let mut image = std::fs::read(common::default_guest_dir().join("initramfs.cpio.gz")).unwrap();
+    image.resize(image.len().next_multiple_of(4), 0);
+    image.extend(cpio_newc(&files));
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("smp-test-initramfs.cpio");
+    // Tests run in parallel: each writes the same bytes, then renames them into place.
+    let unique = path.with_extension(format!("{:?}", std::thread::current().id()));
+    std::fs::write(&unique, &image).unwrap();
+    std::fs::rename(&unique, &path).unwrap();
+    path
+}
+
+/// A cpio archive in the `newc` format of executable files at the root.
+fn cpio_newc(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut entry = |ino: usize, name: &str, mode: u32, data: &[u8]| {
+        let fields = [ino as u32, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, 0, 0];
+        out.extend(b"070701");
+        for field in fields.into_iter().chain([name.len() as u32 + 1, 0]) {
+            out.extend(format!("{field:08X}").bytes());
+        }
+        out.extend(name.bytes().chain([0]));
+        out.resize(out.len().next_multiple_of(4), 0);
+        out.extend(data);
+        out.resize(out.len().next_multiple_of(4), 0);
+    };
+    for (i, (name, data)) in files.iter().enumerate() {
+        entry(1000 + i, name, 0o100755, data);
+    }
+    entry(0, "TRAILER!!!", 0, &[]);
+    out
+}
+
+/// `rewind SUBCOMMAND` of the default guest on four harts, with the test initramfs and the
+/// host's inputs pinned, running `command` and powering off.
+fn run_linux(subcommand: &[&str], command: &str, extra: &[&str]) -> std::process::Output {
+    let dir = common::default_guest_dir();
+    let initrd = test_initramfs();
+    let file = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let mut args: Vec<String> = subcommand.iter().map(|s| s.to_string()).collect();
+    for (flag, value) in [
+        ("--bios", file("fw_dynamic.bin")),
+        ("--kernel", file("Image")),
+        ("--initrd", initrd.to_str().unwrap().to_string()),
+        ("--append", run_append(command)),
+        ("--smp", "4".into()),
+        ("--rtc-base", "0".into()),
+        ("--entropy-seed", "1".into()),
+    ] {
+        args.extend([flag.to_string(), value]);
+    }
+    args.extend(["--no-pacing", "--state-hash"].map(String::from));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = rewind(&args);
+    assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+    out
+}
+
+/// A pthreads program, one thread pinned to each hart, runs on all four, prints what it prints
+/// on QEMU 10 with `-smp 4`, and prints the same bytes and ends in the same state twice.
+#[test]
+fn pthreads_run_on_every_hart_as_on_qemu() {
+    require_default_guest();
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let out = run_linux(&["run"], "/threads 300000", &[]);
+            (out.stdout.clone(), state_hash(&out))
+        })
+        .collect();
+    assert_eq!(runs[0], runs[1], "two runs with pinned inputs differ");
+    let ours = String::from_utf8_lossy(&runs[0].0).into_owned();
+    let line = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("threads: "))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("the program printed no result:\n{text}"))
+    };
+    assert!(
+        line(&ours).ends_with("ran on cpus 0 1 2 3"),
+        "{}",
+        line(&ours)
+    );
+    assert!(ours.contains("exit status 0"), "{ours}");
+    let dir = common::default_guest_dir();
+    let qemu = Command::new("timeout")
+        .args([
+            "300",
+            "qemu-system-riscv64",
+            "-M",
+            "virt",
+            "-smp",
+            "4",
+            "-m",
+            "512M",
+        ])
+        .args([
+            "-display", "none", "-serial", "stdio", "-monitor", "none", "-bios",
+        ])
+        .arg(dir.join("fw_dynamic.bin"))
+        .arg("-kernel")
+        .arg(dir.join("Image"))
+        .arg("-initrd")
+        .arg(test_initramfs())
+        .args(["-append", &run_append("/threads 300000")])
+        .stdin(Stdio::null())
+        .output()
+        .expect("qemu-system-riscv64 (scripts/install-deps installs it)");
+    assert_eq!(
+        line(&ours),
+        line(&String::from_utf8_lossy(&qemu.stdout)),
+        "Rewind and QEMU -smp 4 computed different things"
+    );
+}
+
+/// Seeds tried before chaos mode must have shown the race.
+const CHAOS_SEEDS: u64 = 8;
+
+/// An unsynchronised check-then-act between four threads never goes wrong under the fixed
+/// schedule, goes wrong in chaos mode within a few seeds, and the recording of a failing run
+/// replays the failure, byte for byte, under both engines.
+#[test]
+fn chaos_mode_exposes_a_race_and_its_recording_replays_it() {
+    require_default_guest();
+    let fixed = run_linux(&["run"], "/racy", &[]);
+    let text = String::from_utf8_lossy(&fixed.stdout);
+    assert!(
+        text.contains("no race in 200 rounds on 4 threads"),
+        "the fixed schedule let the race happen:\n{text}"
+    );
+
+    let (seed, failed) = (1..=CHAOS_SEEDS)
+        .find_map(|seed| {
+            let out = run_linux(&["run"], "/racy", &[&format!("--chaos={seed}")]);
+            assert!(stderr(&out).contains(&format!("chaos mode, seed {seed}")));
+            String::from_utf8_lossy(&out.stdout)
+                .contains("RACE: ")
+                .then_some((seed, out))
+        })
+        .unwrap_or_else(|| panic!("no race in {CHAOS_SEEDS} chaos seeds"));
+    eprintln!("chaos mode showed the race with seed {seed}");
+
+    let dir = scratch("smp-chaos");
+    let recording = dir.join("racy.rwd");
+    let chaos = format!("--chaos={seed}");
+    let recorded = run_linux(
+        &["record", "-o", recording.to_str().unwrap()],
+        "/racy",
+        &[&chaos],
+    );
+    assert_eq!(
+        recorded.stdout, failed.stdout,
+        "the recorded run took another interleaving than the run with the same seed"
+    );
+    assert_eq!(state_hash(&recorded), state_hash(&failed));
+    for engine in ["jit", "interp"] {
+        let hash = common::replay_prints(&recording, engine, &recorded.stdout);
+        assert_eq!(hash, state_hash(&recorded), "{engine}: another end state");
+    }
+    let info = rewind(&["inspect", recording.to_str().unwrap()]);
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(info.contains(&format!("chaos mode, seed {seed}")), "{info}");
+    // The seed is the recording's: a replay takes no other.
+    let refused = rewind(&["replay", &chaos, recording.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(refused.stdout.is_empty());
+    assert!(
+        stderr(&refused).contains("a replay follows the recorded schedule"),
+        "{}",
+        stderr(&refused)
+    );
+}
+
+/// A typed session in chaos mode, the race and the pthreads program run from the shell,
+/// replays byte for byte under both engines.
+#[test]
+fn a_typed_chaos_session_replays_byte_for_byte() {
+    require_default_guest();
+    let dir = common::default_guest_dir();
+    let recording = scratch("smp-chaos-session").join("session.rwd");
+    let initrd = test_initramfs();
+    let file = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let mut console = Console::start(&[
+        "record",
+        "-o",
+        recording.to_str().unwrap(),
+        "--smp",
+        "4",
+        "--chaos=11",
+        "--bios",
+        &file("fw_dynamic.bin"),
+        "--kernel",
+        &file("Image"),
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "--append",
+        SHELL_APPEND,
+    ]);
+    console.wait_for(0, PROMPT, Duration::from_secs(180));
+    let racy = console.command("/racy 500");
+    assert!(racy.contains("500 rounds"), "{racy}");
+    let threads = console.command("/threads 100000");
+    assert!(threads.contains("ran on cpus 0 1 2 3"), "{threads}");
+    console.type_text("poweroff -f\n");
+    let status = console.wait_exit(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "the recorded guest must power off");
+    let recorded = console.bytes.clone();
+    drop(console);
+    let hashes: Vec<String> = ["jit", "interp"]
+        .iter()
+        .map(|engine| common::replay_prints(&recording, engine, &recorded))
+        .collect();
+    assert_eq!(
+        hashes[0], hashes[1],
+        "the engines ended in different states"
+    );
 }

@@ -98,6 +98,12 @@ fn boot_images(args: &RunArgs) -> Result<(BootImages, Option<String>), String> {
     ))
 }
 
+/// A chaos seed from the host's random source, for `--chaos` without one.
+fn random_chaos_seed() -> u64 {
+    let bytes = host_entropy();
+    u64::from_le_bytes(bytes[..8].try_into().expect("32 bytes of entropy"))
+}
+
 /// Host entropy for the device tree's rng-seed.
 fn host_entropy() -> Vec<u8> {
     let mut seed = vec![0u8; 32];
@@ -301,6 +307,9 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, Stri
         devices,
         harts: args.smp,
         quantum: args.quantum,
+        chaos: args
+            .chaos
+            .map(|seed| seed.unwrap_or_else(random_chaos_seed)),
         ..MachineConfig::default()
     };
     if args.smp > 1 && args.gdb.is_some() {
@@ -310,7 +319,14 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, Stri
                 .into(),
         );
     }
+    let chaos = config.chaos;
     let mut machine = Machine::new(config, &images).map_err(|e| e.to_string())?;
+    if let (Some(seed), None) = (chaos, args.dump_dtb.as_ref()) {
+        eprintln!(
+            "rewind: chaos mode, seed {seed} (--chaos={seed} gives this schedule again; \
+             a recording keeps it)"
+        );
+    }
     machine.bus.trace = args.trace_mmio;
     machine.attach_network();
     let mut session = Session::new(machine, images, boot_inputs(args).to_vec());

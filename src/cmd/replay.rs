@@ -84,6 +84,13 @@ impl ConsoleOut {
 
 /// `rewind replay FILE`.
 pub fn replay(args: &ReplayArgs) -> Result<ExitCode, String> {
+    if args.chaos.is_some() {
+        return Err(
+            "--chaos is for run and record: a replay follows the recorded schedule, \
+                    chaos seed included (`rewind inspect` shows it)"
+                .into(),
+        );
+    }
     let perturbation = args
         .perturb
         .as_deref()
@@ -319,6 +326,17 @@ pub fn inspect(args: &InspectArgs) -> Result<ExitCode, String> {
         m.ram_size >> 20,
         m.ram_base,
     );
+    if m.harts > 1 {
+        let schedule = match m.chaos {
+            Some(seed) => format!("chaos mode, seed {seed}"),
+            None => "fixed".to_string(),
+        };
+        say!(
+            "harts:         {}, in turns of {} instructions ({schedule})",
+            m.harts,
+            m.quantum
+        );
+    }
     if let Some(args) = &m.bootargs {
         say!("command line:  {args}");
     }

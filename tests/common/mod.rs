@@ -318,6 +318,11 @@ pub const POWEROFF_APPEND: &str =
 /// The default guest on a board of `harts` harts, its init powering off at once, with the
 /// host's inputs pinned.
 pub fn debian_machine(harts: u32) -> rewind_machine::Machine {
+    debian_machine_with(harts, None)
+}
+
+/// [`debian_machine`] with the schedule of chaos mode from `chaos`, if given.
+pub fn debian_machine_with(harts: u32, chaos: Option<u64>) -> rewind_machine::Machine {
     use rewind_machine::{BootImages, InputEvent, Machine, MachineConfig};
     let dir = default_guest_dir();
     let read = |name: &str| std::fs::read(dir.join(name)).expect("the default guest's images");
@@ -332,6 +337,7 @@ pub fn debian_machine(harts: u32) -> rewind_machine::Machine {
         ram_size: 512 << 20,
         bootargs: Some(POWEROFF_APPEND.into()),
         harts,
+        chaos,
         ..MachineConfig::default()
     };
     let mut machine = Machine::new(config, &images).unwrap();

@@ -62,6 +62,10 @@ pub struct MachineConfig {
     /// With several harts: instructions each runs in its turn (`--quantum`).
     #[serde(default = "default_quantum")]
     pub quantum: u64,
+    /// Chaos mode (`--chaos`): the seed the schedule is drawn from (see `chaos.rs`); `None`
+    /// for the fixed schedule, and then not written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chaos: Option<u64>,
 }
 
 fn one_hart() -> u32 {
@@ -92,6 +96,7 @@ impl Default for MachineConfig {
             initrd_max_offset: 512 << 20, // QEMU 10
             harts: 1,
             quantum: DEFAULT_QUANTUM,
+            chaos: None,
         }
     }
 }
@@ -118,6 +123,10 @@ pub enum MachineError {
     BadHartCount { harts: u32 },
     #[error("a quantum of 0 instructions lets no hart run: give --quantum 1 or more")]
     BadQuantum,
+    #[error(
+        "chaos mode perturbs how harts take turns, and one hart has none: give --smp 2 or more"
+    )]
+    ChaosOnOneHart,
     #[error("nothing to run: give --kernel, or --bios with a firmware file")]
     NothingToRun,
 }

@@ -11,6 +11,7 @@
 pub mod block;
 pub mod boot;
 mod bus;
+mod chaos;
 mod config;
 pub mod devices;
 pub mod digest;
@@ -77,6 +78,9 @@ pub struct Machine {
     parked: Vec<Parked>,
     /// With several harts: the position at which the running hart's turn ends.
     turn_end: u64,
+    /// In chaos mode: until this position the running hart does not see IPIs and external
+    /// interrupts ([`HELD_LINES`]).
+    held_until: u64,
     pub ram: Ram,
     pub bus: Bus,
     pub layout: BootLayout,
@@ -108,6 +112,10 @@ pub struct Machine {
     /// [`InputEvent::Entropy`].
     rng_seed: Vec<u8>,
 }
+
+/// The interrupt lines chaos mode may hold back from a hart for a while: software (IPIs) and
+/// external interrupts, M and S.
+const HELD_LINES: u64 = 1 << 3 | 1 << 9 | 1 << 11;
 
 /// Longest stretch the hart runs without the machine looking at the host.
 const MAX_SLICE: u64 = 1 << 22;
@@ -183,6 +191,9 @@ impl Machine {
         if config.quantum == 0 {
             return Err(MachineError::BadQuantum);
         }
+        if config.harts == 1 && config.chaos.is_some() {
+            return Err(MachineError::ChaosOnOneHart);
+        }
         let ram =
             Ram::try_new(config.ram_base, config.ram_size).ok_or(MachineError::OutOfMemory {
                 size: config.ram_size,
@@ -236,12 +247,13 @@ impl Machine {
             nic_slots,
             ..Bus::default()
         };
-        let turn_end = config.quantum;
+        let turn_end = Machine::turn_length(&config, 0);
         Ok(Machine {
             config,
             hart,
             parked,
             turn_end,
+            held_until: 0,
             ram,
             bus,
             layout: BootLayout::default(),
@@ -379,7 +391,11 @@ impl Machine {
             bus.plic.set_level(virtio_mmio::FIRST_IRQ + slot, level);
         }
         let id = self.hart.state.hart_id as usize;
-        self.hart.state.irq_lines = self.lines_of(id, self.hart.mtime());
+        let mut lines = self.lines_of(id, self.hart.mtime());
+        if self.hart.state.icount < self.held_until {
+            lines &= !HELD_LINES;
+        }
+        self.hart.state.irq_lines = lines;
     }
 
     /// The next instruction count at which the RTC's alarm or one of `harts`' timers fires,
@@ -409,48 +425,78 @@ impl Machine {
         self.next_deadline_of(std::iter::once(&self.hart))
     }
 
-    /// Ends the running hart's turn: the next hart by id that has work (it does not sleep, or
-    /// an interrupt wakes it) takes over for a quantum, the running hart last of all. Returns
-    /// false, changing nothing, when every hart sleeps.
+    /// Ends the running hart's turn: a hart that has work (it does not sleep, or an interrupt
+    /// wakes it) takes over. In the fixed schedule it is the next such hart by id, the running
+    /// hart last of all, for a quantum; in chaos mode the seed picks the hart, the length of
+    /// its turn and how long it does not see IPIs and external interrupts. Returns false,
+    /// changing nothing, when every hart sleeps.
     fn next_turn(&mut self) -> bool {
         let now = self.hart.state.icount;
-        let count = self.parked.len() + 1;
+        let count = self.hart_count();
         let current = self.hart.state.hart_id as usize;
-        for step in 1..=count {
-            let id = (current + step) % count;
+        let mtime = self.hart.mtime();
+        // Lines as the devices drive them: a held line still wakes a hart (held, it would
+        // sleep through its turns while every hart waited for it).
+        let has_work = |id: usize| {
+            let lines = self.lines_of(id, mtime);
             if id == current {
-                if self.sleeping && !self.hart.wakeup_pending() {
-                    return false;
-                }
-                break;
+                !self.sleeping || self.hart.would_wake(lines, now)
+            } else {
+                let waiting = &self.parked[self.parked_slot(id)];
+                !waiting.sleeping || waiting.hart.would_wake(lines, now)
             }
+        };
+        let next = match self.config.chaos {
+            None => (1..=count)
+                .map(|step| (current + step) % count)
+                .find(|&id| has_work(id)),
+            Some(seed) => {
+                let ready: Vec<usize> = (0..count).filter(|&id| has_work(id)).collect();
+                (!ready.is_empty()).then(|| ready[chaos::Chaos::new(seed).pick(now, ready.len())])
+            }
+        };
+        let Some(next) = next else {
+            return false;
+        };
+        let woken = if next == current {
+            self.sleeping
+        } else {
             // Only the hart that takes over changes: how often the others were looked at
             // must not show in their state.
-            let at = self.parked_slot(id);
-            let lines = self.lines_of(id, self.hart.mtime());
-            let waiting = &self.parked[at];
-            if waiting.sleeping && !waiting.hart.would_wake(lines, now) {
-                continue;
-            }
+            let lines = self.lines_of(next, mtime);
             let made = self.ram.code_pages_made();
-            let mut next = self.parked.remove(at);
-            next.hart.resume_at(now);
-            next.hart.state.irq_lines = lines;
-            if next.code_pages_seen != made {
-                next.hart.forget_store_translations();
+            let mut taking = self.parked.remove(self.parked_slot(next));
+            taking.hart.resume_at(now);
+            taking.hart.state.irq_lines = lines;
+            if taking.code_pages_seen != made {
+                taking.hart.forget_store_translations();
             }
             let previous = Parked {
-                hart: std::mem::replace(&mut self.hart, next.hart),
+                hart: std::mem::replace(&mut self.hart, taking.hart),
                 sleeping: std::mem::replace(&mut self.sleeping, false),
                 code_pages_seen: made,
             };
             let back = self.parked_slot(previous.hart.state.hart_id as usize);
             self.parked.insert(back, previous);
-            break;
-        }
+            taking.sleeping
+        };
         self.sleeping = false;
-        self.turn_end = now.saturating_add(self.config.quantum);
+        let turn = Machine::turn_length(&self.config, now);
+        self.turn_end = now.saturating_add(turn);
+        // A hart an interrupt just woke sees it at once.
+        self.held_until = match self.config.chaos {
+            Some(seed) if !woken => now + chaos::Chaos::new(seed).hold(now, turn),
+            _ => 0,
+        };
         true
+    }
+
+    /// How long the turn that starts at `position` lasts.
+    fn turn_length(config: &MachineConfig, position: u64) -> u64 {
+        match config.chaos {
+            None => config.quantum,
+            Some(seed) => chaos::Chaos::new(seed).turn_length(position, config.quantum),
+        }
     }
 
     /// Where hart `id` is, or goes, among the parked harts (which are sorted by id).
@@ -500,6 +546,9 @@ impl Machine {
             let mut end = slice_end.min(now + MAX_SLICE);
             if !self.parked.is_empty() {
                 end = end.min(self.turn_end);
+                if self.held_until > now {
+                    end = end.min(self.held_until);
+                }
             }
             if let Some(l) = limit {
                 end = end.min(l);
@@ -638,7 +687,11 @@ impl Machine {
                 if !self.parked.is_empty() {
                     // Hart 0's own count: the digest's is the machine's position.
                     let turn = (self.hart.state.hart_id, self.turn_end, hart.state.icount);
-                    devices.push(("turn".into(), state_hash(&turn)));
+                    let turn = match self.config.chaos {
+                        None => state_hash(&turn),
+                        Some(_) => state_hash(&(turn, self.held_until)),
+                    };
+                    devices.push(("turn".into(), turn));
                     for (other, sleeping) in self.harts().filter(|(h, _)| h.state.hart_id != 0) {
                         let name = format!("hart {}", other.state.hart_id);
                         devices.push((name, state_hash(&(&other.state, sleeping))));
@@ -711,7 +764,7 @@ impl Machine {
         for hart in fresh.harts_mut() {
             hart.state.icount = position;
         }
-        fresh.turn_end = position.saturating_add(fresh.config.quantum);
+        fresh.turn_end = position.saturating_add(Machine::turn_length(&fresh.config, position));
         fresh.set_clock(self.hart.state.clock);
         fresh.idle_skipped = self.idle_skipped;
         fresh.bus.rtc.state.base_ns = self.bus.rtc.state.base_ns;

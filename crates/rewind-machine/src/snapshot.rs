@@ -115,6 +115,8 @@ pub struct MachineState {
     /// running hart's turn ends.
     pub parked: Vec<(HartState, bool)>,
     pub turn_end: u64,
+    /// In chaos mode: until where the running hart does not see IPIs and external interrupts.
+    pub held_until: u64,
     pub idle_skipped: u64,
     pub layout: BootLayout,
     pub dtb: Vec<u8>,
@@ -197,6 +199,7 @@ impl Machine {
                 .map(|p| (p.hart.save(), p.sleeping))
                 .collect(),
             turn_end: self.turn_end,
+            held_until: self.held_until,
             idle_skipped: self.idle_skipped,
             layout: self.layout,
             dtb: self.dtb.clone(),
@@ -350,6 +353,7 @@ impl Machine {
             })
             .collect();
         self.turn_end = s.turn_end;
+        self.held_until = s.held_until;
         self.bus.uart.state = s.uart.clone();
         self.bus.clint.state = s.clint.clone();
         self.bus.plic.state = s.plic.clone();
