@@ -490,3 +490,40 @@ fn a_typed_chaos_session_replays_byte_for_byte() {
         "the engines ended in different states"
     );
 }
+
+/// A replay that stops matching its recording of several harts names the hart and the
+/// register that differ.
+#[test]
+fn a_divergence_names_the_hart_and_the_register() {
+    let program = guest_program("smp");
+    let recording = scratch("smp-divergence").join("smp.rwd");
+    let recorded = rewind(&[
+        "record",
+        "-o",
+        recording.to_str().unwrap(),
+        "--bios",
+        "none",
+        "--kernel",
+        program.to_str().unwrap(),
+        "--smp",
+        "4",
+        "--sync-every",
+        "100000",
+    ]);
+    assert_eq!(recorded.status.code(), Some(0), "{}", stderr(&recorded));
+    let path = recording.to_str().unwrap();
+    let clean = rewind(&["replay", path]);
+    assert_eq!(clean.status.code(), Some(0), "{}", stderr(&clean));
+    for (perturb, says) in [
+        ("150000:hart2:x10", "hart 2: register x10 (a0): expected"),
+        ("150000:x11", "hart 0: register x11 (a1): expected"),
+        ("150000:hart3:pc", "hart 3: pc: expected"),
+    ] {
+        let out = rewind(&["replay", path, "--perturb", perturb]);
+        assert_eq!(out.status.code(), Some(3), "{perturb}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{perturb}: {}", stderr(&out));
+    }
+    let out = rewind(&["replay", path, "--perturb", "150000:hart7:x10"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("the board has no hart 7 (it has 4)"));
+}

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use rewind_cpu::HartState;
 use rewind_machine::Machine;
 use rewind_replay::{EndReason, PlayError, Player, Recording};
 use serde_json::json;
@@ -18,17 +19,29 @@ const PRINT_EVERY: u64 = 1 << 24;
 
 /// A change to the replayed state, for testing divergence detection.
 enum Perturbation {
-    Register(usize),
-    Pc,
+    /// Register x`N` of hart `hart`.
+    Register {
+        hart: u64,
+        n: usize,
+    },
+    Pc {
+        hart: u64,
+    },
     Ram(u64),
 }
 
 fn parse_perturbation(text: &str) -> Result<(u64, Perturbation), String> {
-    let bad = || format!("--perturb `{text}`: give ICOUNT:xN, ICOUNT:pc or ICOUNT:ram:ADDR");
+    let bad = || {
+        format!("--perturb `{text}`: give ICOUNT:[hartH:]xN, ICOUNT:[hartH:]pc or ICOUNT:ram:ADDR")
+    };
     let (icount, what) = text.split_once(':').ok_or_else(bad)?;
     let icount = icount.parse().map_err(|_| bad())?;
+    let (hart, what) = match what.strip_prefix("hart").and_then(|w| w.split_once(':')) {
+        Some((id, what)) => (id.parse().map_err(|_| bad())?, what),
+        None => (0, what),
+    };
     let what = if what == "pc" {
-        Perturbation::Pc
+        Perturbation::Pc { hart }
     } else if let Some(addr) = what.strip_prefix("ram:") {
         let addr = addr.trim_start_matches("0x");
         Perturbation::Ram(u64::from_str_radix(addr, 16).map_err(|_| bad())?)
@@ -40,16 +53,25 @@ fn parse_perturbation(text: &str) -> Result<(u64, Perturbation), String> {
         if !(1..32).contains(&n) {
             return Err(bad());
         }
-        Perturbation::Register(n)
+        Perturbation::Register { hart, n }
     };
     Ok((icount, what))
 }
 
-fn perturb(machine: &mut Machine, what: &Perturbation) {
-    let hart = &mut machine.hart;
+fn perturb(machine: &mut Machine, what: &Perturbation) -> Result<(), String> {
+    fn hart(machine: &mut Machine, id: u64) -> Result<&mut HartState, String> {
+        let harts = machine.hart_count();
+        machine
+            .hart_by_id_mut(id)
+            .map(|hart| &mut hart.state)
+            .ok_or_else(|| format!("--perturb: the board has no hart {id} (it has {harts})"))
+    }
     match *what {
-        Perturbation::Register(n) => hart.state.x[n] ^= 1,
-        Perturbation::Pc => hart.state.pc = hart.state.pc.wrapping_add(4),
+        Perturbation::Register { hart: id, n } => hart(machine, id)?.x[n] ^= 1,
+        Perturbation::Pc { hart: id } => {
+            let state = hart(machine, id)?;
+            state.pc = state.pc.wrapping_add(4);
+        }
         Perturbation::Ram(addr) => {
             let mut byte = [0u8];
             if machine.ram.read(addr, &mut byte).is_some() {
@@ -61,6 +83,7 @@ fn perturb(machine: &mut Machine, what: &Perturbation) {
         "rewind: testing: perturbed the replay at instruction {}",
         machine.hart.state.icount
     );
+    Ok(())
 }
 
 /// Writes the guest's console output to standard output, keeping count and hash.
@@ -214,7 +237,7 @@ fn play_all(
     if let Some((at, what)) = perturbation.filter(|(at, _)| *at <= player.end) {
         player.play_to_before(*at)?;
         console.write(&player.take_output());
-        perturb(&mut player.machine, what);
+        perturb(&mut player.machine, what).map_err(PlayError::Machine)?;
     }
     // In steps, so that output appears as the replay goes.
     while player.icount() < player.end {

@@ -46,6 +46,67 @@ pub struct StateDigest {
     pub ram_region_size: u64,
     /// A hash of each RAM region.
     pub ram_regions: Vec<u64>,
+    /// On a board of several harts, the registers of every hart but hart 0 (whose are above),
+    /// so that a divergence names the hart and the register. Their state is hashed in
+    /// `devices` already: not part of [`StateDigest::hash`]. Not in this struct's encoding,
+    /// so that recordings made before it still parse: a recording writes it after the
+    /// digest (see `rewind_replay`).
+    #[serde(skip)]
+    pub harts: Vec<HartDigest>,
+}
+
+/// One hart's registers in a [`StateDigest`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HartDigest {
+    pub id: u64,
+    pub pc: u64,
+    pub privilege: u8,
+    pub x: Vec<u64>,
+    pub f: Vec<u64>,
+    pub csrs: Vec<(String, u64)>,
+}
+
+impl HartDigest {
+    /// What differs between `self` (expected) and `found`, one line each, each line starting
+    /// with `prefix`: pc, privilege, registers, then CSRs by name (those `found` has beyond
+    /// `self`'s are not compared: CSRs a newer rewind added since a recording was made).
+    fn differences(&self, found: &HartDigest, prefix: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.pc != found.pc {
+            out.push(format!(
+                "{prefix}pc: expected {:#x}, found {:#x}",
+                self.pc, found.pc
+            ));
+        }
+        if self.privilege != found.privilege {
+            out.push(format!(
+                "{prefix}privilege: expected {}, found {}",
+                self.privilege, found.privilege
+            ));
+        }
+        let pairs = |a: &[u64], b: &[u64], file: &str, names: &[&str], out: &mut Vec<String>| {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                if x != y {
+                    let name = names.get(i).map_or(String::new(), |n| format!(" ({n})"));
+                    out.push(format!(
+                        "{prefix}register {file}{i}{name}: expected {x:#x}, found {y:#x}"
+                    ));
+                }
+            }
+        };
+        pairs(&self.x, &found.x, "x", &ABI_NAMES, &mut out);
+        pairs(&self.f, &found.f, "f", &[], &mut out);
+        for (name, x) in &self.csrs {
+            match found.csrs.iter().find(|(n, _)| n == name) {
+                Some((_, y)) if x != y => {
+                    out.push(format!("{prefix}CSR {name}: expected {x:#x}, found {y:#x}"))
+                }
+                Some(_) => {}
+                None => out.push(format!("{prefix}CSR {name}: expected {x:#x}, found none")),
+            }
+        }
+        out
+    }
 }
 
 impl StateDigest {
@@ -65,10 +126,23 @@ impl StateDigest {
         h.digest()
     }
 
+    /// Hart 0's registers, as a [`HartDigest`].
+    fn hart0(&self) -> HartDigest {
+        HartDigest {
+            id: 0,
+            pc: self.pc,
+            privilege: self.privilege,
+            x: self.x.clone(),
+            f: self.f.clone(),
+            csrs: self.csrs.clone(),
+        }
+    }
+
     /// What differs between `self` (expected) and `other` (found), one line each, in the order
     /// pc, privilege, registers, CSRs, devices, RAM; empty when they match. CSRs are matched
     /// by name, and those `other` has beyond `self`'s are not compared (CSRs a newer rewind
-    /// added since a recording was made).
+    /// added since a recording was made). On a board of several harts, the lines about a hart
+    /// start with `hart N: `.
     pub fn differences(&self, other: &StateDigest) -> Vec<String> {
         let mut out = Vec::new();
         if self.icount != other.icount {
@@ -77,43 +151,31 @@ impl StateDigest {
                 self.icount, other.icount
             ));
         }
-        if self.pc != other.pc {
-            out.push(format!(
-                "pc: expected {:#x}, found {:#x}",
-                self.pc, other.pc
-            ));
-        }
-        if self.privilege != other.privilege {
-            out.push(format!(
-                "privilege: expected {}, found {}",
-                self.privilege, other.privilege
-            ));
-        }
-        let pairs = |a: &[u64], b: &[u64], prefix: &str, names: &[&str], out: &mut Vec<String>| {
-            for (i, (x, y)) in a.iter().zip(b).enumerate() {
-                if x != y {
-                    let name = names.get(i).map_or(String::new(), |n| format!(" ({n})"));
-                    out.push(format!(
-                        "register {prefix}{i}{name}: expected {x:#x}, found {y:#x}"
-                    ));
-                }
+        // On a board of several harts, every line about a hart names it.
+        let several = !self.harts.is_empty();
+        let prefix = |id: u64| {
+            if several {
+                format!("hart {id}: ")
+            } else {
+                String::new()
             }
         };
-        pairs(&self.x, &other.x, "x", &ABI_NAMES, &mut out);
-        pairs(&self.f, &other.f, "f", &[], &mut out);
-        // CSRs by name: a later rewind may know CSRs an older digest does not have.
-        for (name, x) in &self.csrs {
-            match other.csrs.iter().find(|(n, _)| n == name) {
-                Some((_, y)) if x != y => {
-                    out.push(format!("CSR {name}: expected {x:#x}, found {y:#x}"))
-                }
-                Some(_) => {}
-                None => out.push(format!("CSR {name}: expected {x:#x}, found none")),
-            }
-        }
+        out.extend(self.hart0().differences(&other.hart0(), &prefix(0)));
         for ((name, x), (_, y)) in self.devices.iter().zip(&other.devices) {
-            if x != y {
-                out.push(format!("device {name} state differs"));
+            if x == y {
+                continue;
+            }
+            // A hart's registers say more than its hash.
+            let id = name
+                .strip_prefix("hart ")
+                .and_then(|id| id.parse::<u64>().ok());
+            let registers = id.and_then(|id| {
+                let of = |d: &StateDigest| d.harts.iter().find(|h| h.id == id).cloned();
+                Some(of(self)?.differences(&of(other)?, &prefix(id)))
+            });
+            match registers {
+                Some(lines) if !lines.is_empty() => out.extend(lines),
+                _ => out.push(format!("device {name} state differs")),
             }
         }
         for (i, (x, y)) in self.ram_regions.iter().zip(&other.ram_regions).enumerate() {

@@ -42,8 +42,8 @@ use devices::virtio::rng::Rng;
 use devices::virtio::DeviceState;
 use devices::virtio_mmio::{self, transport::Transport};
 pub use digest::DigestVersion;
-pub use digest::StateDigest;
 use digest::{debug_hash, state_hash, RamHashes};
+pub use digest::{HartDigest, StateDigest};
 pub use input::InputEvent;
 use snapshot::RamPages;
 pub use snapshot::{MachineState, Snapshot};
@@ -358,6 +358,11 @@ impl Machine {
     /// The hart with id `id`, if the board has it.
     pub fn hart_by_id(&self, id: u64) -> Option<&Hart> {
         self.harts().map(|(h, _)| h).find(|h| h.state.hart_id == id)
+    }
+
+    /// The hart with id `id`, if the board has it, to change.
+    pub fn hart_by_id_mut(&mut self, id: u64) -> Option<&mut Hart> {
+        self.harts_mut().find(|h| h.state.hart_id == id)
     }
 
     /// The interrupt lines of hart `id` from the CLINT and PLIC, at `mtime`.
@@ -721,7 +726,30 @@ impl Machine {
             ram_base: self.ram.base(),
             ram_region_size,
             ram_regions,
+            harts: match self.digest_version {
+                DigestVersion::DebugText => Vec::new(),
+                DigestVersion::Postcard => self.hart_digests(),
+            },
         }
+    }
+
+    /// The registers of every hart but hart 0, by id (none on a board of one).
+    fn hart_digests(&self) -> Vec<HartDigest> {
+        let mut harts: Vec<HartDigest> = self
+            .harts()
+            .map(|(h, _)| h)
+            .filter(|h| h.state.hart_id != 0)
+            .map(|h| HartDigest {
+                id: h.state.hart_id,
+                pc: h.state.pc,
+                privilege: h.state.privilege,
+                x: h.state.x.to_vec(),
+                f: h.state.f.to_vec(),
+                csrs: h.state.csr.named_values(),
+            })
+            .collect();
+        harts.sort_by_key(|h| h.id);
+        harts
     }
 
     /// Makes [`Machine::digest`] hash device states as `version` says: that of the recording

@@ -318,7 +318,7 @@ impl Recording {
                 ChunkKind::Sync => {
                     recording.sync_bytes += size;
                     let payload = decompress(&chunk.payload, MAX_SMALL_CHUNK)?;
-                    let digest: StateDigest = postcard::from_bytes(&payload)
+                    let digest = decode_sync(&payload)
                         .map_err(|e| invalid(format!("a sync point does not parse: {e}")))?;
                     recording.advance_to(digest.icount)?;
                     recording.timeline.push(TimelineEntry {
@@ -471,6 +471,26 @@ pub struct RecordError {
     pub source: std::io::Error,
 }
 
+/// A sync point's payload: the digest, then (on boards of several harts) the registers of the
+/// harts besides hart 0. A recording made before the harts were written has nothing after the
+/// digest, and an older reader ignores what follows it.
+fn encode_sync(digest: &StateDigest) -> Vec<u8> {
+    let mut payload = postcard::to_allocvec(digest).expect("a digest always serialises");
+    if !digest.harts.is_empty() {
+        payload.extend(postcard::to_allocvec(&digest.harts).expect("registers always serialise"));
+    }
+    payload
+}
+
+/// Reads what [`encode_sync`] wrote.
+fn decode_sync(payload: &[u8]) -> postcard::Result<StateDigest> {
+    let (mut digest, rest): (StateDigest, _) = postcard::take_from_bytes(payload)?;
+    if !rest.is_empty() {
+        digest.harts = postcard::from_bytes(rest)?;
+    }
+    Ok(digest)
+}
+
 /// Writes a recording as the run goes.
 pub struct Recorder {
     out: Option<Writer<File>>,
@@ -607,8 +627,7 @@ impl Recorder {
     /// Writes a sync point (after the events before it).
     pub fn sync(&mut self, digest: &StateDigest) -> Result<(), RecordError> {
         self.flush(digest.icount)?;
-        let payload = postcard::to_allocvec(digest).expect("a digest always serialises");
-        self.chunk(ChunkKind::Sync, &compress(&payload))
+        self.chunk(ChunkKind::Sync, &compress(&encode_sync(digest)))
     }
 
     /// Writes the final sync point and the end, completing the file.
@@ -630,6 +649,28 @@ mod tests {
             x: vec![icount; 32],
             ..StateDigest::default()
         }
+    }
+
+    #[test]
+    fn sync_points_carry_every_hart_and_old_ones_still_read() {
+        let mut digest = digest_at(7);
+        digest.harts = (1..4)
+            .map(|id| rewind_machine::HartDigest {
+                id,
+                pc: 0x8000_0000 + id,
+                x: vec![id; 32],
+                csrs: vec![("mhartid".into(), id)],
+                ..Default::default()
+            })
+            .collect();
+        assert_eq!(decode_sync(&encode_sync(&digest)).unwrap(), digest);
+        // A sync point written before the harts were: the digest alone.
+        let old = postcard::to_allocvec(&digest_at(7)).unwrap();
+        assert_eq!(decode_sync(&old).unwrap(), digest_at(7));
+        // Damaged registers after the digest are an error, not a panic.
+        let mut damaged = encode_sync(&digest);
+        damaged.truncate(damaged.len() - 3);
+        assert!(decode_sync(&damaged).is_err());
     }
 
     /// A recording with two images (one twice), events around two sync points, and an end.
