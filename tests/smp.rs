@@ -241,69 +241,36 @@ fn snapshots_continue_as_straight_play(chaos: Option<u64>) {
     assert!(refused.contains("not of a board with 1 harts"), "{refused}");
 }
 
-/// The init of the test initramfs: runs its arguments (the kernel command line after `--`),
-/// says how they ended, and powers off.
-const TEST_INIT: &str = "#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-\"$@\"
-echo \"exit status $?\"
-poweroff -f
-";
-
 /// Boots the test initramfs to run `command`, then powers off.
 fn run_append(command: &str) -> String {
     format!("console=ttyS0 rdinit=/test-init quiet cryptomgr.notests -- {command}")
 }
 
 /// The default guest's initramfs with the Linux test programs (`tests/guest/linux`, built with
-/// gcc-riscv64-linux-gnu) and `/test-init` added: a second cpio archive after the first, as
-/// the kernel reads them (the later one at a 4-byte boundary).
+/// gcc-riscv64-linux-gnu) and `/test-init` added: their cpio archive after the guest's, as the
+/// kernel reads them (the later one at a 4-byte boundary).
 fn test_initramfs() -> std::path::PathBuf {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let status = Command::new("make")
-        .args(["-s", "-C", "tests/guest", "linux"])
-        .current_dir(root)
-        .status()
-        .expect("make (gcc-riscv64-linux-gnu: scripts/install-deps)");
-    assert!(status.success(), "make -C tests/guest linux failed");
-    let programs = root.join("tests/guest/build/linux");
-    let mut files = vec![("test-init", TEST_INIT.as_bytes().to_vec())];
-    for name in ["threads", "racy"] {
-        files.push((name, std::fs::read(programs.join(name)).unwrap()));
-    }
+    let built = {
+        static MAKE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = MAKE.lock().unwrap_or_else(|e| e.into_inner());
+        Command::new("make")
+            .args(["-s", "-C", "tests/guest", "linux"])
+            .current_dir(root)
+            .status()
+            .expect("make (gcc-riscv64-linux-gnu: scripts/install-deps)")
+    };
+    assert!(built.success(), "make -C tests/guest linux failed");
+    let overlay = std::fs::read(root.join("tests/guest/build/linux/overlay.cpio")).unwrap();
     let mut image = std::fs::read(common::default_guest_dir().join("initramfs.cpio.gz")).unwrap();
     image.resize(image.len().next_multiple_of(4), 0);
-    image.extend(cpio_newc(&files));
+    image.extend(overlay);
     let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("smp-test-initramfs.cpio");
     // Tests run in parallel: each writes the same bytes, then renames them into place.
     let unique = path.with_extension(format!("{:?}", std::thread::current().id()));
     std::fs::write(&unique, &image).unwrap();
     std::fs::rename(&unique, &path).unwrap();
     path
-}
-
-/// A cpio archive in the `newc` format of executable files at the root.
-fn cpio_newc(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut entry = |ino: usize, name: &str, mode: u32, data: &[u8]| {
-        let fields = [ino as u32, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, 0, 0];
-        out.extend(b"070701");
-        for field in fields.into_iter().chain([name.len() as u32 + 1, 0]) {
-            out.extend(format!("{field:08X}").bytes());
-        }
-        out.extend(name.bytes().chain([0]));
-        out.resize(out.len().next_multiple_of(4), 0);
-        out.extend(data);
-        out.resize(out.len().next_multiple_of(4), 0);
-    };
-    for (i, (name, data)) in files.iter().enumerate() {
-        entry(1000 + i, name, 0o100755, data);
-    }
-    entry(0, "TRAILER!!!", 0, &[]);
-    out
 }
 
 /// `rewind SUBCOMMAND` of the default guest on four harts, with the test initramfs and the
