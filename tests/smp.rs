@@ -114,10 +114,7 @@ fn bad_hart_counts_and_quanta_are_refused_before_the_guest_starts() {
             "one hart has none: give --smp 2 or more",
         ),
     ] {
-        let out = run_bare(&program, args);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
-        assert!(out.stdout.is_empty(), "{args:?}: the guest ran");
-        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+        common::assert_refused(&run_bare(&program, args), says);
     }
 }
 
@@ -157,20 +154,7 @@ fn debian_on_four_harts_records_and_replays_byte_for_byte() {
     );
     let interrupts = console.command("grep -E 'IPI|riscv-timer' /proc/interrupts");
     assert!(interrupts.contains("IPI"), "{interrupts}");
-    console.type_text("poweroff -f\n");
-    let status = console.wait_exit(Duration::from_secs(60));
-    assert_eq!(status.code(), Some(0), "the recorded guest must power off");
-    let recorded = console.bytes.clone();
-    drop(console);
-
-    let replays: Vec<String> = ["interp", "jit"]
-        .iter()
-        .map(|engine| common::replay_prints(&recording, engine, &recorded))
-        .collect();
-    assert_eq!(
-        replays[0], replays[1],
-        "the engines ended in different states"
-    );
+    power_off_and_replay_under_both_engines(console, &recording);
 
     // The recording names its harts; gdb cannot take it yet, and says so.
     let info = rewind(&["inspect", "--json", recording.to_str().unwrap()]);
@@ -273,17 +257,47 @@ fn test_initramfs() -> std::path::PathBuf {
     path
 }
 
+/// `--bios`, `--kernel` and `--initrd` options for the default guest with the test initramfs.
+fn test_images() -> Vec<String> {
+    let dir = common::default_guest_dir();
+    let file = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let initrd = test_initramfs().to_str().unwrap().to_string();
+    [
+        "--bios",
+        &file("fw_dynamic.bin"),
+        "--kernel",
+        &file("Image"),
+        "--initrd",
+        &initrd,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Powers the recorded guest on `console` off, then replays `recording` under both engines:
+/// each prints the recorded bytes, and they end in the same state.
+fn power_off_and_replay_under_both_engines(mut console: Console, recording: &std::path::Path) {
+    console.type_text("poweroff -f\n");
+    let status = console.wait_exit(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "the recorded guest must power off");
+    let recorded = console.bytes.clone();
+    drop(console);
+    let hashes: Vec<String> = ["interp", "jit"]
+        .iter()
+        .map(|engine| common::replay_prints(recording, engine, &recorded))
+        .collect();
+    assert_eq!(
+        hashes[0], hashes[1],
+        "the engines ended in different states"
+    );
+}
+
 /// `rewind SUBCOMMAND` of the default guest on four harts, with the test initramfs and the
 /// host's inputs pinned, running `command` and powering off.
 fn run_linux(subcommand: &[&str], command: &str, extra: &[&str]) -> std::process::Output {
-    let dir = common::default_guest_dir();
-    let initrd = test_initramfs();
-    let file = |name: &str| dir.join(name).to_str().unwrap().to_string();
     let mut args: Vec<String> = subcommand.iter().map(|s| s.to_string()).collect();
+    args.extend(test_images());
     for (flag, value) in [
-        ("--bios", file("fw_dynamic.bin")),
-        ("--kernel", file("Image")),
-        ("--initrd", initrd.to_str().unwrap().to_string()),
         ("--append", run_append(command)),
         ("--smp", "4".into()),
         ("--rtc-base", "0".into()),
@@ -404,13 +418,7 @@ fn chaos_mode_exposes_a_race_and_its_recording_replays_it() {
     assert!(info.contains(&format!("chaos mode, seed {seed}")), "{info}");
     // The seed is the recording's: a replay takes no other.
     let refused = rewind(&["replay", &chaos, recording.to_str().unwrap()]);
-    assert_eq!(refused.status.code(), Some(1));
-    assert!(refused.stdout.is_empty());
-    assert!(
-        stderr(&refused).contains("a replay follows the recorded schedule"),
-        "{}",
-        stderr(&refused)
-    );
+    common::assert_refused(&refused, "a replay follows the recorded schedule");
 }
 
 /// A typed session in chaos mode, the race and the pthreads program run from the shell,
@@ -418,44 +426,27 @@ fn chaos_mode_exposes_a_race_and_its_recording_replays_it() {
 #[test]
 fn a_typed_chaos_session_replays_byte_for_byte() {
     require_default_guest();
-    let dir = common::default_guest_dir();
     let recording = scratch("smp-chaos-session").join("session.rwd");
-    let initrd = test_initramfs();
-    let file = |name: &str| dir.join(name).to_str().unwrap().to_string();
-    let mut console = Console::start(&[
+    let mut args = [
         "record",
         "-o",
         recording.to_str().unwrap(),
         "--smp",
         "4",
         "--chaos=11",
-        "--bios",
-        &file("fw_dynamic.bin"),
-        "--kernel",
-        &file("Image"),
-        "--initrd",
-        initrd.to_str().unwrap(),
-        "--append",
-        SHELL_APPEND,
-    ]);
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(test_images());
+    args.extend(["--append", SHELL_APPEND].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut console = Console::start(&args);
     console.wait_for(0, PROMPT, Duration::from_secs(180));
     let racy = console.command("/racy 500");
     assert!(racy.contains("500 rounds"), "{racy}");
     let threads = console.command("/threads 100000");
     assert!(threads.contains("ran on cpus 0 1 2 3"), "{threads}");
-    console.type_text("poweroff -f\n");
-    let status = console.wait_exit(Duration::from_secs(60));
-    assert_eq!(status.code(), Some(0), "the recorded guest must power off");
-    let recorded = console.bytes.clone();
-    drop(console);
-    let hashes: Vec<String> = ["jit", "interp"]
-        .iter()
-        .map(|engine| common::replay_prints(&recording, engine, &recorded))
-        .collect();
-    assert_eq!(
-        hashes[0], hashes[1],
-        "the engines ended in different states"
-    );
+    power_off_and_replay_under_both_engines(console, &recording);
 }
 
 /// A replay that stops matching its recording of several harts names the hart and the
@@ -491,6 +482,5 @@ fn a_divergence_names_the_hart_and_the_register() {
         assert!(stderr(&out).contains(says), "{perturb}: {}", stderr(&out));
     }
     let out = rewind(&["replay", path, "--perturb", "150000:hart7:x10"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("the board has no hart 7 (it has 4)"));
+    common::assert_refused(&out, "the board has no hart 7 (it has 4)");
 }

@@ -42,6 +42,14 @@ pub fn assert_other_drive_refused(recording: &std::path::Path, other: &std::path
     );
 }
 
+/// `out` is a refusal before the guest ran: exit status 1, nothing on standard output, and
+/// `says` in the message.
+pub fn assert_refused(out: &std::process::Output, says: &str) {
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(out));
+    assert!(out.stdout.is_empty(), "the guest ran: {}", stderr(out));
+    assert!(stderr(out).contains(says), "{}", stderr(out));
+}
+
 pub fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
