@@ -3,74 +3,11 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `rewind debug` on a free loopback port and waits until it listens.
-fn serve(recording: &Path) -> Server {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_rewind"))
-        .args(["debug", recording.to_str().unwrap(), "--gdb", &address])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&address).is_err() {
-        assert!(Instant::now() < deadline, "rewind debug did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // That probe connection was a client too: the server waits for the next one.
-    std::thread::sleep(Duration::from_millis(200));
-    Server { child, address }
-}
-
-/// Runs gdb-multiarch on `commands` after `target remote`; `setup` comes before it.
-fn gdb(server: &Server, setup: &str, commands: &str) -> Output {
-    let script = format!(
-        "set pagination off\nset confirm off\nset architecture riscv:rv64\n{setup}\n\
-         target remote {}\n{commands}\nkill\n",
-        server.address
-    );
-    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "gdb-{}.gdb",
-        server.address.replace([':', '.'], "-")
-    ));
-    std::fs::write(&file, script).unwrap();
-    // Bounded, so that a server that never answers fails the test instead of hanging it.
-    Command::new("timeout")
-        .args([
-            "300",
-            "gdb-multiarch",
-            "-nx",
-            "-batch",
-            "-x",
-            file.to_str().unwrap(),
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .expect("gdb-multiarch (Debian's package; scripts/install-deps)")
-}
+use common::{gdb, gdbinit, serve, tagged, Server};
 
 /// A recording of the default guest's first few million instructions (firmware and kernel).
 fn boot_recording(name: &str) -> PathBuf {
@@ -91,14 +28,6 @@ fn boot_recording(name: &str) -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     recording
-}
-
-/// Values printed by `printf "TAG %lx\n", ...` lines, in order.
-fn tagged(text: &str, tag: &str) -> Vec<u64> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix(tag))
-        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
-        .collect()
 }
 
 #[test]
@@ -239,13 +168,7 @@ fn reverse_watchpoints_stop_at_every_write_in_reverse() {
     commands += "last-write &watched\nwhen\n";
     // Backward from the end: the same writes, newest first, then the beginning.
     commands += &format!("reverse-continue\n{hit}").repeat(11);
-    let gdbinit = Path::new(env!("CARGO_TARGET_TMPDIR")).join("rewind.gdb");
-    let printed = Command::new(env!("CARGO_BIN_EXE_rewind"))
-        .arg("gdbinit")
-        .output()
-        .unwrap();
-    std::fs::write(&gdbinit, printed.stdout).unwrap();
-    let setup = format!("file {}\nsource {}", elf.display(), gdbinit.display());
+    let setup = format!("file {}\nsource {}", elf.display(), gdbinit().display());
     let out = gdb(&server, &setup, &commands);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -325,10 +248,11 @@ fn a_write_by_the_last_recorded_instruction_is_reported_before_the_end() {
     let recording = Recording::open(&full).unwrap();
     let mut timeline = Timeline::new(Player::new(&recording, &[]).unwrap(), u64::MAX);
     timeline.seek(timeline.end()).unwrap();
-    let (last_store, _) = timeline
+    let last_store = timeline
         .last_write(watched, 8, &mut |_| {})
         .unwrap()
-        .expect("the program writes `watched`");
+        .expect("the program writes `watched`")
+        .icount;
     let cut = full.with_file_name("watched-ends-after-a-write.rwd");
     let out = Command::new(env!("CARGO_BIN_EXE_rewind"))
         .args(["record", "-o", cut.to_str().unwrap()])

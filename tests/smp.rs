@@ -8,8 +8,9 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::PROMPT;
 use common::{debian_machine_with, guest_program, require_default_guest, run_to};
-use common::{rewind, scratch, state_hash, stderr, Console, PROMPT};
+use common::{gdb, gdbinit, rewind, scratch, serve, state_hash, stderr, tagged, Console};
 use rewind_machine::{Machine, MachineConfig};
 
 const SHELL_APPEND: &str = "console=ttyS0 rdinit=/init quiet cryptomgr.notests";
@@ -156,13 +157,10 @@ fn debian_on_four_harts_records_and_replays_byte_for_byte() {
     assert!(interrupts.contains("IPI"), "{interrupts}");
     power_off_and_replay_under_both_engines(console, &recording);
 
-    // The recording names its harts; gdb cannot take it yet, and says so.
+    // The recording names its harts.
     let info = rewind(&["inspect", "--json", recording.to_str().unwrap()]);
     let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
     assert_eq!(info["machine"]["harts"], 4, "{info}");
-    let debug = rewind(&["debug", recording.to_str().unwrap()]);
-    assert_eq!(debug.status.code(), Some(1));
-    assert!(stderr(&debug).contains("has 4 harts"), "{}", stderr(&debug));
 }
 
 /// Snapshots taken while Linux brings up its harts, restored in any order, continue exactly
@@ -419,6 +417,273 @@ fn chaos_mode_exposes_a_race_and_its_recording_replays_it() {
     // The seed is the recording's: a replay takes no other.
     let refused = rewind(&["replay", &chaos, recording.to_str().unwrap()]);
     common::assert_refused(&refused, "a replay follows the recorded schedule");
+
+    who_raced_in_gdb(&recording);
+}
+
+/// gdb's output and errors (where monitor commands print) for `commands` on `server`, with
+/// the symbols of `elf` and the commands of `rewind gdbinit`.
+fn gdb_with_rewind_commands(
+    server: &common::Server,
+    elf: &std::path::Path,
+    commands: &str,
+) -> (String, String) {
+    let setup = format!("file {}\nsource {}", elf.display(), gdbinit().display());
+    let out = gdb(server, &setup, commands);
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (text(&out.stdout), text(&out.stderr))
+}
+
+/// gdb on the failing recording: stopped where a thread finds that another took the slot in
+/// its round too, `last-write` and a reverse watchpoint on `owner` name the harts that raced
+/// and their store: the last writer, and before it another hart that found the slot free.
+fn who_raced_in_gdb(recording: &std::path::Path) {
+    let racy =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guest/build/linux/racy");
+    let server = serve(recording);
+    let write = "reverse-continue\nprintf \"WRITE %d %lx %lx\\n\", $_thread, $pc, owner\n";
+    let commands = format!(
+        "break collision\ncontinue\nlast-write &owner\nwatch owner\n{}",
+        write.repeat(2)
+    );
+    let (stdout, stderr) = gdb_with_rewind_commands(&server, &racy, &commands);
+    assert!(
+        stdout.contains("hit Breakpoint 1, collision (round="),
+        "no thread met a taken slot:\n{stdout}\n{stderr}"
+    );
+    // `POSITION 0xPC hart H`
+    let last_write: Vec<&str> = stderr
+        .lines()
+        .find(|l| l.contains(" 0x") && l.contains(" hart "))
+        .unwrap_or_else(|| panic!("no last-write answer:\n{stderr}"))
+        .split_whitespace()
+        .collect();
+    let (store, writer) = (last_write[1], last_write[3].parse::<usize>().unwrap());
+    let writes: Vec<Vec<u64>> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("WRITE "))
+        .map(|l| {
+            let v: Vec<&str> = l.split_whitespace().collect();
+            vec![
+                v[0].parse().unwrap(),
+                u64::from_str_radix(v[1], 16).unwrap(),
+                u64::from_str_radix(v[2], 16).unwrap(),
+            ]
+        })
+        .collect();
+    assert_eq!(writes.len(), 2, "{stdout}\n{stderr}");
+    let store = u64::from_str_radix(store.trim_start_matches("0x"), 16).unwrap();
+    // The newest write is last-write's: its thread is its hart's, at its store.
+    assert_eq!(
+        writes[0][..2],
+        [writer as u64 + 1, store],
+        "{stdout}\n{stderr}"
+    );
+    // Before it, another hart wrote there too, with the same store (`owner = id + 1`)...
+    assert_ne!(writes[1][0], writes[0][0], "{stdout}");
+    assert_eq!(writes[1][1], store, "{stdout}");
+    assert!(stdout.contains("owner = id + 1;"), "{stdout}");
+    // ... the first found the slot free, and the second overwrote it: the race.
+    assert_ne!(
+        writes[0][2], 0,
+        "the last writer found the slot free:\n{stdout}"
+    );
+    assert_eq!(writes[1][2], 0, "{stdout}");
+    assert_eq!(
+        stdout.matches(" hit Hardware watchpoint 2: owner").count(),
+        2,
+        "{stdout}"
+    );
+}
+
+/// A bare-metal program on four harts, under gdb: each hart is a thread; a breakpoint stops
+/// whichever hart gets there and names its thread; `stepi` and `reverse-stepi` move the
+/// selected thread's hart by one of its instructions (the others as the schedule moved them);
+/// `reverse-continue` finds the most recent hit on any hart; `last-write` and a reverse
+/// watchpoint name the hart that wrote.
+#[test]
+fn each_hart_is_a_gdb_thread_forwards_and_backwards() {
+    let (program, recording) = record_smp("gdb.rwd");
+    let server = serve(&recording);
+    let hit = "continue\nprintf \"HIT %d %d\\n\", $_thread, hartid\n";
+    let look = "printf \"PC %lx\\n\", $pc\nicount\n";
+    let commands = format!(
+        "break secondary_main\n{}info threads\nthread 3\n{look}stepi\n{look}reverse-stepi\n{look}\
+         reverse-continue\nprintf \"BACK %d\\n\", $_thread\n\
+         thread 2\nicount\nreverse-stepi\nprintf \"AGAIN %d\\n\", $_thread\nicount\n\
+         delete\ncontinue\nlast-write &ipis_taken\nwatch ipis_taken\nreverse-continue\n\
+         printf \"WRITER %d %lx\\n\", $_thread, $pc\n",
+        hit.repeat(3)
+    );
+    let (stdout, stderr) = gdb_with_rewind_commands(&server, &program, &commands);
+    for hart in 0..4 {
+        assert!(
+            stdout.contains(&format!("Thread 1.{} (hart {hart})", hart + 1)),
+            "info threads:\n{stdout}\n{stderr}"
+        );
+    }
+    // The three secondary harts each stop at the breakpoint, in their thread.
+    let hits: Vec<(u64, u64)> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("HIT "))
+        .map(|l| l.split_once(' ').unwrap())
+        .map(|(t, h)| (t.parse().unwrap(), h.parse().unwrap()))
+        .collect();
+    let mut threads: Vec<u64> = hits.iter().map(|h| h.0).collect();
+    threads.sort_unstable();
+    assert_eq!(threads, [2, 3, 4], "{stdout}\n{stderr}");
+    assert!(
+        hits.iter().all(|&(thread, hartid)| thread == hartid + 1),
+        "{hits:?}"
+    );
+    // stepi in thread 3: hart 2 executes one instruction; reverse-stepi: back before it.
+    let pcs = tagged(&stdout, "PC ");
+    assert_eq!(pcs.len(), 3, "{stdout}\n{stderr}");
+    assert_ne!(pcs[1], pcs[0], "stepi did not move thread 3");
+    assert_eq!(pcs[2], pcs[0], "reverse-stepi did not undo the step");
+    let counts_of = |hart: usize| -> Vec<u64> {
+        let prefix = format!("hart {hart}: ");
+        stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .map(|l| l.trim_end_matches(" instructions").parse().unwrap())
+            .collect()
+    };
+    let hart2 = counts_of(2);
+    assert_eq!(hart2.len(), 5, "{stderr}");
+    assert_eq!([hart2[1], hart2[2]], [hart2[0] + 1, hart2[0]], "{stderr}");
+    // The others moved as the schedule moved them, and went back only as far as needed: the
+    // position after reverse-stepi is hart 2's instruction, the last before the stepi's end.
+    let positions: Vec<u64> = stderr
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert_eq!(positions.len(), 5, "{stderr}");
+    assert_eq!(positions[2], positions[1] - 1, "{stderr}");
+    // Back from there, the most recent hit is the third.
+    let back: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("BACK "))
+        .unwrap_or_else(|| panic!("{stdout}\n{stderr}"))
+        .parse()
+        .unwrap();
+    assert_eq!(back, hits[2].0, "{stdout}");
+    // There, reverse-stepi in thread 2 (gdb first steps the thread at the breakpoint back
+    // over it, naming that one): hart 1 goes back by one instruction, and gdb stays in
+    // thread 2.
+    let again = stdout.lines().find_map(|l| l.strip_prefix("AGAIN "));
+    assert_eq!(again, Some("2"), "{stdout}\n{stderr}");
+    let hart1 = counts_of(1);
+    assert_eq!(hart1[4], hart1[3] - 1, "{stderr}");
+    // The last increment of `ipis_taken`: last-write and the reverse watchpoint agree on
+    // the hart and the instruction.
+    let last_write: Vec<&str> = stderr
+        .lines()
+        .find(|l| l.contains(" hart "))
+        .unwrap_or_else(|| panic!("no last-write answer:\n{stderr}"))
+        .split_whitespace()
+        .collect();
+    let writer = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("WRITER "))
+        .unwrap_or_else(|| panic!("{stdout}\n{stderr}"));
+    let hart: u64 = last_write[3].parse().unwrap();
+    assert_eq!(
+        writer,
+        format!("{} {}", hart + 1, last_write[1].trim_start_matches("0x")),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "Thread {} hit Hardware watchpoint 2: ipis_taken",
+            hart + 1
+        )),
+        "{stdout}"
+    );
+}
+
+/// `rewind record` of the bare-metal SMP program on four harts, in turns of 1,000
+/// instructions, to `recording`.
+fn record_smp_args(program: &std::path::Path, recording: &std::path::Path) -> Vec<String> {
+    let (program, recording) = (program.to_str().unwrap(), recording.to_str().unwrap());
+    let args = ["record", "-o", recording, "--smp", "4", "--quantum", "1000"];
+    let images = ["--bios", "none", "--kernel", program];
+    args.iter().chain(&images).map(|a| a.to_string()).collect()
+}
+
+/// A recording of the bare-metal SMP program on four harts, and the program.
+fn record_smp(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let program = guest_program("smp");
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("smp-gdb");
+    std::fs::create_dir_all(&dir).unwrap();
+    let recording = dir.join(name);
+    let args = record_smp_args(&program, &recording);
+    let out = rewind(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    (program, recording)
+}
+
+/// What a client that steps one thread (`vCont;s`) gets from a recording: the run goes on
+/// until that hart has executed one more instruction, however long it waits for its turn,
+/// and back to where it had executed one fewer; both land in the state of straight play.
+#[test]
+fn one_hart_steps_forwards_and_backwards_in_a_recording() {
+    use rewind_debug::timeline::{DebugStop, Timeline};
+    use rewind_replay::{Player, Recording};
+    let (_, path) = record_smp("steps.rwd");
+    let recording = Recording::open(&path).unwrap();
+    let mut timeline = Timeline::new(Player::new(&recording, &[]).unwrap(), u64::MAX);
+    let mark = |t: &Timeline, hart: u64| t.player.machine.hart_marks()[hart as usize];
+    let assert_straight = |t: &mut Timeline| {
+        let mut straight = Player::new(&recording, &[]).unwrap();
+        straight.play_to(t.icount()).unwrap();
+        assert_eq!(t.player.machine.digest(), straight.machine.digest());
+    };
+    timeline.seek(200_500).unwrap();
+    for hart in [2, 0, 2] {
+        let (from, before) = (timeline.icount(), mark(&timeline, hart));
+        assert_eq!(timeline.step(hart, u64::MAX).unwrap(), DebugStop::Stepped);
+        let after = mark(&timeline, hart);
+        assert_eq!(after.executed, before.executed + 1);
+        let last = after.last.unwrap();
+        assert_eq!(timeline.icount(), last + 1, "stops right after it");
+        assert!(last >= from);
+        assert_straight(&mut timeline);
+        assert_eq!(timeline.reverse_step(hart).unwrap(), DebugStop::Stepped);
+        assert_eq!(timeline.icount(), last);
+        assert_eq!(mark(&timeline, hart).executed, before.executed);
+        assert_straight(&mut timeline);
+        timeline.seek(last + 1).unwrap();
+    }
+}
+
+/// `--gdb` on a live four-hart run that is also recorded: breakpoints stop each secondary
+/// hart in its thread, and the recording of the run gdb stopped replays.
+#[test]
+fn gdb_drives_a_live_four_hart_run_that_replays() {
+    let program = guest_program("smp");
+    let recording = scratch("smp-gdb-live").join("live.rwd");
+    let args = record_smp_args(&program, &recording);
+    let (child, address) =
+        common::start_waiting_for_gdb(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut server = common::Server { child, address };
+    let hit = "continue\nprintf \"HIT %d %d\\n\", $_thread, hartid\n";
+    let commands = format!("break secondary_main\n{}delete\ncontinue\n", hit.repeat(3));
+    let out = gdb(&server, &format!("file {}", program.display()), &commands);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut hits: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("HIT "))
+        .collect();
+    hits.sort_unstable();
+    assert_eq!(hits, ["2 1", "3 2", "4 3"], "{stdout}");
+    assert!(stdout.contains("exited normally"), "{stdout}");
+    assert_eq!(server.child.wait().unwrap().code(), Some(0));
+    let mut console = String::new();
+    std::io::Read::read_to_string(server.child.stdout.as_mut().unwrap(), &mut console).unwrap();
+    assert!(console.contains("PASS"), "{console}");
+    let replay = common::replay_ok(&[recording.to_str().unwrap()]);
+    assert_eq!(String::from_utf8_lossy(&replay.stdout), console);
 }
 
 /// A typed session in chaos mode, the race and the pthreads program run from the shell,

@@ -312,13 +312,6 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode, Stri
             .map(|seed| seed.unwrap_or_else(random_chaos_seed)),
         ..MachineConfig::default()
     };
-    if args.smp > 1 && args.gdb.is_some() {
-        return Err(
-            "gdb cannot drive several harts yet (they are not gdb threads): \
-                    run with --smp 1, or record and replay without gdb"
-                .into(),
-        );
-    }
     let chaos = config.chaos;
     let mut machine = Machine::new(config, &images).map_err(|e| e.to_string())?;
     if let (Some(seed), None) = (chaos, args.dump_dtb.as_ref()) {
@@ -533,9 +526,9 @@ impl LiveRun for GdbDriven<'_, '_> {
         self.live.pause_at = None;
         match outcome {
             LiveEnd::Paused => Some(MachineStop::Limit),
-            LiveEnd::Machine(stop @ (MachineStop::Breakpoint | MachineStop::Watchpoint)) => {
-                Some(stop)
-            }
+            LiveEnd::Machine(
+                stop @ (MachineStop::Breakpoint | MachineStop::Watchpoint | MachineStop::Stepped),
+            ) => Some(stop),
             other => {
                 self.finished = Some(other);
                 None

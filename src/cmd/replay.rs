@@ -408,14 +408,6 @@ pub fn inspect(args: &InspectArgs) -> Result<ExitCode, String> {
 pub fn debug(args: &DebugArgs) -> Result<ExitCode, String> {
     let recording = Recording::open(&args.file).map_err(|e| e.to_string())?;
     let player = Player::new(&recording, &args.drives)?;
-    let harts = player.machine.hart_count();
-    if harts > 1 {
-        return Err(format!(
-            "{} has {harts} harts, and gdb cannot debug several harts yet (they are not gdb \
-             threads); `rewind replay` replays it",
-            args.file.display()
-        ));
-    }
     let listener = std::net::TcpListener::bind(&args.gdb)
         .map_err(|e| format!("cannot listen on {} for gdb: {e}", args.gdb))?;
     eprintln!(

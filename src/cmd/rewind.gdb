@@ -36,5 +36,5 @@ define last-write
 end
 document last-write
 When memory at ADDR (LEN bytes, default 8) was last written before now: last-write ADDR [LEN]
-Prints the instruction count of the store and its pc.
+Prints the instruction count of the store and its pc, and with several harts the hart.
 end

@@ -2,7 +2,8 @@
 #![allow(dead_code)] // each test file uses its own part
 
 use std::io::{Read, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
@@ -270,16 +271,17 @@ pub fn default_guest_dir() -> std::path::PathBuf {
     std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
+/// A loopback address with a port nobody listens on.
+fn free_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("127.0.0.1:{}", listener.local_addr().unwrap().port())
+}
+
 /// Starts `rewind ARGS --gdb ADDRESS` on a free loopback port and waits until the machine says
 /// it waits for gdb; returns the process (standard input and output piped) and the address.
 pub fn start_waiting_for_gdb(args: &[&str]) -> (Child, String) {
     use std::io::BufRead;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
+    let address = free_address();
     let mut child = Command::new(env!("CARGO_BIN_EXE_rewind"))
         .args(args)
         .args(["--gdb", &address])
@@ -370,4 +372,83 @@ pub fn run_to(machine: &mut rewind_machine::Machine, target: u64) -> Vec<u8> {
             other => panic!("the guest stopped early: {other:?}"),
         }
     }
+}
+
+/// `rewind debug` (or a live run waiting for gdb), killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub address: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `rewind debug` on a free loopback port and waits until it listens.
+pub fn serve(recording: &Path) -> Server {
+    let address = free_address();
+    let child = Command::new(env!("CARGO_BIN_EXE_rewind"))
+        .args(["debug", recording.to_str().unwrap(), "--gdb", &address])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&address).is_err() {
+        assert!(Instant::now() < deadline, "rewind debug did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // That probe connection was a client too: the server waits for the next one.
+    std::thread::sleep(Duration::from_millis(200));
+    Server { child, address }
+}
+
+/// Runs gdb-multiarch on `commands` after `target remote`; `setup` comes before it.
+pub fn gdb(server: &Server, setup: &str, commands: &str) -> Output {
+    let script = format!(
+        "set pagination off\nset confirm off\nset architecture riscv:rv64\n{setup}\n\
+         target remote {}\n{commands}\nkill\n",
+        server.address
+    );
+    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "gdb-{}.gdb",
+        server.address.replace([':', '.'], "-")
+    ));
+    std::fs::write(&file, script).unwrap();
+    // Bounded, so that a server that never answers fails the test instead of hanging it.
+    Command::new("timeout")
+        .args([
+            "300",
+            "gdb-multiarch",
+            "-nx",
+            "-batch",
+            "-x",
+            file.to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("gdb-multiarch (Debian's package; scripts/install-deps)")
+}
+
+/// Values printed by `printf "TAG %lx\n", ...` lines, in order.
+pub fn tagged(text: &str, tag: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(tag))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .collect()
+}
+
+/// The gdb commands of `rewind gdbinit`, in a file to `source`.
+pub fn gdbinit() -> std::path::PathBuf {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("rewind.gdb");
+    let printed = rewind(&["gdbinit"]);
+    // Tests run in parallel: each writes the same bytes, then renames them into place.
+    let unique = path.with_extension(format!("{:?}", std::thread::current().id()));
+    std::fs::write(&unique, printed.stdout).unwrap();
+    std::fs::rename(&unique, &path).unwrap();
+    path
 }

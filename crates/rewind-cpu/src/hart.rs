@@ -493,6 +493,14 @@ impl Hart {
         }
     }
 
+    /// Whether a run of this hart that starts at position `position` stops at once at a
+    /// breakpoint, before any interrupt is taken: asked before the hart takes its turn.
+    pub fn stops_at_breakpoint_at(&self, position: u64) -> bool {
+        !self.breakpoints.is_empty()
+            && self.at_breakpoint(self.state.pc)
+            && self.resume_from_breakpoint != Some(position)
+    }
+
     #[inline(always)]
     fn at_breakpoint(&self, pc: u64) -> bool {
         self.breakpoints.binary_search(&pc).is_ok()

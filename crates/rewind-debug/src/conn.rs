@@ -5,10 +5,14 @@
 //! `:` and no features; legal in the protocol, and what gdb's `maint packet qSupported`
 //! sends) is one: it arrives here as `qSupported:multiprocess-`, which means the same thing
 //! (the client announces no features), so gdbstub answers it like any other.
+//!
+//! It also notes what gdb says of threads that gdbstub does not pass on ([`ThreadHints`]).
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::net::TcpStream;
+use std::rc::Rc;
 
 use gdbstub::conn::{Connection, ConnectionExt};
 
@@ -22,13 +26,29 @@ pub struct GdbConnection {
     stream: TcpStream,
     /// Bytes read from the stream and not yet given to gdbstub.
     ready: VecDeque<u8>,
+    hints: Rc<ThreadHints>,
+}
+
+/// What gdb's packets tell of its threads beyond what gdbstub passes on to the target.
+#[derive(Debug, Default)]
+pub struct ThreadHints {
+    /// The last `Hc` packet named one thread. gdbstub hands "any thread" (`Hc0`, which gdb
+    /// sends before stepping backwards with every thread resumed) to the target as the first
+    /// thread, which the target could not tell from thread 1 named.
+    pub thread_named: Cell<bool>,
+    /// gdb's selected thread, as far as the protocol shows: the thread gdb asked about last
+    /// with `T` (is it alive?), which it does when the user selects a thread (`thread N`) and
+    /// when it goes back to the thread it was stepping, even when it has that thread's
+    /// registers already and reads nothing; or, set by the target, the thread of a stop.
+    pub selected: Cell<Option<usize>>,
 }
 
 impl GdbConnection {
-    pub fn new(stream: TcpStream) -> GdbConnection {
+    pub fn new(stream: TcpStream, hints: Rc<ThreadHints>) -> GdbConnection {
         GdbConnection {
             stream,
             ready: VecDeque::new(),
+            hints,
         }
     }
 
@@ -45,6 +65,13 @@ impl GdbConnection {
         loop {
             let byte = self.read_byte()?;
             if byte == b'#' || body.len() >= MAX_PACKET {
+                if let Some(thread) = body.strip_prefix(b"Hc") {
+                    self.hints.thread_named.set(one_thread(thread).is_some());
+                } else if let Some(thread) = body.strip_prefix(b"T") {
+                    if let Some(tid) = one_thread(thread) {
+                        self.hints.selected.set(Some(tid));
+                    }
+                }
                 let tail = if byte == b'#' {
                     vec![byte, self.read_byte()?, self.read_byte()?]
                 } else {
@@ -60,6 +87,17 @@ impl GdbConnection {
             body.push(byte);
         }
     }
+}
+
+/// The thread a thread id of the protocol (`TID` or `pPID.TID`, in hex) names, if it names
+/// one: not 0 (any) or -1 (all).
+fn one_thread(id: &[u8]) -> Option<usize> {
+    let tid = match id.strip_prefix(b"p") {
+        Some(both) => both.splitn(2, |&b| b == b'.').nth(1)?,
+        None => id,
+    };
+    let tid = usize::from_str_radix(std::str::from_utf8(tid).ok()?, 16).ok()?;
+    (tid != 0).then_some(tid)
 }
 
 /// `$body#checksum`.
@@ -117,5 +155,21 @@ mod tests {
         // `$qSupported#37` is what gdb sends for `maint packet qSupported`.
         assert_eq!(framed(b"qSupported"), b"$qSupported#37");
         assert_eq!(framed(b"g"), b"$g#67");
+    }
+
+    #[test]
+    fn any_and_all_threads_are_told_from_one() {
+        for (id, one) in [
+            (&b"0"[..], None),
+            (b"-1", None),
+            (b"p1.0", None),
+            (b"p1.-1", None),
+            (b"p1", None),
+            (b"2", Some(2)),
+            (b"p1.3", Some(3)),
+            (b"p01.0a", Some(10)),
+        ] {
+            assert_eq!(one_thread(id), one, "{}", String::from_utf8_lossy(id));
+        }
     }
 }

@@ -2,6 +2,11 @@
 //! `gdbstub` crate), with reverse execution: `reverse-stepi`, `reverse-continue`, and monitor
 //! commands to see and move the position in the recording; and a live run, forwards only
 //! ([`live`]).
+//!
+//! Each hart is a gdb thread (thread N + 1 is hart N). As in rr, `stepi` runs until the
+//! selected thread's hart has executed one more instruction and `reverse-stepi` goes back to
+//! where it had executed one fewer, the other harts moving as the schedule moved them; a
+//! breakpoint or watchpoint stops whichever hart hits it, and the stop names that thread.
 
 pub mod arch;
 mod conn;
@@ -9,17 +14,18 @@ pub mod live;
 pub mod timeline;
 
 use std::net::TcpListener;
+use std::rc::Rc;
 
-use gdbstub::common::Signal;
+use gdbstub::common::{Signal, Tid};
 use gdbstub::conn::ConnectionExt;
 use gdbstub::stub::run_blocking::{self, BlockingEventLoop};
-use gdbstub::stub::{DisconnectReason, GdbStub, SingleThreadStopReason};
+use gdbstub::stub::{DisconnectReason, GdbStub, MultiThreadStopReason};
+use gdbstub::target::ext::base::multithread::{
+    MultiThreadBase, MultiThreadResume, MultiThreadResumeOps, MultiThreadSchedulerLocking,
+    MultiThreadSchedulerLockingOps, MultiThreadSingleStep, MultiThreadSingleStepOps,
+};
 use gdbstub::target::ext::base::reverse_exec::{
     ReplayLogPosition, ReverseCont, ReverseContOps, ReverseStep, ReverseStepOps,
-};
-use gdbstub::target::ext::base::singlethread::{
-    SingleThreadBase, SingleThreadResume, SingleThreadResumeOps, SingleThreadSingleStep,
-    SingleThreadSingleStepOps,
 };
 use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::breakpoints::{
@@ -27,13 +33,14 @@ use gdbstub::target::ext::breakpoints::{
     SwBreakpoint, SwBreakpointOps, WatchKind as GdbWatchKind,
 };
 use gdbstub::target::ext::monitor_cmd::{outputln, ConsoleOutput, MonitorCmd, MonitorCmdOps};
+use gdbstub::target::ext::thread_extra_info::{ThreadExtraInfo, ThreadExtraInfoOps};
 use gdbstub::target::{Target, TargetError, TargetResult};
-use rewind_cpu::{WatchKind, Watchpoint};
+use rewind_cpu::{Hart, WatchKind, Watchpoint};
 use rewind_machine::Machine;
 use rewind_replay::{PlayError, Player};
 
 use arch::{Regs, Rv64, CSRS};
-use conn::GdbConnection;
+use conn::{GdbConnection, ThreadHints};
 use timeline::{DebugStop, Timeline};
 
 /// Instructions run between looks at the connection during a long `continue`.
@@ -102,13 +109,23 @@ impl Drop for Progress<'_, '_> {
     }
 }
 
-/// What gdb asked the target to do next.
+/// What gdb asked the target to do next; steps are of one hart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Action {
     Continue,
-    Step,
+    Step(u64),
     ReverseContinue,
-    ReverseStep,
+    ReverseStep(u64),
+}
+
+/// The gdb thread of hart `hart` (thread ids start at 1).
+fn thread_of(hart: u64) -> Tid {
+    Tid::new(hart as usize + 1).unwrap_or(Tid::MIN)
+}
+
+/// The hart of gdb thread `tid`.
+fn hart_of(tid: Tid) -> u64 {
+    tid.get() as u64 - 1
 }
 
 /// What the debugger drives: a replay (both ways, with monitor commands to move in it) or a
@@ -116,8 +133,10 @@ enum Action {
 pub trait Engine {
     fn machine(&self) -> &Machine;
     fn set_stops(&mut self, breakpoints: Vec<u64>, watchpoints: Vec<Watchpoint>);
-    /// One instruction forward.
-    fn step(&mut self) -> Result<DebugStop, DebugError>;
+    /// Forward until hart `hart` has executed one more instruction ([`DebugStop::Stepped`]),
+    /// or for a while ([`DebugStop::Reached`]: the server looks at the connection and asks
+    /// again).
+    fn step(&mut self, hart: u64) -> Result<DebugStop, DebugError>;
     /// Forward until a stop, or for a while (then [`DebugStop::Reached`]), so that the server
     /// can look at the connection in between.
     fn resume(&mut self) -> Result<DebugStop, DebugError>;
@@ -137,8 +156,9 @@ impl Engine for Timeline {
         self.set_watchpoints(watchpoints);
     }
 
-    fn step(&mut self) -> Result<DebugStop, DebugError> {
-        Timeline::step(self).map_err(play_error)
+    fn step(&mut self, hart: u64) -> Result<DebugStop, DebugError> {
+        let limit = self.icount().saturating_add(POLL_EVERY);
+        Timeline::step(self, hart, limit).map_err(play_error)
     }
 
     fn resume(&mut self) -> Result<DebugStop, DebugError> {
@@ -157,6 +177,14 @@ pub struct DebugTarget<E: Engine> {
     breakpoints: Vec<u64>,
     watchpoints: Vec<Watchpoint>,
     action: Action,
+    /// The hart gdb steps with the next resume, if any.
+    stepping: Option<u64>,
+    /// What gdb's packets tell of its threads (see `conn.rs`).
+    hints: Rc<ThreadHints>,
+    /// The step under way is of a thread gdb named: its own business (stepping a thread
+    /// over a breakpoint, say), after which gdb goes on with the thread it had selected, so
+    /// its stop does not select its thread.
+    named_step: bool,
 }
 
 /// Errors that end the debugging session.
@@ -193,6 +221,9 @@ impl<E: Engine> DebugTarget<E> {
             breakpoints: Vec::new(),
             watchpoints: Vec::new(),
             action: Action::Continue,
+            stepping: None,
+            hints: Rc::default(),
+            named_step: false,
         }
     }
 
@@ -209,17 +240,24 @@ impl<E: Engine> DebugTarget<E> {
             .set_stops(self.breakpoints.clone(), self.watchpoints.clone());
     }
 
-    /// Reads guest memory at a virtual address through the current translation, or as a
-    /// physical address where that fails. RAM only: device registers are never touched.
-    fn read_memory(&self, addr: u64, data: &mut [u8]) -> usize {
+    /// Hart `hart`, or the running one if the board has no such hart.
+    fn hart(&self, hart: u64) -> &Hart {
         let machine = self.engine.machine();
+        machine.hart_by_id(hart).unwrap_or(&machine.hart)
+    }
+
+    /// Reads guest memory at a virtual address through hart `hart`'s translation, or as a
+    /// physical address where that fails. RAM only: device registers are never touched.
+    fn read_memory(&self, hart: u64, addr: u64, data: &mut [u8]) -> usize {
+        let machine = self.engine.machine();
+        let hart = self.hart(hart);
         let mut done = 0;
         while done < data.len() {
             let vaddr = addr.wrapping_add(done as u64);
             let in_page = (0x1000 - (vaddr & 0xfff)) as usize;
             let len = in_page.min(data.len() - done);
             let chunk = &mut data[done..done + len];
-            let translated = machine.hart.debug_translate(&machine.ram, vaddr);
+            let translated = hart.debug_translate(&machine.ram, vaddr);
             let read = translated.and_then(|p| machine.ram.read_with_rom(p, chunk));
             if read.is_none() && machine.ram.read_with_rom(vaddr, chunk).is_none() {
                 break;
@@ -235,7 +273,7 @@ impl<E: Engine> Target for DebugTarget<E> {
     type Error = DebugError;
 
     fn base_ops(&mut self) -> BaseOps<'_, Self::Arch, Self::Error> {
-        BaseOps::SingleThread(self)
+        BaseOps::MultiThread(self)
     }
 
     fn support_breakpoints(&mut self) -> Option<BreakpointsOps<'_, Self>> {
@@ -284,9 +322,9 @@ impl<E: Engine> gdbstub::target::ext::target_description_xml_override::TargetDes
     }
 }
 
-impl<E: Engine> SingleThreadBase for DebugTarget<E> {
-    fn read_registers(&mut self, regs: &mut Regs) -> TargetResult<(), Self> {
-        let hart = &self.engine.machine().hart;
+impl<E: Engine> MultiThreadBase for DebugTarget<E> {
+    fn read_registers(&mut self, regs: &mut Regs, tid: Tid) -> TargetResult<(), Self> {
+        let hart = self.hart(hart_of(tid));
         regs.x = hart.state.x;
         regs.pc = hart.state.pc;
         regs.f = hart.state.f;
@@ -301,23 +339,51 @@ impl<E: Engine> SingleThreadBase for DebugTarget<E> {
         Ok(())
     }
 
-    fn write_registers(&mut self, _regs: &Regs) -> TargetResult<(), Self> {
+    fn write_registers(&mut self, _regs: &Regs, _tid: Tid) -> TargetResult<(), Self> {
         refuse_change::<E>("registers")
     }
 
-    fn read_addrs(&mut self, start_addr: u64, data: &mut [u8]) -> TargetResult<usize, Self> {
-        match self.read_memory(start_addr, data) {
+    fn read_addrs(
+        &mut self,
+        start_addr: u64,
+        data: &mut [u8],
+        tid: Tid,
+    ) -> TargetResult<usize, Self> {
+        match self.read_memory(hart_of(tid), start_addr, data) {
             0 if !data.is_empty() => Err(TargetError::NonFatal),
             n => Ok(n),
         }
     }
 
-    fn write_addrs(&mut self, _start_addr: u64, _data: &[u8]) -> TargetResult<(), Self> {
+    fn write_addrs(&mut self, _start_addr: u64, _data: &[u8], _tid: Tid) -> TargetResult<(), Self> {
         refuse_change::<E>("memory")
     }
 
-    fn support_resume(&mut self) -> Option<SingleThreadResumeOps<'_, Self>> {
+    fn list_active_threads(
+        &mut self,
+        thread_is_active: &mut dyn FnMut(Tid),
+    ) -> Result<(), Self::Error> {
+        for hart in 0..self.engine.machine().hart_count() {
+            thread_is_active(thread_of(hart as u64));
+        }
+        Ok(())
+    }
+
+    fn support_resume(&mut self) -> Option<MultiThreadResumeOps<'_, Self>> {
         Some(self)
+    }
+
+    fn support_thread_extra_info(&mut self) -> Option<ThreadExtraInfoOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl<E: Engine> ThreadExtraInfo for DebugTarget<E> {
+    fn thread_extra_info(&self, tid: Tid, buf: &mut [u8]) -> Result<usize, Self::Error> {
+        let text = format!("hart {}", hart_of(tid));
+        let n = text.len().min(buf.len());
+        buf[..n].copy_from_slice(&text.as_bytes()[..n]);
+        Ok(n)
     }
 }
 
@@ -331,24 +397,45 @@ fn refuse_change<E: Engine>(what: &str) -> TargetResult<(), DebugTarget<E>> {
     Err(TargetError::NonFatal)
 }
 
-impl<E: Engine> SingleThreadResume for DebugTarget<E> {
-    fn resume(&mut self, _signal: Option<Signal>) -> Result<(), Self::Error> {
-        self.action = Action::Continue;
+impl<E: Engine> MultiThreadResume for DebugTarget<E> {
+    fn resume(&mut self) -> Result<(), Self::Error> {
+        self.action = match self.stepping {
+            Some(hart) => Action::Step(hart),
+            None => Action::Continue,
+        };
+        self.named_step = self.stepping.is_some();
         Ok(())
     }
 
-    fn support_single_step(&mut self) -> Option<SingleThreadSingleStepOps<'_, Self>> {
+    fn clear_resume_actions(&mut self) -> Result<(), Self::Error> {
+        self.stepping = None;
+        Ok(())
+    }
+
+    fn set_resume_action_continue(
+        &mut self,
+        _tid: Tid,
+        _signal: Option<Signal>,
+    ) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn support_single_step(&mut self) -> Option<MultiThreadSingleStepOps<'_, Self>> {
         Some(self)
     }
 
-    fn support_reverse_cont(&mut self) -> Option<ReverseContOps<'_, (), Self>> {
+    fn support_scheduler_locking(&mut self) -> Option<MultiThreadSchedulerLockingOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_reverse_cont(&mut self) -> Option<ReverseContOps<'_, Tid, Self>> {
         match self.engine.timeline() {
             Some(_) => Some(self),
             None => None,
         }
     }
 
-    fn support_reverse_step(&mut self) -> Option<ReverseStepOps<'_, (), Self>> {
+    fn support_reverse_step(&mut self) -> Option<ReverseStepOps<'_, Tid, Self>> {
         match self.engine.timeline() {
             Some(_) => Some(self),
             None => None,
@@ -356,23 +443,45 @@ impl<E: Engine> SingleThreadResume for DebugTarget<E> {
     }
 }
 
-impl<E: Engine> SingleThreadSingleStep for DebugTarget<E> {
-    fn step(&mut self, _signal: Option<Signal>) -> Result<(), Self::Error> {
-        self.action = Action::Step;
+impl<E: Engine> MultiThreadSingleStep for DebugTarget<E> {
+    fn set_resume_action_step(
+        &mut self,
+        tid: Tid,
+        _signal: Option<Signal>,
+    ) -> Result<(), Self::Error> {
+        self.stepping = Some(hart_of(tid));
         Ok(())
     }
 }
 
-impl<E: Engine> ReverseCont<()> for DebugTarget<E> {
+/// gdb resumes one thread alone to step it over a breakpoint (on RISC-V it steps with
+/// breakpoints of its own). The harts cannot be held: the recording fixed when each runs, and
+/// a live run must stay replayable. So the others move on as the schedule moves them, and a
+/// breakpoint they hit on the way is reported.
+impl<E: Engine> MultiThreadSchedulerLocking for DebugTarget<E> {
+    fn set_resume_action_scheduler_lock(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+impl<E: Engine> ReverseCont<Tid> for DebugTarget<E> {
     fn reverse_cont(&mut self) -> Result<(), Self::Error> {
+        self.named_step = false;
         self.action = Action::ReverseContinue;
         Ok(())
     }
 }
 
-impl<E: Engine> ReverseStep<()> for DebugTarget<E> {
-    fn reverse_step(&mut self, _tid: ()) -> Result<(), Self::Error> {
-        self.action = Action::ReverseStep;
+impl<E: Engine> ReverseStep<Tid> for DebugTarget<E> {
+    fn reverse_step(&mut self, tid: Tid) -> Result<(), Self::Error> {
+        // Unless scheduler locking is on, gdb resumes every thread when it steps backwards,
+        // and names none (`Hc0`): then the thread to step is the one gdb looked at last.
+        self.named_step = self.hints.thread_named.get();
+        let hart = match (self.named_step, self.hints.selected.get()) {
+            (false, Some(selected)) => selected as u64 - 1,
+            _ => hart_of(tid),
+        };
+        self.action = Action::ReverseStep(hart);
         Ok(())
     }
 }
@@ -467,18 +576,21 @@ impl<E: Engine> HwBreakpoint for DebugTarget<E> {
 
 const LIVE_MONITOR_HELP: &str = "\
 Rewind monitor commands (live run):
-  icount          print the current instruction count
+  icount          print the current instruction count (the position; with several harts,
+                  then the instructions each hart executed)
   help            this text
 Record the run (rewind record) and debug the recording (rewind debug) to go backwards.";
 
 const MONITOR_HELP: &str = "\
 Rewind monitor commands:
-  icount          print the current instruction count
+  icount          print the current instruction count (the position; with several harts,
+                  then the instructions each hart executed)
   seek N          move to instruction N (0 .. the end of the recording)
   checkpoints     list the checkpoints (instruction count, bytes of RAM each holds)
   last-write ADDR [LEN]
                   when memory at ADDR (LEN bytes, default 8) was last written before now:
-                  the instruction count of the store and its pc
+                  the instruction count of the store and its pc (and, with several harts,
+                  the hart that stored)
   help            this text
 After `seek`, gdb's caches are stale: use the commands of `rewind gdbinit`.";
 
@@ -491,7 +603,13 @@ impl<E: Engine> MonitorCmd for DebugTarget<E> {
         let cmd = String::from_utf8_lossy(cmd);
         let words: Vec<&str> = cmd.split_whitespace().collect();
         if let ["icount"] = words.as_slice() {
-            outputln!(out, "{}", self.engine.machine().hart.state.icount);
+            let machine = self.engine.machine();
+            outputln!(out, "{}", machine.hart.state.icount);
+            if machine.hart_count() > 1 {
+                for (hart, mark) in machine.hart_marks().iter().enumerate() {
+                    outputln!(out, "hart {hart}: {} instructions", mark.executed);
+                }
+            }
             return Ok(());
         }
         let Some(timeline) = self.engine.timeline() else {
@@ -538,8 +656,12 @@ impl<E: Engine> MonitorCmd for DebugTarget<E> {
                             .last_write(addr, len, &mut |at| progress.update(at))
                             .map_err(play_error)?;
                         drop(progress);
+                        let several = timeline.player.machine.hart_count() > 1;
                         match found {
-                            Some((icount, pc)) => outputln!(out, "{icount} {pc:#x}"),
+                            Some(w) if several => {
+                                outputln!(out, "{} {:#x} hart {}", w.icount, w.pc, w.hart)
+                            }
+                            Some(w) => outputln!(out, "{} {:#x}", w.icount, w.pc),
                             None => {
                                 outputln!(out, "not written since the beginning of the recording")
                             }
@@ -572,7 +694,7 @@ struct EventLoop<E>(std::marker::PhantomData<E>);
 impl<E: Engine> BlockingEventLoop for EventLoop<E> {
     type Target = DebugTarget<E>;
     type Connection = GdbConnection;
-    type StopReason = SingleThreadStopReason<u64>;
+    type StopReason = MultiThreadStopReason<u64>;
 
     fn wait_for_stop_reason(
         target: &mut DebugTarget<E>,
@@ -584,10 +706,10 @@ impl<E: Engine> BlockingEventLoop for EventLoop<E> {
         let error = run_blocking::WaitForStopReasonError::Target;
         let engine = &mut target.engine;
         let stopped = match (target.action, engine.timeline()) {
-            (Action::Step, _) => engine.step().map_err(error)?,
-            (Action::ReverseStep, Some(timeline)) => {
-                timeline.reverse_step().map_err(play_error).map_err(error)?
-            }
+            (Action::ReverseStep(hart), Some(timeline)) => timeline
+                .reverse_step(hart)
+                .map_err(play_error)
+                .map_err(error)?,
             (Action::ReverseContinue, Some(timeline)) => {
                 let present = timeline.icount();
                 let mut progress = Progress::new("reverse-continue", present, 0, None);
@@ -597,9 +719,13 @@ impl<E: Engine> BlockingEventLoop for EventLoop<E> {
                     .map_err(error)?
             }
             // gdb only goes backwards where reverse execution was advertised.
-            (Action::ReverseStep | Action::ReverseContinue, None) => DebugStop::Begin,
-            (Action::Continue, _) => loop {
-                let stopped = engine.resume().map_err(error)?;
+            (Action::ReverseStep(_) | Action::ReverseContinue, None) => DebugStop::Begin,
+            (Action::Step(_) | Action::Continue, _) => loop {
+                let stopped = match target.action {
+                    Action::Step(hart) => engine.step(hart),
+                    _ => engine.resume(),
+                }
+                .map_err(error)?;
                 if stopped != DebugStop::Reached {
                     break stopped;
                 }
@@ -611,14 +737,24 @@ impl<E: Engine> BlockingEventLoop for EventLoop<E> {
                 }
             },
         };
+        // The thread the stop is of: the hart that hit, or stepped; else the running one.
+        let hart = match (stopped, target.action) {
+            (DebugStop::Breakpoint { hart } | DebugStop::Watchpoint { hart, .. }, _) => hart,
+            (_, Action::Step(hart) | Action::ReverseStep(hart)) => hart,
+            _ => engine.machine().hart.state.hart_id,
+        };
+        if !target.named_step {
+            target.hints.selected.set(Some(thread_of(hart).get()));
+        }
+        let tid = thread_of(hart);
         let reason = match stopped {
-            DebugStop::Reached => match target.action {
-                Action::Step | Action::ReverseStep => SingleThreadStopReason::DoneStep,
-                _ => SingleThreadStopReason::Signal(Signal::SIGTRAP),
+            DebugStop::Reached | DebugStop::Stepped => MultiThreadStopReason::SignalWithThread {
+                tid,
+                signal: Signal::SIGTRAP,
             },
-            DebugStop::Breakpoint => SingleThreadStopReason::SwBreak(()),
-            DebugStop::Watchpoint(addr, kind) => SingleThreadStopReason::Watch {
-                tid: (),
+            DebugStop::Breakpoint { .. } => MultiThreadStopReason::SwBreak(tid),
+            DebugStop::Watchpoint { addr, kind, .. } => MultiThreadStopReason::Watch {
+                tid,
                 kind: match kind {
                     WatchKind::Write => GdbWatchKind::Write,
                     WatchKind::Read => GdbWatchKind::Read,
@@ -626,21 +762,26 @@ impl<E: Engine> BlockingEventLoop for EventLoop<E> {
                 },
                 addr,
             },
-            DebugStop::Begin => SingleThreadStopReason::ReplayLog {
-                tid: None,
+            DebugStop::Begin => MultiThreadStopReason::ReplayLog {
+                tid: Some(tid),
                 pos: ReplayLogPosition::Begin,
             },
-            DebugStop::End => SingleThreadStopReason::ReplayLog {
-                tid: None,
+            DebugStop::End => MultiThreadStopReason::ReplayLog {
+                tid: Some(tid),
                 pos: ReplayLogPosition::End,
             },
-            DebugStop::Exited(code) => SingleThreadStopReason::Exited(code),
+            DebugStop::Exited(code) => MultiThreadStopReason::Exited(code),
         };
         Ok(run_blocking::Event::TargetStopped(reason))
     }
 
-    fn on_interrupt(_target: &mut DebugTarget<E>) -> Result<Option<Self::StopReason>, DebugError> {
-        Ok(Some(SingleThreadStopReason::Signal(Signal::SIGINT)))
+    fn on_interrupt(target: &mut DebugTarget<E>) -> Result<Option<Self::StopReason>, DebugError> {
+        let hart = target.engine.machine().hart.state.hart_id;
+        target.hints.selected.set(Some(thread_of(hart).get()));
+        Ok(Some(MultiThreadStopReason::SignalWithThread {
+            tid: thread_of(hart),
+            signal: Signal::SIGINT,
+        }))
     }
 }
 
@@ -665,20 +806,21 @@ pub fn serve_one<E: Engine>(
         .map_err(|e| format!("cannot accept a gdb connection: {e}"))?;
     let _ = stream.set_nodelay(true);
     eprintln!("rewind: gdb connected from {peer}");
-    let gdb = GdbStub::new(GdbConnection::new(stream));
+    let gdb = GdbStub::new(GdbConnection::new(stream, target.hints.clone()));
     match gdb.run_blocking::<EventLoop<E>>(target) {
         Ok(DisconnectReason::Kill) => Ok(SessionEnd::Killed),
         Ok(DisconnectReason::TargetExited(_) | DisconnectReason::TargetTerminated(_)) => {
             Ok(SessionEnd::Exited)
         }
         Ok(DisconnectReason::Disconnect) => Ok(SessionEnd::Detached),
-        Err(e) => match e.into_target_error() {
+        Err(e) if e.is_target_error() => match e.into_target_error() {
             Some(error) => Err(error.to_string()),
-            None => {
-                eprintln!("rewind: the gdb connection failed");
-                Ok(SessionEnd::Detached)
-            }
+            None => Ok(SessionEnd::Detached),
         },
+        Err(e) => {
+            eprintln!("rewind: the gdb connection failed: {e}");
+            Ok(SessionEnd::Detached)
+        }
     }
 }
 

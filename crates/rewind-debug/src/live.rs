@@ -37,11 +37,14 @@ impl<R: LiveRun> LiveEngine<R> {
             return DebugStop::Exited(self.run.exit_status());
         }
         self.run.session_mut().resume_from_debug_stop();
-        match self.run.run_until(pause) {
-            Some(MachineStop::Breakpoint) => DebugStop::Breakpoint,
-            Some(MachineStop::Watchpoint) => match self.run.session().machine().hart.watch_hit {
-                Some((addr, kind)) => DebugStop::Watchpoint(addr, kind),
-                None => DebugStop::Breakpoint,
+        let stopped = self.run.run_until(pause);
+        let machine = self.run.session().machine();
+        let hart = machine.stopped_hart();
+        match stopped {
+            Some(MachineStop::Breakpoint) => DebugStop::Breakpoint { hart },
+            Some(MachineStop::Watchpoint) => match machine.watch_hit() {
+                Some((addr, kind)) => DebugStop::Watchpoint { addr, kind, hart },
+                None => DebugStop::Breakpoint { hart },
             },
             Some(_) => DebugStop::Reached,
             None => {
@@ -63,15 +66,23 @@ impl<R: LiveRun> Engine for LiveEngine<R> {
             .set_debug_stops(breakpoints, watchpoints);
     }
 
-    fn step(&mut self) -> Result<DebugStop, DebugError> {
-        let hart = &self.machine().hart;
-        let next = hart.state.icount + 1;
-        let (breakpoints, watchpoints) = (hart.breakpoints.clone(), hart.watchpoints.clone());
+    fn step(&mut self, hart: u64) -> Result<DebugStop, DebugError> {
+        let machine = self.machine();
+        let executed = |m: &Machine| m.hart_marks().get(hart as usize).map_or(0, |m| m.executed);
+        let before = executed(machine);
+        let pause = machine.hart.state.icount.saturating_add(POLL_EVERY);
+        let running = &machine.hart;
+        let (breakpoints, watchpoints) = (running.breakpoints.clone(), running.watchpoints.clone());
         // The one instruction runs even if a breakpoint is on the next.
         self.set_stops(Vec::new(), watchpoints.clone());
-        let stopped = self.run_to(next);
+        self.run.session_mut().step_hart(Some(hart));
+        let stopped = self.run_to(pause);
+        self.run.session_mut().step_hart(None);
         self.set_stops(breakpoints, watchpoints);
-        Ok(stopped)
+        Ok(match stopped {
+            DebugStop::Reached if executed(self.machine()) > before => DebugStop::Stepped,
+            stopped => stopped,
+        })
     }
 
     fn resume(&mut self) -> Result<DebugStop, DebugError> {

@@ -18,17 +18,36 @@ pub type Report<'a> = &'a mut dyn FnMut(u64);
 /// Where a forward or backward run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DebugStop {
-    /// At the instruction count asked for.
+    /// At the instruction count asked for (or, stepping, not yet where asked).
     Reached,
-    /// Before an instruction at a breakpoint.
-    Breakpoint,
-    /// After an instruction that touched watched memory: the address and the access.
-    Watchpoint(u64, WatchKind),
+    /// The hart asked to step executed one instruction, or went back over one.
+    Stepped,
+    /// Before an instruction at a breakpoint, which `hart` runs next.
+    Breakpoint {
+        hart: u64,
+    },
+    /// After an instruction of `hart` that touched watched memory: the address and the
+    /// access.
+    Watchpoint {
+        addr: u64,
+        kind: WatchKind,
+        hart: u64,
+    },
     /// At the beginning of the recording (going back) or its end (going forward).
     Begin,
     End,
     /// A live guest exited (powered off) with this status.
     Exited(u8),
+}
+
+/// The store [`Timeline::last_write`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LastWrite {
+    /// The position of the store.
+    pub icount: u64,
+    pub pc: u64,
+    /// The hart that executed it.
+    pub hart: u64,
 }
 
 pub struct Timeline {
@@ -79,24 +98,29 @@ impl Timeline {
         self.watchpoints = watchpoints;
     }
 
-    /// Gives the hart the breakpoints and watchpoints (or none), after any restore.
+    /// Gives every hart the breakpoints and watchpoints (or none), after any restore.
     fn arm(&mut self, stops: bool) {
-        let hart = &mut self.player.machine.hart;
         let (breakpoints, watchpoints) = if stops {
             (self.breakpoints.clone(), self.watchpoints.clone())
         } else {
             (Vec::new(), Vec::new())
         };
-        hart.set_debug_stops(breakpoints, watchpoints);
-        hart.watch_hit = None;
+        self.player
+            .machine
+            .set_debug_stops(breakpoints, watchpoints);
     }
 
     /// What stopped the last run early.
     fn stop_kind(&self, played: PlayStop) -> DebugStop {
-        match (played, self.player.machine.hart.watch_hit) {
-            (PlayStop::Watchpoint, Some((addr, kind))) => DebugStop::Watchpoint(addr, kind),
+        let machine = &self.player.machine;
+        let hart = machine.stopped_hart();
+        match (played, machine.watch_hit()) {
+            (PlayStop::Watchpoint, Some((addr, kind))) => {
+                DebugStop::Watchpoint { addr, kind, hart }
+            }
             (PlayStop::Reached, _) => DebugStop::Reached,
-            _ => DebugStop::Breakpoint,
+            (PlayStop::Stepped, _) => DebugStop::Stepped,
+            _ => DebugStop::Breakpoint { hart },
         }
     }
 
@@ -127,9 +151,8 @@ impl Timeline {
         report: Report,
     ) -> Result<PlayStop, PlayError> {
         self.arm(stops);
-        let hart = &mut self.player.machine.hart;
         // The instruction at the current position runs even if it is at a breakpoint.
-        hart.resume_from_breakpoint = Some(hart.state.icount);
+        self.player.machine.resume_from_debug_stop();
         let target = target.min(self.end());
         loop {
             let now = self.icount();
@@ -209,22 +232,47 @@ impl Timeline {
             .is_some_and(|(&k, _)| k > self.icount())
     }
 
-    /// One instruction forward.
-    pub fn step(&mut self) -> Result<DebugStop, PlayError> {
+    /// Instructions hart `hart` executed so far.
+    fn executed_by(&self, hart: u64) -> u64 {
+        let marks = self.player.machine.hart_marks();
+        marks.get(hart as usize).map_or(0, |m| m.executed)
+    }
+
+    /// Forward until hart `hart` has executed one more instruction ([`DebugStop::Stepped`]),
+    /// the other harts moving as the schedule moves them; or to `limit` (then
+    /// [`DebugStop::Reached`]: call again to go on), or the end.
+    pub fn step(&mut self, hart: u64, limit: u64) -> Result<DebugStop, PlayError> {
         if self.icount() >= self.end() {
             return Ok(DebugStop::End);
         }
-        self.forward(self.icount() + 1, false)?;
-        Ok(DebugStop::Reached)
+        let before = self.executed_by(hart);
+        self.player.machine.step_hart(Some(hart));
+        let played = self.forward(limit, false);
+        self.player.machine.step_hart(None);
+        played?;
+        Ok(if self.executed_by(hart) > before {
+            DebugStop::Stepped
+        } else if self.icount() >= self.end() {
+            DebugStop::End
+        } else {
+            DebugStop::Reached
+        })
     }
 
-    /// One instruction back.
-    pub fn reverse_step(&mut self) -> Result<DebugStop, PlayError> {
-        if self.icount() == 0 {
-            return Ok(DebugStop::Begin);
+    /// Back to where hart `hart` had executed one instruction fewer: just before its last
+    /// instruction, or the beginning.
+    pub fn reverse_step(&mut self, hart: u64) -> Result<DebugStop, PlayError> {
+        let marks = self.player.machine.hart_marks();
+        match marks.get(hart as usize).and_then(|m| m.last) {
+            Some(last) => {
+                self.seek(last)?;
+                Ok(DebugStop::Stepped)
+            }
+            None => {
+                self.seek(0)?;
+                Ok(DebugStop::Begin)
+            }
         }
-        self.seek(self.icount() - 1)?;
-        Ok(DebugStop::Reached)
     }
 
     /// Forward until a breakpoint, a watchpoint or `limit` (an instruction count), whichever
@@ -242,7 +290,7 @@ impl Timeline {
                 PlayStop::Reached if self.icount() >= self.end() => DebugStop::End,
                 played => self.stop_kind(played),
             };
-            let DebugStop::Watchpoint(..) = stopped else {
+            let DebugStop::Watchpoint { .. } = stopped else {
                 return Ok(stopped);
             };
             let access_at = self.icount() - 1;
@@ -253,15 +301,14 @@ impl Timeline {
         }
     }
 
-    /// When memory at `[addr, addr + len)` was last written by the hart before the present:
-    /// the instruction count of the store and its pc, or `None` if not since the beginning.
-    /// The position does not change.
+    /// When memory at `[addr, addr + len)` was last written before the present, or `None` if
+    /// not since the beginning. The position does not change.
     pub fn last_write(
         &mut self,
         addr: u64,
         len: u64,
         report: Report,
-    ) -> Result<Option<(u64, u64)>, PlayError> {
+    ) -> Result<Option<LastWrite>, PlayError> {
         let present = self.icount();
         let saved = (
             std::mem::take(&mut self.breakpoints),
@@ -277,11 +324,16 @@ impl Timeline {
         let found = self.reverse_resume(report);
         (self.breakpoints, self.watchpoints) = saved;
         let answer = match found? {
-            DebugStop::Watchpoint(..) => {
+            DebugStop::Watchpoint { hart, .. } => {
                 // The stop is just after the store: the store is the instruction before.
-                let after = self.icount();
-                self.seek(after - 1)?;
-                Some((after - 1, self.player.machine.hart.state.pc))
+                let at = self.icount() - 1;
+                self.seek(at)?;
+                let writer = self.player.machine.hart_by_id(hart);
+                Some(LastWrite {
+                    icount: at,
+                    pc: writer.map_or(0, |h| h.state.pc),
+                    hart,
+                })
             }
             _ => None,
         };
@@ -305,7 +357,7 @@ impl Timeline {
             let checkpoint = checkpoint.clone();
             self.player.restore(&checkpoint)?;
             self.arm(true);
-            self.player.machine.hart.resume_from_breakpoint = None;
+            self.player.machine.exempt_breakpoint_at(None);
             let mut last_hit = None;
             loop {
                 let played = self.player.play_to(segment_end)?;
@@ -314,8 +366,8 @@ impl Timeline {
                 // A breakpoint at the segment's end belongs to the next segment; an access
                 // that ends there belongs to this one, unless it is the present.
                 let counts = match kind {
-                    DebugStop::Breakpoint => now < segment_end,
-                    DebugStop::Watchpoint(..) => now <= segment_end && now < present,
+                    DebugStop::Breakpoint { .. } => now < segment_end,
+                    DebugStop::Watchpoint { .. } => now <= segment_end && now < present,
                     _ => false,
                 };
                 if counts {
@@ -324,7 +376,7 @@ impl Timeline {
                 if played == PlayStop::Reached || now >= segment_end {
                     break;
                 }
-                self.player.machine.hart.resume_from_debug_stop();
+                self.player.machine.resume_from_debug_stop();
             }
             if let Some((hit, kind)) = last_hit {
                 self.seek(hit)?;

@@ -62,10 +62,24 @@ pub enum MachineStop {
     Idle { until: Option<u64> },
     /// The slice asked for ended; the machine can go on.
     Slice,
-    /// The next instruction is at one of the hart's breakpoints.
+    /// The next instruction is at a breakpoint of the hart [`Machine::stopped_hart`] names.
     Breakpoint,
-    /// The last instruction touched memory under one of the hart's watchpoints.
+    /// The last instruction touched memory under a watchpoint of the hart
+    /// [`Machine::stopped_hart`] names.
     Watchpoint,
+    /// The hart [`Machine::step_hart`] was given has executed its instruction.
+    Stepped,
+}
+
+/// What a debugger counts of one hart: not guest state (a guest cannot see it, and snapshots
+/// do not hold it), but exact from the start of a run, and kept by the debugger's
+/// checkpoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HartMark {
+    /// Instructions the hart executed (or trapped on).
+    pub executed: u64,
+    /// The position of the last of them.
+    pub last: Option<u64>,
 }
 
 /// The whole machine.
@@ -111,6 +125,12 @@ pub struct Machine {
     /// Entropy for the device tree's `/chosen/rng-seed`: a host value, given by
     /// [`InputEvent::Entropy`].
     rng_seed: Vec<u8>,
+    /// For a debugger, by hart id: what each hart executed.
+    hart_marks: Vec<HartMark>,
+    /// For a debugger: the run stops once this hart has executed one instruction.
+    step_hart: Option<u64>,
+    /// The hart the last breakpoint or watchpoint stop was of.
+    stopped_hart: u64,
 }
 
 /// The interrupt lines chaos mode may hold back from a hart for a while: software (IPIs) and
@@ -271,6 +291,9 @@ impl Machine {
             sleeping: false,
             idle_skipped: 0,
             rng_seed: Vec::new(),
+            hart_marks: vec![HartMark::default(); harts],
+            step_hart: None,
+            stopped_hart: 0,
         })
     }
 
@@ -365,6 +388,58 @@ impl Machine {
         self.harts_mut().find(|h| h.state.hart_id == id)
     }
 
+    /// A debugger's breakpoints and watchpoints, for every hart (replacing the previous ones).
+    pub fn set_debug_stops(&mut self, breakpoints: Vec<u64>, watchpoints: Vec<Watchpoint>) {
+        for hart in self.harts_mut() {
+            hart.set_debug_stops(breakpoints.clone(), watchpoints.clone());
+            hart.watch_hit = None;
+        }
+    }
+
+    /// Before a debugger resumes: a breakpoint at the instruction at the present position is
+    /// not reported, whichever hart executes it (with `Some`), and the last watchpoint hit is
+    /// forgotten.
+    pub fn exempt_breakpoint_at(&mut self, position: Option<u64>) {
+        for hart in self.harts_mut() {
+            hart.resume_from_breakpoint = position;
+            hart.watch_hit = None;
+        }
+    }
+
+    /// Before a debugger resumes from a stop: [`Machine::exempt_breakpoint_at`] the present.
+    pub fn resume_from_debug_stop(&mut self) {
+        self.exempt_breakpoint_at(Some(self.hart.state.icount));
+    }
+
+    /// The hart of the last [`MachineStop::Breakpoint`] or [`MachineStop::Watchpoint`].
+    pub fn stopped_hart(&self) -> u64 {
+        self.stopped_hart
+    }
+
+    /// The access that ended the last run with [`MachineStop::Watchpoint`]: address and kind.
+    pub fn watch_hit(&self) -> Option<(u64, WatchKind)> {
+        self.hart_by_id(self.stopped_hart).and_then(|h| h.watch_hit)
+    }
+
+    /// Runs stop ([`MachineStop::Stepped`]) once hart `id` has executed one instruction, or
+    /// trapped on one, however long the other harts run before its turn comes; `None`
+    /// cancels.
+    pub fn step_hart(&mut self, id: Option<u64>) {
+        self.step_hart = id;
+    }
+
+    /// What each hart executed, by id (for a debugger).
+    pub fn hart_marks(&self) -> &[HartMark] {
+        &self.hart_marks
+    }
+
+    /// Puts back what a debugger's checkpoint kept of [`Machine::hart_marks`].
+    pub fn set_hart_marks(&mut self, marks: &[HartMark]) {
+        if marks.len() == self.hart_marks.len() {
+            self.hart_marks.copy_from_slice(marks);
+        }
+    }
+
     /// The interrupt lines of hart `id` from the CLINT and PLIC, at `mtime`.
     fn lines_of(&self, id: usize, mtime: u64) -> u64 {
         let bus = &self.bus;
@@ -430,12 +505,11 @@ impl Machine {
         self.next_deadline_of(std::iter::once(&self.hart))
     }
 
-    /// Ends the running hart's turn: a hart that has work (it does not sleep, or an interrupt
-    /// wakes it) takes over. In the fixed schedule it is the next such hart by id, the running
-    /// hart last of all, for a quantum; in chaos mode the seed picks the hart, the length of
-    /// its turn and how long it does not see IPIs and external interrupts. Returns false,
-    /// changing nothing, when every hart sleeps.
-    fn next_turn(&mut self) -> bool {
+    /// The hart whose turn comes when the running hart's ends: one that has work (it does not
+    /// sleep, or an interrupt wakes it). In the fixed schedule it is the next such hart by id,
+    /// the running hart last of all; in chaos mode the seed picks it. `None` when every hart
+    /// sleeps. Changes nothing.
+    fn next_hart(&self) -> Option<usize> {
         let now = self.hart.state.icount;
         let count = self.hart_count();
         let current = self.hart.state.hart_id as usize;
@@ -443,15 +517,10 @@ impl Machine {
         // Lines as the devices drive them: a held line still wakes a hart (held, it would
         // sleep through its turns while every hart waited for it).
         let has_work = |id: usize| {
-            let lines = self.lines_of(id, mtime);
-            if id == current {
-                !self.sleeping || self.hart.would_wake(lines, now)
-            } else {
-                let waiting = &self.parked[self.parked_slot(id)];
-                !waiting.sleeping || waiting.hart.would_wake(lines, now)
-            }
+            let (hart, sleeping) = self.waiting_hart(id);
+            !sleeping || hart.would_wake(self.lines_of(id, mtime), now)
         };
-        let next = match self.config.chaos {
+        match self.config.chaos {
             None => (1..=count)
                 .map(|step| (current + step) % count)
                 .find(|&id| has_work(id)),
@@ -459,10 +528,26 @@ impl Machine {
                 let ready: Vec<usize> = (0..count).filter(|&id| has_work(id)).collect();
                 (!ready.is_empty()).then(|| ready[chaos::Chaos::new(seed).pick(now, ready.len())])
             }
-        };
-        let Some(next) = next else {
-            return false;
-        };
+        }
+    }
+
+    /// Hart `id` (the running one or a parked one), with whether it sleeps in WFI.
+    fn waiting_hart(&self, id: usize) -> (&Hart, bool) {
+        if id == self.hart.state.hart_id as usize {
+            (&self.hart, self.sleeping)
+        } else {
+            let waiting = &self.parked[self.parked_slot(id)];
+            (&waiting.hart, waiting.sleeping)
+        }
+    }
+
+    /// Ends the running hart's turn and gives hart `next` ([`Machine::next_hart`]) the next:
+    /// for a quantum in the fixed schedule; in chaos mode the seed picks the length of the
+    /// turn and how long the hart does not see IPIs and external interrupts.
+    fn take_turn(&mut self, next: usize) {
+        let now = self.hart.state.icount;
+        let current = self.hart.state.hart_id as usize;
+        let mtime = self.hart.mtime();
         let woken = if next == current {
             self.sleeping
         } else {
@@ -493,7 +578,6 @@ impl Machine {
             Some(seed) if !woken => now + chaos::Chaos::new(seed).hold(now, turn),
             _ => 0,
         };
-        true
     }
 
     /// How long the turn that starts at `position` lasts.
@@ -514,6 +598,7 @@ impl Machine {
     /// `slice` more instructions have run, or the hart goes idle, whichever comes first.
     pub fn run(&mut self, limit: Option<u64>, slice: u64) -> MachineStop {
         let slice_end = self.hart.state.icount.saturating_add(slice);
+        let mut stepped = false;
         loop {
             if let Some(finish) = self.bus.finisher.take() {
                 return match finish {
@@ -533,13 +618,27 @@ impl Machine {
             if now >= slice_end {
                 return MachineStop::Slice;
             }
+            if stepped {
+                return MachineStop::Stepped;
+            }
             self.update_interrupt_lines();
             let turn_over = now >= self.turn_end || (self.sleeping && !self.hart.wakeup_pending());
-            if !self.parked.is_empty() && turn_over && !self.next_turn() {
-                let harts = self.harts().map(|(h, _)| h);
-                return MachineStop::Idle {
-                    until: self.next_deadline_of(harts),
+            if !self.parked.is_empty() && turn_over {
+                let Some(next) = self.next_hart() else {
+                    let harts = self.harts().map(|(h, _)| h);
+                    return MachineStop::Idle {
+                        until: self.next_deadline_of(harts),
+                    };
                 };
+                // A breakpoint before the first instruction of the next turn stops the run
+                // before the turn changes hands: the machine stays as a run to this position
+                // leaves it, so that replay goes on from it as it would have.
+                let (taking, sleeping) = self.waiting_hart(next);
+                if !sleeping && taking.stops_at_breakpoint_at(now) {
+                    self.stopped_hart = next as u64;
+                    return MachineStop::Breakpoint;
+                }
+                self.take_turn(next);
             }
             let deadline = self.next_deadline();
             if self.sleeping {
@@ -561,11 +660,32 @@ impl Machine {
             if let Some(d) = deadline {
                 end = end.min(d);
             }
+            let id = self.hart.state.hart_id;
+            let stepping = self.step_hart == Some(id);
+            if stepping {
+                end = end.min(now + 1);
+            }
             self.hart.take_pending_interrupt();
-            match self.hart.run(&mut self.ram, &mut self.bus, end - now) {
+            let exit = self.hart.run(&mut self.ram, &mut self.bus, end - now);
+            let after = self.hart.state.icount;
+            if after > now {
+                let mark = &mut self.hart_marks[id as usize];
+                mark.executed += after - now;
+                mark.last = Some(after - 1);
+                if stepping {
+                    self.step_hart = None;
+                    stepped = true;
+                }
+            }
+            match exit {
                 HartExit::Wfi => self.sleeping = true,
-                HartExit::Breakpoint => return MachineStop::Breakpoint,
-                HartExit::Watchpoint => return MachineStop::Watchpoint,
+                HartExit::Breakpoint | HartExit::Watchpoint => {
+                    self.stopped_hart = id;
+                    return match exit {
+                        HartExit::Breakpoint => MachineStop::Breakpoint,
+                        _ => MachineStop::Watchpoint,
+                    };
+                }
                 HartExit::Budget | HartExit::Yield => {}
             }
         }
@@ -800,6 +920,7 @@ impl Machine {
         fresh.digest_version = self.digest_version;
         fresh.network_attached = self.network_attached;
         fresh.net_sent = std::mem::take(&mut self.net_sent);
+        fresh.hart_marks = std::mem::take(&mut self.hart_marks);
         *self = fresh;
         Ok(())
     }
@@ -850,6 +971,85 @@ mod tests {
         );
         assert_eq!(machine.bus.uart.read(0), b'h');
         assert_eq!(machine.bus.uart.read(0), b'i');
+    }
+
+    /// Two harts in quanta of 100: hart 0 counts in a loop at the start of RAM, hart 1 spins on
+    /// a `j .` of its own.
+    fn two_spinning_harts() -> (Machine, u64) {
+        let config = MachineConfig {
+            harts: 2,
+            quantum: 100,
+            ..MachineConfig::default()
+        };
+        let mut machine = Machine::bare(config).unwrap();
+        let spin = RAM_BASE + 0x100;
+        let code = [0x0015_0513u32, 0xffdf_f06f]; // addi a0, a0, 1; j -4
+        for (i, word) in code.iter().enumerate() {
+            machine
+                .ram
+                .write(RAM_BASE + 4 * i as u64, &word.to_le_bytes());
+        }
+        machine.ram.write(spin, &0x0000_006fu32.to_le_bytes()); // j .
+        machine.hart_by_id_mut(1).unwrap().state.pc = spin;
+        (machine, spin)
+    }
+
+    #[test]
+    fn debug_stops_name_their_hart_and_leave_the_machine_as_a_run_to_their_position() {
+        let (mut machine, spin) = two_spinning_harts();
+        let (mut straight, _) = two_spinning_harts();
+        // Hart 1's turn starts at 100: a breakpoint at its pc stops the run there, before the
+        // turn changes hands.
+        machine.set_debug_stops(vec![spin], Vec::new());
+        assert_eq!(machine.run(None, u64::MAX), MachineStop::Breakpoint);
+        assert_eq!(
+            (machine.hart.state.icount, machine.stopped_hart()),
+            (100, 1)
+        );
+        straight.run(Some(100), u64::MAX);
+        assert_eq!(machine.digest().hash(), straight.digest().hash());
+        // Resumed, hart 1 runs the instruction there, and stops before it again.
+        machine.resume_from_debug_stop();
+        assert_eq!(machine.run(None, u64::MAX), MachineStop::Breakpoint);
+        assert_eq!(
+            (machine.hart.state.icount, machine.stopped_hart()),
+            (101, 1)
+        );
+        let marks = machine.hart_marks();
+        assert_eq!(marks[0].executed, 100);
+        assert_eq!(marks[1].last, Some(100));
+        straight.run(Some(101), u64::MAX);
+        assert_eq!(machine.digest().hash(), straight.digest().hash());
+    }
+
+    #[test]
+    fn stepping_a_hart_waits_for_its_turn_and_runs_one_of_its_instructions() {
+        let (mut machine, _) = two_spinning_harts();
+        let (mut straight, _) = two_spinning_harts();
+        machine.step_hart(Some(1));
+        assert_eq!(machine.run(None, u64::MAX), MachineStop::Stepped);
+        assert_eq!(
+            machine.hart.state.icount, 101,
+            "after hart 0's turn and one of hart 1's"
+        );
+        assert_eq!(
+            machine.hart_marks(),
+            [
+                HartMark {
+                    executed: 100,
+                    last: Some(99)
+                },
+                HartMark {
+                    executed: 1,
+                    last: Some(100)
+                }
+            ]
+        );
+        straight.run(Some(101), u64::MAX);
+        assert_eq!(machine.digest().hash(), straight.digest().hash());
+        // Done: the next run goes on without stopping, hart 1 to the end of its turn.
+        assert_eq!(machine.run(Some(300), u64::MAX), MachineStop::Limit);
+        assert_eq!(machine.hart_marks()[1].executed, 100);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::devices::virtio::blk::BlkState;
 use crate::devices::virtio::DeviceState;
 use crate::devices::virtio_mmio::transport::TransportState;
 use crate::Parked;
-use crate::{Machine, MachineConfig, MachineError};
+use crate::{HartMark, Machine, MachineConfig, MachineError};
 
 /// Pages per shared chunk of a [`RamPages`].
 const CHUNK_PAGES: usize = 512;
@@ -374,6 +374,9 @@ impl Machine {
         self.dtb_given = s.dtb_given;
         // Console output not yet taken belongs to the abandoned timeline.
         let _ = self.bus.uart.take_output();
+        // The debugger's counts are not in snapshots: its checkpoints carry their own.
+        self.hart_marks = vec![HartMark::default(); harts];
+        self.step_hart = None;
         Ok(())
     }
 }

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use rewind_machine::block::DiskImage;
-use rewind_machine::{BootImages, Machine, MachineStop, Snapshot};
+use rewind_machine::{BootImages, HartMark, Machine, MachineStop, Snapshot};
 
 use crate::recording::{DriveRef, EndReason, Item, Recording, TimelineEntry};
 
@@ -56,12 +56,17 @@ pub enum PlayStop {
     Breakpoint,
     /// Earlier, after an instruction that touched memory under a watchpoint of the hart.
     Watchpoint,
+    /// Earlier, once the hart given to [`rewind_machine::Machine::step_hart`] executed an
+    /// instruction.
+    Stepped,
 }
 
 /// A position in a recording that can be returned to.
 #[derive(Clone)]
 pub struct Checkpoint {
     pub snapshot: Snapshot,
+    /// What a debugger counts of each hart, which snapshots do not hold.
+    marks: Vec<HartMark>,
     /// The first timeline entry not yet applied.
     next: usize,
     powered_off: bool,
@@ -198,6 +203,7 @@ impl Player {
                 MachineStop::Limit => return Ok(PlayStop::Reached),
                 MachineStop::Breakpoint => return Ok(PlayStop::Breakpoint),
                 MachineStop::Watchpoint => return Ok(PlayStop::Watchpoint),
+                MachineStop::Stepped => return Ok(PlayStop::Stepped),
                 MachineStop::Slice => {}
                 MachineStop::Idle { until } => {
                     let t = until.map_or(target, |u| u.min(target));
@@ -235,6 +241,7 @@ impl Player {
     pub fn save(&mut self) -> Checkpoint {
         Checkpoint {
             snapshot: self.machine.snapshot(),
+            marks: self.machine.hart_marks().to_vec(),
             next: self.next,
             powered_off: self.powered_off,
         }
@@ -245,6 +252,7 @@ impl Player {
         self.machine
             .restore(&checkpoint.snapshot)
             .map_err(|e| PlayError::Machine(e.to_string()))?;
+        self.machine.set_hart_marks(&checkpoint.marks);
         self.next = checkpoint.next;
         self.powered_off = checkpoint.powered_off;
         self.output.clear();

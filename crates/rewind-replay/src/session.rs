@@ -108,12 +108,17 @@ impl Session {
 
     /// A debugger's breakpoints and watchpoints (not input: they change no guest state).
     pub fn set_debug_stops(&mut self, breakpoints: Vec<u64>, watchpoints: Vec<Watchpoint>) {
-        self.machine.hart.set_debug_stops(breakpoints, watchpoints);
+        self.machine.set_debug_stops(breakpoints, watchpoints);
+    }
+
+    /// A debugger steps hart `id` (see `Machine::step_hart`).
+    pub fn step_hart(&mut self, id: Option<u64>) {
+        self.machine.step_hart(id);
     }
 
     /// Before a debugger resumes from a stop (see `Hart::resume_from_debug_stop`).
     pub fn resume_from_debug_stop(&mut self) {
-        self.machine.hart.resume_from_debug_stop();
+        self.machine.resume_from_debug_stop();
     }
 
     /// Delivers host input to the guest now, and writes it down.
