@@ -16,7 +16,12 @@ say) and replays it under the same gdb procedure (its seek is the `replay_seek` 
 command); each answer is printed as it comes, and QEMU gets QEMU_TIMEOUT seconds (120) in all.
 QEMU=0 skips it.
 
+With SMP=N the session runs on N harts, and gdb's steps are those of thread 1 (hart 0): its
+reverse-stepi goes back to hart 0's previous instruction, however far back the other harts
+ran. QEMU refuses to record more than one CPU; the bench shows what it says.
+
     bench/reverse_debug.py            # SKIP_BUILD=1 to reuse target/release/rewind
+    SMP=4 bench/reverse_debug.py
 """
 
 import json
@@ -38,6 +43,7 @@ APPEND = "console=ttyS0 rdinit=/init quiet cryptomgr.notests"
 WORKLOAD = b"dd if=/dev/zero bs=1M count=28 2>/dev/null | sha256sum; poweroff -f\n"
 MIN_POSITION = 3_000_000_000
 CHECKPOINT_MEM = "1G"
+SMP = int(os.environ.get("SMP", "1"))
 
 
 def type_workload(proc, out, seen):
@@ -78,7 +84,8 @@ def timed(cmd):
     gdb.execute(cmd, to_string=True)
     return time.monotonic() - start
 def icount():
-    return int(gdb.execute("monitor icount", to_string=True).strip())
+    # The position: the first line (then, with several harts, each hart's count).
+    return int(gdb.execute("monitor icount", to_string=True).split()[0])
 results = {}
 end, spacing = %(end)d, %(spacing)d
 target = end * 9 // 10
@@ -172,7 +179,8 @@ def main():
     rec = os.path.join(work, "boot.rwd")
     # Paced, as a user records: unpaced, the idle wait at the prompt would jump virtual time
     # (and the position) far ahead.
-    record_time, _, _, err = timed([REWIND, "record", "-o", rec, "--stats", "--append", APPEND],
+    record_time, _, _, err = timed([REWIND, "record", "-o", rec, "--stats", "--append", APPEND,
+                                    "--smp", str(SMP)],
                                    stdin=subprocess.PIPE, driver=type_workload)
     info = json.loads(subprocess.run([REWIND, "inspect", "--json", rec], check=True,
                                      capture_output=True, text=True).stdout)
@@ -221,7 +229,14 @@ def main():
     total = sum(b for _, b in cps)
     print(f"checkpoints: {len(cps)}, holding {total / 2**20:.1f} MiB of RAM pages "
           f"(budget {CHECKPOINT_MEM})")
-    if os.environ.get("QEMU", "1") == "1" and not shutil.which("qemu-img"):
+    if os.environ.get("QEMU", "1") == "1" and SMP > 1:
+        refused = subprocess.run(["qemu-system-riscv64", "-M", "virt", "-smp", str(SMP),
+                                  "-nographic", "-icount", "shift=0,rr=record,rrfile=/dev/null",
+                                  "-bios", "none"],
+                                 capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        said = (refused.stderr.strip().splitlines() or ["(nothing)"])[-1]
+        print(f"QEMU 10 with -smp {SMP}: {said}")
+    elif os.environ.get("QEMU", "1") == "1" and not shutil.which("qemu-img"):
         print("QEMU: skipped (its snapshot needs qemu-img: apt install qemu-utils)")
     elif os.environ.get("QEMU", "1") == "1":
         answers, limit = qemu_procedure(guest, work, end)
