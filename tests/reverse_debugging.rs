@@ -311,6 +311,10 @@ fn bad_clients_and_bad_requests_get_errors_and_the_server_keeps_serving() {
                     printf \"A0 %lx\\n\", $a0\n\
                     monitor seek 99999999999\n\
                     monitor frobnicate\n\
+                    maint packet Tp1.3f\n\
+                    maint packet Hcp1.0\n\
+                    maint packet bs\n\
+                    maint packet vCont;s:p1.3f\n\
                     watch *(long *)0x7000000000\n\
                     continue\n\
                     monitor icount\n\
@@ -328,6 +332,12 @@ fn bad_clients_and_bad_requests_get_errors_and_the_server_keeps_serving() {
     assert_eq!(stdout.matches("REFUSED").count(), 2, "{stdout}");
     assert!(stderr.contains("past the end of the recording"), "{stderr}");
     assert!(stderr.contains("unknown command"), "{stderr}");
+    // Steps of a thread that is no hart (thread 63), or after asking about one, step the hart.
+    assert_eq!(
+        stdout.matches("received: \"T05thread:01;").count(),
+        2,
+        "{stdout}\n{stderr}"
+    );
     // The watchpoint on unmapped memory never fires: the replay runs to its end.
     assert!(
         stdout.contains("No more reverse-execution history"),

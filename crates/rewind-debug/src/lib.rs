@@ -246,6 +246,12 @@ impl<E: Engine> DebugTarget<E> {
         machine.hart_by_id(hart).unwrap_or(&machine.hart)
     }
 
+    /// The id of [`DebugTarget::hart`]: a thread that is no hart of the board (from a client
+    /// that makes one up) stands for the running hart.
+    fn hart_id(&self, hart: u64) -> u64 {
+        self.hart(hart).state.hart_id
+    }
+
     /// Reads guest memory at a virtual address through hart `hart`'s translation, or as a
     /// physical address where that fails. RAM only: device registers are never touched.
     fn read_memory(&self, hart: u64, addr: u64, data: &mut [u8]) -> usize {
@@ -400,7 +406,7 @@ fn refuse_change<E: Engine>(what: &str) -> TargetResult<(), DebugTarget<E>> {
 impl<E: Engine> MultiThreadResume for DebugTarget<E> {
     fn resume(&mut self) -> Result<(), Self::Error> {
         self.action = match self.stepping {
-            Some(hart) => Action::Step(hart),
+            Some(hart) => Action::Step(self.hart_id(hart)),
             None => Action::Continue,
         };
         self.named_step = self.stepping.is_some();
@@ -481,7 +487,7 @@ impl<E: Engine> ReverseStep<Tid> for DebugTarget<E> {
             (false, Some(selected)) => selected as u64 - 1,
             _ => hart_of(tid),
         };
-        self.action = Action::ReverseStep(hart);
+        self.action = Action::ReverseStep(self.hart_id(hart));
         Ok(())
     }
 }
