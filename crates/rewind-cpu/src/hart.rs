@@ -380,13 +380,6 @@ impl Hart {
         }
     }
 
-    /// Before a debugger resumes: a breakpoint at the current instruction is not reported
-    /// again, and the last watchpoint hit is forgotten.
-    pub fn resume_from_debug_stop(&mut self) {
-        self.resume_from_breakpoint = Some(self.state.icount);
-        self.watch_hit = None;
-    }
-
     /// Decodes the PMP CSRs again after a change to them, and drops the translations that
     /// relied on the old ones.
     pub(crate) fn pmp_changed(&mut self) {

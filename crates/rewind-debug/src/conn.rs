@@ -14,6 +14,7 @@ use std::io::{self, Read};
 use std::net::TcpStream;
 use std::rc::Rc;
 
+use gdbstub::common::Tid;
 use gdbstub::conn::{Connection, ConnectionExt};
 
 /// Packet bodies rewritten before gdbstub sees them: (as sent, as gdbstub gets it).
@@ -40,7 +41,7 @@ pub struct ThreadHints {
     /// with `T` (is it alive?), which it does when the user selects a thread (`thread N`) and
     /// when it goes back to the thread it was stepping, even when it has that thread's
     /// registers already and reads nothing; or, set by the target, the thread of a stop.
-    pub selected: Cell<Option<usize>>,
+    pub selected: Cell<Option<Tid>>,
 }
 
 impl GdbConnection {
@@ -91,13 +92,12 @@ impl GdbConnection {
 
 /// The thread a thread id of the protocol (`TID` or `pPID.TID`, in hex) names, if it names
 /// one: not 0 (any) or -1 (all).
-fn one_thread(id: &[u8]) -> Option<usize> {
+fn one_thread(id: &[u8]) -> Option<Tid> {
     let tid = match id.strip_prefix(b"p") {
         Some(both) => both.splitn(2, |&b| b == b'.').nth(1)?,
         None => id,
     };
-    let tid = usize::from_str_radix(std::str::from_utf8(tid).ok()?, 16).ok()?;
-    (tid != 0).then_some(tid)
+    Tid::new(usize::from_str_radix(std::str::from_utf8(tid).ok()?, 16).ok()?)
 }
 
 /// `$body#checksum`.
@@ -169,6 +169,7 @@ mod tests {
             (b"p1.3", Some(3)),
             (b"p01.0a", Some(10)),
         ] {
+            let one = one.and_then(Tid::new);
             assert_eq!(one_thread(id), one, "{}", String::from_utf8_lossy(id));
         }
     }

@@ -481,10 +481,11 @@ impl<E: Engine> ReverseCont<Tid> for DebugTarget<E> {
 impl<E: Engine> ReverseStep<Tid> for DebugTarget<E> {
     fn reverse_step(&mut self, tid: Tid) -> Result<(), Self::Error> {
         // Unless scheduler locking is on, gdb resumes every thread when it steps backwards,
-        // and names none (`Hc0`): then the thread to step is the one gdb looked at last.
+        // and names none (`Hc0`): then the thread to step is gdb's selected one, as far as
+        // the connection saw it (see `ThreadHints::selected`).
         self.named_step = self.hints.thread_named.get();
         let hart = match (self.named_step, self.hints.selected.get()) {
-            (false, Some(selected)) => selected as u64 - 1,
+            (false, Some(selected)) => hart_of(selected),
             _ => hart_of(tid),
         };
         self.action = Action::ReverseStep(self.hart_id(hart));
@@ -749,10 +750,10 @@ impl<E: Engine> BlockingEventLoop for EventLoop<E> {
             (_, Action::Step(hart) | Action::ReverseStep(hart)) => hart,
             _ => engine.machine().hart.state.hart_id,
         };
-        if !target.named_step {
-            target.hints.selected.set(Some(thread_of(hart).get()));
-        }
         let tid = thread_of(hart);
+        if !target.named_step {
+            target.hints.selected.set(Some(tid));
+        }
         let reason = match stopped {
             DebugStop::Reached | DebugStop::Stepped => MultiThreadStopReason::SignalWithThread {
                 tid,
@@ -782,10 +783,10 @@ impl<E: Engine> BlockingEventLoop for EventLoop<E> {
     }
 
     fn on_interrupt(target: &mut DebugTarget<E>) -> Result<Option<Self::StopReason>, DebugError> {
-        let hart = target.engine.machine().hart.state.hart_id;
-        target.hints.selected.set(Some(thread_of(hart).get()));
+        let tid = thread_of(target.engine.machine().hart.state.hart_id);
+        target.hints.selected.set(Some(tid));
         Ok(Some(MultiThreadStopReason::SignalWithThread {
-            tid: thread_of(hart),
+            tid,
             signal: Signal::SIGINT,
         }))
     }
@@ -812,6 +813,8 @@ pub fn serve_one<E: Engine>(
         .map_err(|e| format!("cannot accept a gdb connection: {e}"))?;
     let _ = stream.set_nodelay(true);
     eprintln!("rewind: gdb connected from {peer}");
+    // What an earlier client selected means nothing to this one.
+    target.hints = Rc::default();
     let gdb = GdbStub::new(GdbConnection::new(stream, target.hints.clone()));
     match gdb.run_blocking::<EventLoop<E>>(target) {
         Ok(DisconnectReason::Kill) => Ok(SessionEnd::Killed),
@@ -819,13 +822,15 @@ pub fn serve_one<E: Engine>(
             Ok(SessionEnd::Exited)
         }
         Ok(DisconnectReason::Disconnect) => Ok(SessionEnd::Detached),
-        Err(e) if e.is_target_error() => match e.into_target_error() {
-            Some(error) => Err(error.to_string()),
-            None => Ok(SessionEnd::Detached),
-        },
         Err(e) => {
-            eprintln!("rewind: the gdb connection failed: {e}");
-            Ok(SessionEnd::Detached)
+            let message = e.to_string();
+            match e.into_target_error() {
+                Some(error) => Err(error.to_string()),
+                None => {
+                    eprintln!("rewind: the gdb connection failed: {message}");
+                    Ok(SessionEnd::Detached)
+                }
+            }
         }
     }
 }

@@ -68,8 +68,7 @@ impl<R: LiveRun> Engine for LiveEngine<R> {
 
     fn step(&mut self, hart: u64) -> Result<DebugStop, DebugError> {
         let machine = self.machine();
-        let executed = |m: &Machine| m.hart_marks().get(hart as usize).map_or(0, |m| m.executed);
-        let before = executed(machine);
+        let before = machine.hart_executed(hart);
         let pause = machine.hart.state.icount.saturating_add(POLL_EVERY);
         let running = &machine.hart;
         let (breakpoints, watchpoints) = (running.breakpoints.clone(), running.watchpoints.clone());
@@ -80,7 +79,7 @@ impl<R: LiveRun> Engine for LiveEngine<R> {
         self.run.session_mut().step_hart(None);
         self.set_stops(breakpoints, watchpoints);
         Ok(match stopped {
-            DebugStop::Reached if executed(self.machine()) > before => DebugStop::Stepped,
+            DebugStop::Reached if self.machine().hart_executed(hart) > before => DebugStop::Stepped,
             stopped => stopped,
         })
     }

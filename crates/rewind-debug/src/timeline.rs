@@ -232,12 +232,6 @@ impl Timeline {
             .is_some_and(|(&k, _)| k > self.icount())
     }
 
-    /// Instructions hart `hart` executed so far.
-    fn executed_by(&self, hart: u64) -> u64 {
-        let marks = self.player.machine.hart_marks();
-        marks.get(hart as usize).map_or(0, |m| m.executed)
-    }
-
     /// Forward until hart `hart` has executed one more instruction ([`DebugStop::Stepped`]),
     /// the other harts moving as the schedule moves them; or to `limit` (then
     /// [`DebugStop::Reached`]: call again to go on), or the end.
@@ -245,12 +239,12 @@ impl Timeline {
         if self.icount() >= self.end() {
             return Ok(DebugStop::End);
         }
-        let before = self.executed_by(hart);
+        let before = self.player.machine.hart_executed(hart);
         self.player.machine.step_hart(Some(hart));
         let played = self.forward(limit, false);
         self.player.machine.step_hart(None);
         played?;
-        Ok(if self.executed_by(hart) > before {
+        Ok(if self.player.machine.hart_executed(hart) > before {
             DebugStop::Stepped
         } else if self.icount() >= self.end() {
             DebugStop::End

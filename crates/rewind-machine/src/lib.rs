@@ -392,7 +392,6 @@ impl Machine {
     pub fn set_debug_stops(&mut self, breakpoints: Vec<u64>, watchpoints: Vec<Watchpoint>) {
         for hart in self.harts_mut() {
             hart.set_debug_stops(breakpoints.clone(), watchpoints.clone());
-            hart.watch_hit = None;
         }
     }
 
@@ -431,6 +430,11 @@ impl Machine {
     /// What each hart executed, by id (for a debugger).
     pub fn hart_marks(&self) -> &[HartMark] {
         &self.hart_marks
+    }
+
+    /// Instructions hart `id` executed so far (0 for a hart the board lacks).
+    pub fn hart_executed(&self, id: u64) -> u64 {
+        self.hart_marks.get(id as usize).map_or(0, |m| m.executed)
     }
 
     /// Puts back what a debugger's checkpoint kept of [`Machine::hart_marks`].
@@ -679,12 +683,13 @@ impl Machine {
             }
             match exit {
                 HartExit::Wfi => self.sleeping = true,
-                HartExit::Breakpoint | HartExit::Watchpoint => {
+                HartExit::Breakpoint => {
                     self.stopped_hart = id;
-                    return match exit {
-                        HartExit::Breakpoint => MachineStop::Breakpoint,
-                        _ => MachineStop::Watchpoint,
-                    };
+                    return MachineStop::Breakpoint;
+                }
+                HartExit::Watchpoint => {
+                    self.stopped_hart = id;
+                    return MachineStop::Watchpoint;
                 }
                 HartExit::Budget | HartExit::Yield => {}
             }

@@ -116,7 +116,7 @@ impl Session {
         self.machine.step_hart(id);
     }
 
-    /// Before a debugger resumes from a stop (see `Hart::resume_from_debug_stop`).
+    /// Before a debugger resumes from a stop (see `Machine::resume_from_debug_stop`).
     pub fn resume_from_debug_stop(&mut self) {
         self.machine.resume_from_debug_stop();
     }
