@@ -248,10 +248,7 @@ fn test_initramfs() -> std::path::PathBuf {
     image.resize(image.len().next_multiple_of(4), 0);
     image.extend(overlay);
     let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("smp-test-initramfs.cpio");
-    // Tests run in parallel: each writes the same bytes, then renames them into place.
-    let unique = path.with_extension(format!("{:?}", std::thread::current().id()));
-    std::fs::write(&unique, &image).unwrap();
-    std::fs::rename(&unique, &path).unwrap();
+    common::write_in_place(&path, &image);
     path
 }
 
@@ -434,6 +431,19 @@ fn gdb_with_rewind_commands(
     (text(&out.stdout), text(&out.stderr))
 }
 
+/// The store and hart of `monitor last-write`'s answer on a board of several harts
+/// (`POSITION 0xPC hart H`), among gdb's errors.
+fn last_write_answer(stderr: &str) -> (u64, u64) {
+    let words: Vec<&str> = stderr
+        .lines()
+        .find(|l| l.contains(" 0x") && l.contains(" hart "))
+        .unwrap_or_else(|| panic!("no last-write answer:\n{stderr}"))
+        .split_whitespace()
+        .collect();
+    let pc = u64::from_str_radix(words[1].trim_start_matches("0x"), 16).unwrap();
+    (pc, words[3].parse().unwrap())
+}
+
 /// gdb on the failing recording: stopped where a thread finds that another took the slot in
 /// its round too, `last-write` and a reverse watchpoint on `owner` name the harts that raced
 /// and their store: the last writer, and before it another hart that found the slot free.
@@ -451,14 +461,7 @@ fn who_raced_in_gdb(recording: &std::path::Path) {
         stdout.contains("hit Breakpoint 1, collision (round="),
         "no thread met a taken slot:\n{stdout}\n{stderr}"
     );
-    // `POSITION 0xPC hart H`
-    let last_write: Vec<&str> = stderr
-        .lines()
-        .find(|l| l.contains(" 0x") && l.contains(" hart "))
-        .unwrap_or_else(|| panic!("no last-write answer:\n{stderr}"))
-        .split_whitespace()
-        .collect();
-    let (store, writer) = (last_write[1], last_write[3].parse::<usize>().unwrap());
+    let (store, writer) = last_write_answer(&stderr);
     let writes: Vec<Vec<u64>> = stdout
         .lines()
         .filter_map(|l| l.strip_prefix("WRITE "))
@@ -472,13 +475,8 @@ fn who_raced_in_gdb(recording: &std::path::Path) {
         })
         .collect();
     assert_eq!(writes.len(), 2, "{stdout}\n{stderr}");
-    let store = u64::from_str_radix(store.trim_start_matches("0x"), 16).unwrap();
     // The newest write is last-write's: its thread is its hart's, at its store.
-    assert_eq!(
-        writes[0][..2],
-        [writer as u64 + 1, store],
-        "{stdout}\n{stderr}"
-    );
+    assert_eq!(writes[0][..2], [writer + 1, store], "{stdout}\n{stderr}");
     // Before it, another hart wrote there too, with the same store (`owner = id + 1`)...
     assert_ne!(writes[1][0], writes[0][0], "{stdout}");
     assert_eq!(writes[1][1], store, "{stdout}");
@@ -577,20 +575,14 @@ fn each_hart_is_a_gdb_thread_forwards_and_backwards() {
     assert_eq!(hart1[4], hart1[3] - 1, "{stderr}");
     // The last increment of `ipis_taken`: last-write and the reverse watchpoint agree on
     // the hart and the instruction.
-    let last_write: Vec<&str> = stderr
-        .lines()
-        .find(|l| l.contains(" hart "))
-        .unwrap_or_else(|| panic!("no last-write answer:\n{stderr}"))
-        .split_whitespace()
-        .collect();
+    let (store, hart) = last_write_answer(&stderr);
     let writer = stdout
         .lines()
         .find_map(|l| l.strip_prefix("WRITER "))
         .unwrap_or_else(|| panic!("{stdout}\n{stderr}"));
-    let hart: u64 = last_write[3].parse().unwrap();
     assert_eq!(
         writer,
-        format!("{} {}", hart + 1, last_write[1].trim_start_matches("0x")),
+        format!("{} {store:x}", hart + 1),
         "{stdout}\n{stderr}"
     );
     assert!(

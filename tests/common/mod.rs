@@ -445,10 +445,14 @@ pub fn tagged(text: &str, tag: &str) -> Vec<u64> {
 /// The gdb commands of `rewind gdbinit`, in a file to `source`.
 pub fn gdbinit() -> std::path::PathBuf {
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("rewind.gdb");
-    let printed = rewind(&["gdbinit"]);
-    // Tests run in parallel: each writes the same bytes, then renames them into place.
-    let unique = path.with_extension(format!("{:?}", std::thread::current().id()));
-    std::fs::write(&unique, printed.stdout).unwrap();
-    std::fs::rename(&unique, &path).unwrap();
+    write_in_place(&path, &rewind(&["gdbinit"]).stdout);
     path
+}
+
+/// Writes `bytes` to `path` as a whole: tests run in parallel, and each writes the same bytes
+/// under a name of its own, then renames them into place, so none reads a half-written file.
+pub fn write_in_place(path: &Path, bytes: &[u8]) {
+    let unique = path.with_extension(format!("{:?}", std::thread::current().id()));
+    std::fs::write(&unique, bytes).unwrap();
+    std::fs::rename(&unique, path).unwrap();
 }
